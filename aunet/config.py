@@ -1,0 +1,154 @@
+"""Typed model configuration shared by every architecture.
+
+One dataclass describes all four architectures so that presets, FLOP counting and
+the ladder speak the same language. Per-stage fields are lists (one entry per stage;
+a plain Transformer or Mamba has one stage). ``validate`` runs at construction and
+names the field and the fix for every mistake it finds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from aunet.splitting import default_rules, parse_rule
+
+ARCHS = ("aunet", "transformer", "mamba")
+UNITS = ("bytes", "bpe")
+UPSAMPLING = ("multilinear", "simple", "repeat")
+POOLING = ("select", "average")
+
+#: Byte vocabulary: 256 byte values, then BOS, EOS and PAD.
+BOS_ID, EOS_ID, PAD_ID = 256, 257, 258
+BYTE_VOCAB = 259
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one model. Lists hold one entry per stage (byte stage first)."""
+
+    arch: str = "aunet"
+    name: str = ""
+    units: str = "bytes"  # what one input position is: a byte, or a BPE token
+    vocab_size: int = BYTE_VOCAB  # set from the tokenizer for BPE models
+    dims: list[int] = field(default_factory=lambda: [64, 128])
+    layers: list[int] = field(default_factory=lambda: [1, 2])  # non-final: each side; final: trunk
+    head_dims: list[int] = field(default_factory=lambda: [32, 32])
+    ffn_dims: list[int] = field(default_factory=lambda: [192, 384])
+    splits: list[str] | None = None  # one rule per stage after the first; None = the paper's
+    seq_len: int = 8192  # input units per training sequence
+    window: int | None = 512  # byte-stage sliding attention window (None: full causal)
+    max_pooled: list[int] | None = None  # static length of each pooled stage (stages 2..K)
+    upsampling: str = "multilinear"
+    pooling: str = "select"
+    upsample_positions: int = 16  # position-specific linears, wrapping around
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    # Mamba only
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+
+    def __post_init__(self) -> None:
+        self.dims = [int(d) for d in self.dims]
+        self.layers = [int(n) for n in self.layers]
+        self.head_dims = [int(h) for h in self.head_dims]
+        self.ffn_dims = [int(f) for f in self.ffn_dims]
+        if self.arch == "aunet" and self.splits is None:
+            self.splits = default_rules(len(self.dims))
+        if self.splits is not None:
+            self.splits = [str(s) for s in self.splits]
+        if self.max_pooled is not None:
+            self.max_pooled = [int(m) for m in self.max_pooled]
+        self.validate()
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.dims)
+
+    @property
+    def trunk_dim(self) -> int:
+        return self.dims[-1]
+
+    def pooled_lengths(self) -> list[int]:
+        """Static sequence length of every stage (the byte stage first)."""
+        if self.max_pooled is None:
+            return [self.seq_len] * self.n_stages
+        return [self.seq_len, *self.max_pooled]
+
+    def validate(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise ValueError(f"model config {self.name or self.arch!r}: field '{name}' {message}")
+
+        if self.arch not in ARCHS:
+            fail("arch", f"is {self.arch!r}; use one of {ARCHS}")
+        if self.units not in UNITS:
+            fail("units", f"is {self.units!r}; use one of {UNITS}")
+        if self.arch != "transformer" and self.units != "bytes":
+            fail("units", f"must be 'bytes' for arch {self.arch!r} (only the Transformer reads BPE tokens)")
+        n = len(self.dims)
+        if n < 1:
+            fail("dims", "is empty; give one width per stage")
+        for name in ("layers", "head_dims", "ffn_dims"):
+            if len(getattr(self, name)) != n:
+                fail(name, f"has {len(getattr(self, name))} entries but 'dims' has {n}; give one per stage")
+        if self.arch != "aunet" and n != 1:
+            fail("dims", f"has {n} stages; arch {self.arch!r} has exactly one (only 'aunet' has several)")
+        if self.arch == "aunet" and n < 2:
+            fail("dims", "needs at least 2 stages for an AU-Net; use arch 'transformer' for one")
+        for k, (d, h) in enumerate(zip(self.dims, self.head_dims)):
+            if d <= 0 or h <= 0:
+                fail("dims", f"stage {k + 1}: width {d} and head dim {h} must be positive")
+            if d % h:
+                fail("head_dims", f"stage {k + 1}: width {d} is not divisible by head dim {h}")
+            if self.arch != "mamba" and h % 2:
+                fail("head_dims", f"stage {k + 1}: head dim {h} must be even for rotary positions")
+        if any(L < 1 for L in self.layers):
+            fail("layers", f"is {self.layers}; every stage needs at least one layer")
+        if any(f < 1 for f in self.ffn_dims):
+            fail("ffn_dims", f"is {self.ffn_dims}; every entry must be positive")
+        if self.seq_len < 1:
+            fail("seq_len", f"is {self.seq_len}; must be positive")
+        if self.window is not None and self.window < 1:
+            fail("window", f"is {self.window}; use a positive window or null for full attention")
+        if self.vocab_size < 2:
+            fail("vocab_size", f"is {self.vocab_size}; must be at least 2")
+        if self.units == "bytes" and self.vocab_size != BYTE_VOCAB:
+            fail("vocab_size", f"is {self.vocab_size}; byte models use {BYTE_VOCAB} (256 bytes + BOS/EOS/PAD)")
+        if self.arch == "aunet":
+            assert self.splits is not None
+            if len(self.splits) != n - 1:
+                fail("splits", f"has {len(self.splits)} rules; {n} stages need {n - 1} (one per pooled stage)")
+            for spec in self.splits:
+                try:
+                    parse_rule(spec)
+                except ValueError as err:
+                    fail("splits", str(err))
+            if self.upsampling not in UPSAMPLING:
+                fail("upsampling", f"is {self.upsampling!r}; use one of {UPSAMPLING}")
+            if self.pooling not in POOLING:
+                fail("pooling", f"is {self.pooling!r}; use one of {POOLING}")
+            if self.upsample_positions < 1:
+                fail("upsample_positions", f"is {self.upsample_positions}; must be >= 1")
+            if self.max_pooled is not None:
+                if len(self.max_pooled) != n - 1:
+                    fail("max_pooled", f"has {len(self.max_pooled)} entries; give one per pooled stage ({n - 1})")
+                previous = self.seq_len
+                for k, m in enumerate(self.max_pooled):
+                    if not 1 <= m <= previous:
+                        fail("max_pooled", f"stage {k + 2}: {m} must be between 1 and the previous stage's {previous}")
+                    previous = m
+        if self.arch == "mamba" and min(self.d_state, self.d_conv, self.expand) < 1:
+            fail("d_state", "d_state, d_conv and expand must all be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)

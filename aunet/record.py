@@ -1,0 +1,128 @@
+"""The result record: what one run leaves behind, and the row the analysis reads.
+
+A run writes exactly one record, atomically, when it ends (finished, diverged,
+failed or preempted). A sweep collects records into a table (one row each, nested
+fields flattened: ``metrics.bpb`` becomes the column ``bpb``, ``downstream`` scores
+become ``eval_<task>`` columns). Analysis needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("pending", "running", "finished", "diverged", "failed", "preempted")
+FINAL_STATUSES = ("finished", "diverged", "failed")
+
+
+@dataclass
+class RunRecord:
+    """One run. Units: compute in FLOPs; batch size in input units per optimizer step."""
+
+    status: str
+    arch: str  # family: aunet2, aunet3, aunet4, transformer_bytes, transformer_bpe, mamba_bytes
+    budget: float  # target compute C (FLOPs)
+    lr: float  # peak learning rate
+    bsz: float  # input units (bytes or tokens) per optimizer step
+    units: str = "bytes"  # "bytes" or "tokens"
+    bytes_per_unit: float = 1.0  # 1 for byte models; measured BPE compression k otherwise
+    study: str = ""
+    trial: int = -1
+    model: str = ""  # preset or ladder name
+    ratio: float = float("nan")  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
+    flops_per_unit: float = float("nan")
+    flops: float = float("nan")  # compute actually spent
+    params: float = float("nan")
+    steps: int = 0
+    train_units: float = 0.0
+    loss: float = float("nan")  # final held-out loss, nats per input unit
+    bpb: float = float("nan")  # final held-out bits per byte (comparable across architectures)
+    lr_box: tuple[float, float] | None = None  # the sweep's search box, to flag optima on its edge
+    bsz_box: tuple[float, float] | None = None
+    contraction: list[float] = field(default_factory=list)  # bytes per pooled vector, per stage
+    downstream: dict[str, float] = field(default_factory=dict)  # task -> accuracy
+    metrics: dict[str, Any] = field(default_factory=dict)  # throughput, memory, wall time, curves
+    config: dict[str, Any] = field(default_factory=dict)  # the full resolved config
+    error: str = ""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"record status {self.status!r} is not one of {STATUSES}")
+        if self.units not in ("bytes", "tokens"):
+            raise ValueError(f"record units {self.units!r} must be 'bytes' or 'tokens'")
+
+    @property
+    def bsz_bytes(self) -> float:
+        return self.bsz * self.bytes_per_unit
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite_or_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        data = dict(data)
+        for key in ("lr_box", "bsz_box"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        for key, value in list(data.items()):
+            if value is None and key in _FLOAT_FIELDS:
+                data[key] = float("nan")
+        return cls(**data)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for the results table."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("downstream", "metrics", "config", "contraction")}
+        row["bsz_bytes"] = self.bsz_bytes
+        for key in ("lr_box", "bsz_box"):
+            box = row.pop(key)
+            row[f"{key[:-4]}_min"], row[f"{key[:-4]}_max"] = box if box else (math.nan, math.nan)
+        for task, score in self.downstream.items():
+            row[f"eval_{task}"] = score
+        for key, value in self.metrics.items():
+            if isinstance(value, (int, float)):
+                row.setdefault(key, value)
+        return row
+
+    def write(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunRecord:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_FLOAT_FIELDS = {"budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "params",
+                 "train_units", "loss", "bpb"}
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: write None instead, so every record is strictly valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_finite_or_none(data), handle, indent=2, allow_nan=False, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
