@@ -16,7 +16,15 @@ describes a corpus.
 """
 
 from aunet.data.config import DEFAULT_SEQ_LEN, DataConfig, default_cache_dir
-from aunet.data.corpus import Corpus, CorpusTooSmallError, check_corpus, heldout_docs, prepare_data
+from aunet.data.corpus import (
+    Corpus,
+    CorpusTooSmallError,
+    Dataset,
+    check_corpus,
+    heldout_docs,
+    open_dataset,
+    prepare_data,
+)
 from aunet.data.default_corpus import default_corpus_dir, prepare_default_corpus
 from aunet.data.packing import (
     BpeEncoder,
@@ -40,6 +48,7 @@ __all__ = [
     "CorpusInfo",
     "CorpusTooSmallError",
     "DataConfig",
+    "Dataset",
     "DocStream",
     "EvalSet",
     "PackedLoader",
@@ -53,6 +62,7 @@ __all__ = [
     "iter_docs",
     "load_tokenizer",
     "make_eval_set",
+    "open_dataset",
     "measure_compression",
     "prepare_data",
     "prepare_default_corpus",

@@ -14,9 +14,12 @@ import logging
 import math
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from aunet.data.config import DataConfig
 from aunet.data.default_corpus import default_corpus_dir, prepare_default_corpus
@@ -35,6 +38,7 @@ from aunet.data.tokenizer import BpeTokenizer, cached_bpe, load_tokenizer, measu
 from aunet.record import write_json_atomic
 
 if TYPE_CHECKING:
+    from aunet.config import ModelConfig
     from aunet.splitting import Splitter
 
 log = logging.getLogger("aunet.data")
@@ -75,7 +79,7 @@ class Corpus:
         info, heldout = scan_corpus(files, cfg.valid_bytes, cache, cfg.text_field, cfg.max_doc_bytes, show)
         corpus = cls(cfg, files, info, heldout, tokenizer)
         if cfg.units == "bpe" and tokenizer is None:
-            path = cache / "tokenizers" / f"bpe-v{cfg.bpe_vocab}-{info.fingerprint[:16]}-{cfg.bpe_train_bytes}.json"
+            path = cache / "tokenizers" / f"bpe2-v{cfg.bpe_vocab}-{info.fingerprint[:16]}-{cfg.bpe_train_bytes}.json"
             corpus.tokenizer = cached_bpe(path, cfg.bpe_vocab, lambda: corpus.train_texts(cfg.bpe_train_bytes), show)
             corpus.encoder = BpeEncoder(corpus.tokenizer)
         return corpus
@@ -182,6 +186,102 @@ class Corpus:
         """The held-out split as fixed evaluation sequences in this corpus's units."""
         return make_eval_set(self._heldout, self.encoder, int(seq_len or self.cfg.seq_len), splitter)
 
+    # -------------------------------------------------------------- the trainer's view (model-aware)
+    def fit_model_config(self, model_cfg: ModelConfig) -> ModelConfig:
+        """The model config with this corpus's vocabulary (BPE) after checking units and seq_len agree."""
+        if model_cfg.units != self.units:
+            raise ValueError(f"the model reads {model_cfg.units!r} but the data config has units={self.units!r}")
+        if model_cfg.units == "bpe" and model_cfg.vocab_size != self.vocab_size:
+            return replace(model_cfg, vocab_size=self.vocab_size)
+        return model_cfg
+
+    @staticmethod
+    def splitter_for(model_cfg: ModelConfig) -> Splitter | None:
+        if model_cfg.arch != "aunet":
+            return None
+        from aunet.splitting import Splitter
+
+        return Splitter(model_cfg.n_stages, model_cfg.splits)
+
+    def train_loader(self, model_cfg: ModelConfig, micro_batch: int, rank: int = 0, world_size: int = 1,
+                     seed: int | None = None) -> PackedLoader:
+        """A loader shaped for ``model_cfg`` (its seq_len; pooling levels for an AU-Net).
+
+        ``seed`` overrides the data config's shuffle seed (the held-out split never depends on it).
+        """
+        stream = self.stream if seed is None or seed == self.cfg.seed else replace_seed(self.stream, seed)
+        return PackedLoader(stream, self.encoder, micro_batch, int(model_cfg.seq_len), rank=rank,
+                            world_size=world_size, splitter=self.splitter_for(model_cfg),
+                            epochs_allowed=self.cfg.epochs_allowed, fingerprint=self.info.fingerprint)
+
+    def eval_set_for(self, model_cfg: ModelConfig, max_bytes: int | None = None) -> EvalSet:
+        """Held-out evaluation sequences for ``model_cfg`` (cached in memory).
+
+        ``max_bytes`` keeps the first held-out documents (in key order, at least one) whose
+        bytes fit, so every architecture given the same cap sees the same bytes.
+        """
+        splitter = self.splitter_for(model_cfg)
+        key = (int(model_cfg.seq_len), tuple(model_cfg.splits or ()) if splitter else None, max_bytes)
+        cache = self.__dict__.setdefault("_eval_cache", {})
+        if key not in cache:
+            docs = self._heldout
+            if max_bytes is not None:
+                kept, used = [], 0
+                for d in docs:
+                    if kept and used + len(d) > max_bytes:
+                        break
+                    kept.append(d)
+                    used += len(d)
+                docs = kept
+            cache[key] = make_eval_set(docs, self.encoder, int(model_cfg.seq_len), splitter)
+        return cache[key]
+
+    def heldout_batches(self, model_cfg: ModelConfig, micro_batch: int, rank: int = 0, world_size: int = 1,
+                        max_bytes: int | None = None) -> Iterator[dict[str, Any]]:
+        """This rank's share of the held-out sequences, as batches.
+
+        Each batch: ``ids`` [B, L+1], ``target_mask`` [B, L], ``n_bytes`` (document bytes
+        credited to the batch; summed over all batches of all ranks it is exactly the
+        held-out bytes), and ``levels`` for an AU-Net. Every rank yields the same number of
+        batches (fully masked padding sequences fill the gap), so collectives stay in step.
+        """
+        ev = self.eval_set_for(model_cfg, max_bytes)
+        n = len(ev)
+        per_rank = -(-n // world_size)
+        index = [j for j in range(rank, per_rank * world_size, world_size)]
+        for i in range(0, len(index), micro_batch):
+            rows = index[i: i + micro_batch]
+            real = [j for j in rows if j < n]
+            ids = torch.full((len(rows), ev.ids.shape[1]), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), ev.mask.shape[1]), dtype=torch.bool)
+            ids[: len(real)] = ev.ids[real]
+            mask[: len(real)] = ev.mask[real]
+            batch: dict[str, Any] = {"ids": ids, "target_mask": mask, "n_bytes": int(ev.seq_bytes[real].sum())}
+            if ev.levels is not None:
+                levels = torch.zeros_like(ids)
+                levels[: len(real)] = ev.levels[real]
+                batch["levels"] = levels
+            yield batch
+
+    def contraction(self, model_cfg: ModelConfig, max_bytes: int | None = None) -> list[float]:
+        """Bytes per kept vector at each stage (byte stage first, so entry 0 is 1.0), measured on held-out.
+
+        Measured on the evaluation sequences exactly as the model sees them (levels restart
+        at every sequence start), over real input positions only.
+        """
+        splitter = self.splitter_for(model_cfg)
+        if splitter is None:
+            return [1.0]
+        ev = self.eval_set_for(model_cfg, max_bytes)
+        assert ev.levels is not None
+        levels = ev.levels[:, :-1][ev.mask]
+        total = levels.numel()
+        return [total / max(1, int((levels >= k).sum())) for k in range(model_cfg.n_stages)]
+
+    def check_size(self, units_needed: float) -> dict[str, Any]:
+        """Alias of :meth:`check` (the trainer's name)."""
+        return self.check(int(math.ceil(units_needed)))
+
     def summary(self) -> dict[str, Any]:
         out = {**self.info.summary(), "units": self.units, "seq_len": self.cfg.seq_len,
                "vocab_size": self.vocab_size, "bytes_per_unit": self.bytes_per_unit,
@@ -189,6 +289,23 @@ class Corpus:
         if self.tokenizer is not None:
             out["tokenizer"] = self.tokenizer.path
         return out
+
+
+def replace_seed(stream: DocStream, seed: int) -> DocStream:
+    return DocStream(stream.files, stream.heldout_keys, stream.max_heldout_len, seed, stream.shuffle_docs,
+                     stream.shuffle_bytes, stream.text_field, stream.max_doc_bytes)
+
+
+#: The trainer's name for a prepared corpus.
+Dataset = Corpus
+
+
+def open_dataset(cfg: DataConfig, world_size: int = 1, progress: bool | None = None) -> Corpus:
+    """Prepare the corpus for a run (``world_size`` is accepted for symmetry; every rank prepares).
+
+    Caches are written under file locks and atomically, so concurrent ranks are safe.
+    """
+    return Corpus.prepare(cfg, progress)
 
 
 def prepare_data(cfg: DataConfig, progress: bool | None = None) -> Corpus:

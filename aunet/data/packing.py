@@ -54,7 +54,7 @@ class ByteEncoder:
 
 
 class BpeEncoder:
-    """BPE token ids from a :class:`BpeTokenizer`; EOS is the tokenizer's own, PAD = EOS (masked)."""
+    """BPE token ids from a :class:`BpeTokenizer`; EOS and PAD are the tokenizer's own special tokens."""
 
     units = "bpe"
 
@@ -329,6 +329,7 @@ class EvalSet:
 
     ids: torch.Tensor  # LongTensor[N, L + 1]
     mask: torch.Tensor  # BoolTensor[N, L]
+    seq_bytes: torch.Tensor  # LongTensor[N]: document bytes credited to each sequence (sums to n_bytes)
     n_bytes: int
     n_targets: int
     n_docs: int
@@ -340,7 +341,8 @@ class EvalSet:
 
     def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         for i in range(0, len(self), batch_size):
-            batch = {"ids": self.ids[i: i + batch_size], "mask": self.mask[i: i + batch_size]}
+            batch = {"ids": self.ids[i: i + batch_size], "mask": self.mask[i: i + batch_size],
+                     "n_bytes": int(self.seq_bytes[i: i + batch_size].sum())}
             if self.levels is not None:
                 batch["levels"] = self.levels[i: i + batch_size]
             yield batch
@@ -355,6 +357,13 @@ def make_eval_set(docs: list[bytes], encoder: Encoder, seq_len: int, splitter: S
     n_seq = -(-n_targets // seq_len)
     ids = np.full((n_seq, seq_len + 1), encoder.pad_id, dtype=np.int64)
     mask = np.zeros((n_seq, seq_len), dtype=bool)
+    # A document's bytes are credited to the sequence whose targets include its closing EOS,
+    # so that any partition of the sequences (ranks, batches) adds up to exactly n_bytes.
+    seq_bytes = np.zeros(n_seq, dtype=np.int64)
+    end = 0
+    for doc, part in zip(docs, parts[1:]):
+        end += len(part)  # stream index of this document's EOS
+        seq_bytes[(end - 1) // seq_len] += len(doc)
     for j in range(n_seq):
         chunk = stream[j * seq_len: j * seq_len + seq_len + 1]
         ids[j, : len(chunk)] = chunk
@@ -364,8 +373,8 @@ def make_eval_set(docs: list[bytes], encoder: Encoder, seq_len: int, splitter: S
         if encoder.units != "bytes":
             raise ValueError("pooling levels (a Splitter) need units='bytes'")
         levels = torch.tensor([splitter.levels(row.tolist()) for row in ids], dtype=torch.long)
-    return EvalSet(torch.from_numpy(ids), torch.from_numpy(mask), sum(len(d) for d in docs), n_targets,
-                   len(docs), encoder.units, levels)
+    return EvalSet(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(seq_bytes),
+                   sum(len(d) for d in docs), n_targets, len(docs), encoder.units, levels)
 
 
 def bits_per_byte(total_nats: float, n_bytes: int) -> float:

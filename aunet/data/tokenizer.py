@@ -22,18 +22,32 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
 #: Tried in order to find the EOS of a user tokenizer when ``eos_token`` is not given.
 EOS_CANDIDATES = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>", "<|im_end|>", "[SEP]")
+#: A user tokenizer's padding token; when it has none, ``<|pad|>`` is added (in memory only).
+PAD_CANDIDATES = (PAD_TOKEN, "<pad>", "[PAD]", "<|finetune_right_pad_id|>")
 
 
 class BpeTokenizer:
-    """A ``tokenizers.Tokenizer`` plus the ids the data pipeline needs (EOS, and PAD = EOS)."""
+    """A ``tokenizers.Tokenizer`` plus the ids the data pipeline needs: EOS and a PAD never in the data.
 
-    def __init__(self, tokenizer: Tokenizer, eos_id: int, path: str | None = None):
+    PAD is a token of its own (``<|pad|>`` in trained tokenizers; a user tokenizer's pad
+    token, or ``<|pad|>`` appended in memory), so a loss with ``ignore_index=pad_id``
+    never ignores a real target such as EOS.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, eos_id: int, path: str | None = None, pad_id: int | None = None):
         self.tokenizer = tokenizer
         self.tokenizer.encode_special_tokens = True
         self.eos_id = int(eos_id)
-        self.pad_id = int(eos_id)  # padded targets are masked out, so any valid id does
+        if pad_id is None:
+            pad_id = next((tokenizer.token_to_id(t) for t in PAD_CANDIDATES if tokenizer.token_to_id(t) is not None),
+                          None)
+        if pad_id is None:
+            tokenizer.add_special_tokens([PAD_TOKEN])
+            pad_id = tokenizer.token_to_id(PAD_TOKEN)
+        self.pad_id = int(pad_id)
         self.path = path
 
     @property
@@ -58,7 +72,7 @@ def new_bpe(vocab_size: int) -> tuple[Tokenizer, trainers.BpeTrainer]:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS_TOKEN],
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -134,7 +148,7 @@ def cached_bpe(path: str | Path, vocab_size: int, texts_factory, show_progress: 
 def measure_compression(tokenizer: BpeTokenizer | Tokenizer, docs: Iterable[bytes | str]) -> float:
     """Bytes per token over ``docs`` (each encoded on its own, EOS not counted)."""
     if isinstance(tokenizer, Tokenizer):
-        tokenizer = BpeTokenizer(tokenizer, 0)
+        tokenizer = BpeTokenizer(tokenizer, 0, pad_id=0)
     n_bytes = n_tokens = 0
     for doc in docs:
         data = doc.encode("utf-8") if isinstance(doc, str) else doc
