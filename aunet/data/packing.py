@@ -111,25 +111,36 @@ class DocStream:
         """The block starting at ``(file_pos, ref)`` of the epoch's file order, shuffled.
 
         Returns the documents and the cursor of the next block (``file_pos == len(files)``
-        at the end of the epoch).
+        at the end of the epoch). The open file of the last block is kept, so reading block
+        after block never seeks (a .zst stream cannot seek without decompressing again).
         """
         order = self.file_order(epoch)
         docs: list[bytes] = []
         size = 0
         while file_pos < len(order):
-            gen = iter_docs(self.files[order[file_pos]], ref, self.text_field, self.max_doc_bytes)
-            try:
-                for doc, next_ref in gen:
-                    if self.is_heldout(doc):
-                        continue
-                    docs.append(doc)
-                    size += len(doc)
-                    if len(docs) >= self.shuffle_docs or size >= self.shuffle_bytes:
-                        return self._shuffled(docs, epoch, block_no, shuffle), (file_pos, next_ref)
-            finally:
-                gen.close()
+            gen = self._reader(epoch, file_pos, ref, order)
+            for doc, next_ref in gen:
+                ref = next_ref
+                if self.is_heldout(doc):
+                    continue
+                docs.append(doc)
+                size += len(doc)
+                if len(docs) >= self.shuffle_docs or size >= self.shuffle_bytes:
+                    self._live = (epoch, file_pos, ref, gen)
+                    return self._shuffled(docs, epoch, block_no, shuffle), (file_pos, ref)
+            gen.close()
+            self._live = None
             file_pos, ref = file_pos + 1, 0
         return self._shuffled(docs, epoch, block_no, shuffle), (len(order), 0)
+
+    def _reader(self, epoch: int, file_pos: int, ref: int, order: list[int]):
+        live = getattr(self, "_live", None)
+        if live is not None:
+            if live[:3] == (epoch, file_pos, ref):
+                return live[3]
+            live[3].close()
+            self._live = None
+        return iter_docs(self.files[order[file_pos]], ref, self.text_field, self.max_doc_bytes)
 
     def _shuffled(self, docs: list[bytes], epoch: int, block_no: int, shuffle: bool) -> list[bytes]:
         if not shuffle or len(docs) < 2:
