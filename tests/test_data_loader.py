@@ -309,3 +309,24 @@ def test_levels_match_the_splitter_and_contraction_grows(corpus_dir, tmp_path):
     plain = ModelConfig(arch="transformer", dims=[32], layers=[1], head_dims=[16], ffn_dims=[64], seq_len=SEQ)
     assert "levels" not in next(corpus.train_loader(plain, 2))
     assert corpus.train_loader(model, 2).splitter is not None
+
+
+def test_blocks_continue_the_open_file_instead_of_reopening_it(tmp_path, monkeypatch):
+    import aunet.data.packing as packing
+
+    d = tmp_path / "z"
+    d.mkdir()
+    write_jsonl(d / "x.jsonl.zst", make_docs(60, seed=3), compress=True)
+    corpus = prepare_data(DataConfig(sources=[str(d)], seq_len=64, valid_bytes=3000, shuffle_docs=2,
+                                     cache_dir=str(tmp_path / "cache")))
+    opened = []
+    real = packing.iter_docs
+
+    def counting(sf, start=0, *a, **k):
+        opened.append(start)
+        return real(sf, start, *a, **k)
+
+    monkeypatch.setattr(packing, "iter_docs", counting)
+    docs = list(corpus.train_docs(shuffle=True))
+    assert len(docs) == corpus.info.train_documents > 40  # about 25 blocks of 2 documents
+    assert opened == [0]

@@ -198,3 +198,11 @@ def test_user_tokenizer_in_the_pipeline(corpus_dir, tmp_path, tok):
     assert corpus.fit_model_config(model).vocab_size == tok.vocab_size
     with pytest.raises(ValueError, match="units"):
         prepare_data(cfg_for(corpus_dir, tmp_path, units="bytes")).fit_model_config(model)
+
+
+def test_bpe_training_text_does_not_depend_on_the_seed(corpus_dir, tmp_path):
+    a = prepare_data(cfg_for(corpus_dir, tmp_path, units="bytes", seed=0))
+    b = prepare_data(cfg_for(corpus_dir, tmp_path, units="bytes", seed=7))
+    assert list(a.train_docs()) != list(b.train_docs())  # the epoch order differs...
+    assert list(a.train_texts(20_000)) == list(b.train_texts(20_000))  # ...the BPE's training text does not
+    assert sum(len(t.encode()) for t in a.train_texts(20_000)) <= 20_000

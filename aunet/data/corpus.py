@@ -94,9 +94,12 @@ class Corpus:
         return self.stream.iter_epoch(epoch, shuffle)
 
     def train_texts(self, max_bytes: int) -> Iterator[str]:
-        """Training documents as text, up to about ``max_bytes`` (for BPE training)."""
+        """Training documents as text, up to about ``max_bytes`` (for BPE training).
+
+        Taken in sorted file order, so the trained tokenizer does not depend on the seed.
+        """
         used = 0
-        for doc in self.train_docs():
+        for doc in self.stream.iter_file_order():
             if used >= max_bytes:
                 return
             piece = doc[: max_bytes - used]

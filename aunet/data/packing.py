@@ -148,6 +148,13 @@ class DocStream:
         perm = np.random.default_rng([self.seed, epoch, block_no]).permutation(len(docs))
         return [docs[i] for i in perm]
 
+    def iter_file_order(self) -> Iterator[bytes]:
+        """All training documents in the sorted file order (independent of the seed)."""
+        for sf in self.files:
+            for doc, _ref in iter_docs(sf, 0, self.text_field, self.max_doc_bytes):
+                if not self.is_heldout(doc):
+                    yield doc
+
     def iter_epoch(self, epoch: int = 0, shuffle: bool = False) -> Iterator[bytes]:
         """All training documents of one epoch (file order of that epoch; blocks shuffled if asked)."""
         cursor, block_no = (0, 0), 0
