@@ -1,0 +1,568 @@
+"""Fits: hyperparameter laws (band and bowl estimators), loss against compute, iso-FLOP curves.
+
+Uncertainty comes from one bootstrap design used everywhere: the runs of each budget
+are resampled with replacement (as multinomial weights, so a thousand replicates are
+a few matrix products) and each replicate re-estimates every budget's optimum. The
+budgets' bootstrap variances propagate into the law, whose scale is then checked
+against the budgets' actual scatter around it (see ``_law_from_estimates``), so the
+intervals stay calibrated when the bootstrap is conservative (it is, for space-filling
+Sobol designs) or the law does not fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import NOT_TASKS, load_results, warn
+from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
+
+LEVEL = 0.95
+MIN_BUDGETS = 3  # a slope and one degree of freedom for its scatter
+BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
+LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
+EDGE = 0.1  # the outer tenth of a log box counts as its edge
+HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
+ESTIMATORS = ("band", "bowl")
+LAW_DRAWS = 4000  # draws of (log coef, exponent) behind every law interval and prediction
+
+
+@dataclass
+class LawFit:
+    """y = coef · C^exponent fitted in log space, with bootstrap intervals.
+
+    ``samples`` holds the replicates as (log coef, exponent) so any prediction gets its
+    interval from the joint distribution (coef and exponent are strongly correlated).
+    """
+
+    target: str  # "lr" or "bsz"
+    coef: float
+    exponent: float
+    coef_ci: tuple[float, float]
+    exponent_ci: tuple[float, float]
+    budgets: np.ndarray  # fitted budgets
+    values: np.ndarray  # each budget's estimate of the optimum
+    residuals: np.ndarray  # log(value) - log(law), per budget
+    dispersion: float  # budgets' scatter around the law in units of their bootstrap spread (~1 if consistent)
+    samples: np.ndarray
+    level: float = LEVEL
+
+    def power_law(self) -> PowerLaw:
+        return PowerLaw(self.coef, self.exponent)
+
+    def predict(self, compute: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point prediction and interval at each budget."""
+        logc = np.log(np.atleast_1d(np.asarray(compute, dtype=float)))
+        draws = self.samples[:, :1] + self.samples[:, 1:] * logc
+        lo, hi = np.nanquantile(draws, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+        return self.coef * np.exp(self.exponent * logc), np.exp(lo), np.exp(hi)
+
+
+@dataclass
+class HyperFit:
+    """One architecture's hyperparameter laws from one estimator."""
+
+    arch: str
+    estimator: str
+    units: str  # what BSZ counts in the law: bytes or tokens
+    tolerance: float
+    lr: LawFit
+    bsz: LawFit
+    budgets: pd.DataFrame  # one row per budget: counts, best run, optimum with interval, residuals, edge
+    runs: pd.DataFrame  # every run of the arch (all statuses) with a near_optimal flag
+    warnings: list[str] = field(default_factory=list)
+
+    def hyper_laws(self) -> HyperLaws:
+        return HyperLaws(self.bsz.power_law(), self.lr.power_law(), self.units,
+                         f"analysis {self.estimator} fit of {self.arch}")
+
+    def write_laws(self, path) -> None:
+        """Write the law in the exact JSON format of ``aunet.laws.HyperLaws.from_file``."""
+        from aunet.record import write_json_atomic
+
+        write_json_atomic(path, self.hyper_laws().to_dict())
+
+
+@dataclass
+class LossFit:
+    """L(C) = E + A·C^-alpha fitted to the best loss of each budget."""
+
+    arch: str
+    metric: str
+    e: float
+    a: float
+    alpha: float
+    e_ci: tuple[float, float]
+    a_ci: tuple[float, float]
+    alpha_ci: tuple[float, float]
+    budgets: np.ndarray
+    best: np.ndarray  # the envelope: best loss per budget
+    residuals: np.ndarray  # log residuals
+    samples: np.ndarray  # (log E, log A, alpha) replicates
+    level: float = LEVEL
+
+    def predict(self, compute: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = np.atleast_1d(np.asarray(compute, dtype=float))
+        point = self.e + self.a * c**-self.alpha
+        s = self.samples
+        draws = np.exp(s[:, :1]) + np.exp(s[:, 1:2]) * c ** -s[:, 2:3]
+        lo, hi = np.nanquantile(draws, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+        return point, lo, hi
+
+
+# ---------------------------------------------------------------------------- bootstrap plumbing
+
+
+def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Row 0 is the data itself; rows 1.. are resamples of the n runs (multinomial counts)."""
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    return np.vstack([np.ones((1, n)), counts]).astype(float)
+
+
+def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _robust_var(reps: np.ndarray) -> np.ndarray:
+    """Per-column variance from the interquartile range: bowl replicates have heavy tails, and a few
+    wild replicates must not set the scale of every interval."""
+    q1, q3 = np.nanquantile(reps, [0.25, 0.75], axis=0)
+    return ((q3 - q1) / 1.349) ** 2
+
+
+def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weights: np.ndarray,
+                        rng: np.random.Generator, level: float) -> LawFit:
+    """A power law through per-budget estimates (row 0: the data, rows 1..: bootstrap replicates).
+
+    The line is a fixed weighted least-squares map of the budgets' log estimates, and
+    budgets are resampled independently, so the bootstrap variance of each budget's
+    estimate propagates into the law's covariance exactly. That scale is then checked
+    against how far the budgets actually scatter around the law: the dispersion phi
+    (residuals in units of their bootstrap spread, normalised to 1 in expectation; B-2
+    degrees of freedom) multiplies the covariance, each draw taking phi from its
+    inverse chi-square. The interval is thus Student-t calibrated whether the bootstrap
+    is conservative (it is, for space-filling Sobol designs) or the law does not fit
+    (budgets scatter more than their noise). With nothing to resample (one run per
+    budget) every budget gets the same variance: the classical regression interval.
+    """
+    x = np.log(budgets)
+    y = np.log(est[0])
+    nb = len(x)
+    var = _robust_var(np.log(est[1:])) if len(est) > 1 else np.zeros(nb)
+    var = np.where(np.isfinite(var), var, 0.0)
+    var = np.maximum(var, 0.1 * np.median(var[var > 0])) if (var > 0).any() else np.ones(nb)
+    w = weights / weights.sum()
+    xm = float(w @ x)
+    slope_map = w * (x - xm) / float(w @ (x - xm) ** 2)
+    intercept_map = w - slope_map * xm
+    a0, b0 = float(intercept_map @ y), float(slope_map @ y)
+    resid = y - (a0 + b0 * x)
+    hat = intercept_map[None, :] + x[:, None] * slope_map[None, :]
+    spread = np.eye(nb) - hat
+    expected = float(np.trace((spread * var) @ spread.T / var[:, None]))  # E[sum r^2/var] if var is right
+    dispersion = math.sqrt(float((resid**2 / var).sum()) / expected)
+    maps = np.stack([intercept_map, slope_map])
+    chol = np.linalg.cholesky((maps * var) @ maps.T)
+    phi = dispersion * np.sqrt((nb - 2) / rng.chisquare(nb - 2, size=(LAW_DRAWS, 1)))
+    samples = np.array([a0, b0]) + phi * (rng.standard_normal((LAW_DRAWS, 2)) @ chol.T)
+    return LawFit(target, math.exp(a0), b0, tuple(np.exp(_ci(samples[:, 0], level))), _ci(samples[:, 1], level),
+                  budgets, np.exp(y), resid, dispersion, samples, level)
+
+
+def fit_power_law(compute, values, *, target: str = "y", level: float = LEVEL, seed: int = 0) -> LawFit:
+    """Fit y = coef·C^exponent to plain points (e.g. the paper's chosen configurations).
+
+    With one point per budget there is nothing to resample, so the interval is the
+    lack-of-fit part alone: the parametric (Student-t like) interval of the regression.
+    """
+    c = np.asarray(compute, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if c.shape != v.shape or c.ndim != 1:
+        raise ValueError(f"compute and values must be 1-D and of equal length; got {c.shape} and {v.shape}")
+    if not (np.all(np.isfinite(c) & (c > 0)) and np.all(np.isfinite(v) & (v > 0))):
+        raise ValueError("compute and values must be positive and finite to fit a power law in log space")
+    if len(np.unique(c)) < MIN_BUDGETS:
+        raise ValueError(f"a power law with an interval needs at least {MIN_BUDGETS} distinct budgets; "
+                         f"got {len(np.unique(c))}")
+    order = np.argsort(c)
+    return _law_from_estimates(target, c[order], v[order][None], np.ones(len(c)), np.random.default_rng(seed), level)
+
+
+# ---------------------------------------------------------------------------- per-budget estimators
+
+
+def _band(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Geometric centroid of the runs within ``tolerance`` of the best loss, per replicate.
+
+    The paper (after DeepSeek) fits a line through all near-optimal points; since all
+    points of a budget share its C, that is the line through the centroids weighted by
+    their counts, which is what the caller fits.
+    """
+    present = w > 0
+    best = np.where(present, loss, np.inf).min(axis=1, keepdims=True)
+    near = w * (present & (loss <= best * (1 + tolerance)))
+    count = near.sum(axis=1)
+    return np.exp(near @ logv / count[:, None]), count
+
+
+def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray,
+          iterations: int = 8) -> np.ndarray:
+    """Minimum of a robust quadratic in (log LR, log BSZ) fitted to a budget's runs, per replicate.
+
+    Huber-weighted least squares by iteratively reweighting, batched over replicates.
+    A replicate whose quadratic has no minimum, or whose minimum lies more than one box
+    width outside the box, gives NaN (no bowl to read an optimum from).
+    """
+    centre, spread = logv.mean(axis=0), logv.std(axis=0) + 1e-12
+    z = (logv - centre) / spread
+    design = np.column_stack([np.ones(len(z)), z[:, 0], z[:, 1], z[:, 0] ** 2, z[:, 0] * z[:, 1], z[:, 1] ** 2])
+    y = 100 * (loss / loss.min() - 1)  # percent above the best run
+    outer = design[:, :, None] * design[:, None, :]
+    ridge = 1e-9 * np.eye(6)
+
+    def solve(weights: np.ndarray) -> np.ndarray:
+        lhs = np.einsum("rn,njk->rjk", weights, outer) + ridge
+        rhs = np.einsum("rn,nj->rj", weights, design * y[:, None])
+        return np.linalg.solve(lhs, rhs[..., None])[..., 0]
+
+    theta = solve(w)
+    resid = y - theta @ design.T
+    scale = max(1.4826 * float(np.median(np.abs(resid[0]))), 1e-6 * (float(np.abs(y).max()) + 1e-12))
+    for _ in range(iterations):
+        theta = solve(w * np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(resid), 1e-300)))
+        resid = y - theta @ design.T
+    g1, g2, h11, h12, h22 = theta[:, 1], theta[:, 2], 2 * theta[:, 3], theta[:, 4], 2 * theta[:, 5]
+    det = h11 * h22 - h12**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zmin = np.column_stack([-(h22 * g1 - h12 * g2) / det, -(h11 * g2 - h12 * g1) / det])
+    logmin = centre + spread * zmin
+    width = box[:, 1] - box[:, 0]
+    inside = np.all((logmin > box[:, 0] - width) & (logmin < box[:, 1] + width), axis=1)
+    valid = (h11 > 0) & (det > 0) & inside
+    return np.where(valid[:, None], np.exp(logmin), np.nan)
+
+
+# ---------------------------------------------------------------------------- hyperparameter laws
+
+
+def _arch_runs(results, arch: str) -> pd.DataFrame:
+    df = results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+    runs = df[df["arch"] == arch]
+    if runs.empty:
+        raise ValueError(f"no runs of arch {arch!r}; the table holds {sorted(df['arch'].unique())}")
+    return runs
+
+
+def _box(group: pd.DataFrame, column: str) -> tuple[float, float]:
+    """The search box of a budget: the recorded one, else the range its runs actually sampled."""
+    lo, hi = group[f"{column}_min"].median(), group[f"{column}_max"].median()
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        lo, hi = group[column].min(), group[column].max()
+    return float(lo), float(hi)
+
+
+def _edge(value: float, lo: float, hi: float) -> str:
+    if hi <= lo:
+        return ""
+    position = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return "lower" if position < EDGE else "upper" if position > 1 - EDGE else ""
+
+
+def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: float = 0.01, n_boot: int = 1000,
+                   seed: int = 0, level: float = LEVEL, bsz_in: str = "units") -> HyperFit:
+    """Fit BSZ = A·C^alpha and LR = B·C^beta for one architecture (Sec. 2.3).
+
+    ``estimator="band"``: per budget, the runs within ``tolerance`` of the best loss
+    (0.01 as in the paper, 0.0025 as in DeepSeek LLM). ``"bowl"``: the minimum of a
+    robust quadratic fitted to all finished runs of the budget. ``bsz_in`` is "units"
+    (bytes or tokens, as the paper) or "bytes". Only finished runs with a finite loss
+    enter; diverged and failed runs stay in ``runs`` for the plots.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r} is not one of {ESTIMATORS}")
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance {tolerance} must be a fraction of the best loss in (0, 1), e.g. 0.01 for 1%")
+    if bsz_in not in ("units", "bytes"):
+        raise ValueError(f"bsz_in {bsz_in!r} must be 'units' or 'bytes'")
+    runs = _arch_runs(results, arch).copy()
+    units = "bytes" if bsz_in == "bytes" else runs["units"].iloc[0]
+    bsz_col = "bsz_bytes" if bsz_in == "bytes" else "bsz"
+    usable = runs[runs["usable"]]
+    counts = usable.groupby("budget").size().reindex(sorted(runs["budget"].unique()), fill_value=0)
+    need = BOWL_MIN_RUNS if estimator == "bowl" else 1
+    messages: list[str] = []
+    short = counts[counts < need]
+    if estimator == "bowl" and len(short):
+        listing = ", ".join(f"{b:.3g} ({n} runs)" for b, n in short.items())
+        messages.append(warn(f"{arch}: the bowl needs {BOWL_MIN_RUNS} finished runs per budget; budgets {listing} "
+                             "are left out (add trials there, or use the band estimator)"))
+    kept = counts[counts >= need]
+    if len(kept) < MIN_BUDGETS:
+        listing = ", ".join(f"{b:.3g}: {n}" for b, n in counts.items())
+        raise ValueError(
+            f"{arch}: the {estimator} fit needs at least {MIN_BUDGETS} budgets with {need} or more finished runs "
+            f"each; finished runs per budget are {{{listing}}}; run more budgets or trials"
+        )
+    rng = np.random.default_rng(seed)
+    budgets = kept.index.to_numpy(dtype=float)
+    est = np.full((n_boot + 1, len(budgets), 2), np.nan)
+    weight = np.ones(len(budgets))  # band: its near-optimal count (the paper fits every near-optimal run)
+    runs["near_optimal"] = False
+    rows = []
+    for j, budget in enumerate(budgets):
+        group = usable[usable["budget"] == budget]
+        loss = group["loss"].to_numpy()
+        values = group[["lr", bsz_col]].to_numpy()
+        logv = np.log(values)
+        w = _bootstrap_weights(len(group), n_boot, rng)
+        best = int(np.argmin(loss))
+        near = loss <= loss[best] * (1 + tolerance)
+        runs.loc[group.index[near], "near_optimal"] = True
+        everything = runs[runs["budget"] == budget]
+        to_bsz = float(everything["bytes_per_unit"].iloc[0]) if bsz_in == "bytes" else 1.0
+        box = [_box(everything, "lr"), tuple(v * to_bsz for v in _box(everything, "bsz"))]
+        if estimator == "band":
+            est[:, j], counts = _band(loss, logv, w, tolerance)
+            weight[j] = counts[0]
+        else:
+            est[:, j] = _bowl(loss, logv, w, np.log(np.array(box)))
+        edges = []
+        for name, (lo, hi), value in (("LR", box[0], values[best, 0]), ("BSZ", box[1], values[best, 1])):
+            side = _edge(value, lo, hi)
+            if side:
+                edges.append(f"{name} {side}")
+                messages.append(warn(
+                    f"{arch} budget {budget:.3g}: the best run's {name} {value:.3g} sits on the {side} edge of "
+                    f"the search box [{lo:.3g}, {hi:.3g}]; the optimum may lie outside it, so widen the box"))
+        if estimator == "bowl":
+            if not np.isfinite(est[0, j]).all():
+                messages.append(warn(f"{arch} budget {budget:.3g}: the robust quadratic has no minimum near the "
+                                     "box (no bowl); this budget is left out of the bowl law"))
+            else:
+                for name, (lo, hi), value in (("LR", box[0], est[0, j, 0]), ("BSZ", box[1], est[0, j, 1])):
+                    if not lo <= value <= hi:
+                        edges.append(f"bowl {name} outside")
+                        messages.append(warn(
+                            f"{arch} budget {budget:.3g}: the bowl's optimal {name} {value:.3g} lies outside the "
+                            f"search box [{lo:.3g}, {hi:.3g}]; it is an extrapolation, so widen the box"))
+        lr_ci, bsz_ci = _ci(est[1:, j, 0], level), _ci(est[1:, j, 1], level)
+        rows.append({
+            "budget": budget, "runs": int((runs["budget"] == budget).sum()), "finished": len(group),
+            "near_optimal": int(near.sum()), "best_loss": float(loss[best]),
+            "best_lr": float(values[best, 0]), "best_bsz": float(values[best, 1]),
+            "lr_opt": est[0, j, 0], "lr_lo": lr_ci[0], "lr_hi": lr_ci[1],
+            "bsz_opt": est[0, j, 1], "bsz_lo": bsz_ci[0], "bsz_hi": bsz_ci[1],
+            "failed_replicates": float(np.mean(~np.isfinite(est[1:, j, 0]))) if n_boot else 0.0,
+            "edge": ", ".join(edges),
+        })
+    table = pd.DataFrame(rows)
+    fitted = np.isfinite(est[0]).all(axis=1)
+    if fitted.sum() < MIN_BUDGETS:
+        raise ValueError(f"{arch}: only {int(fitted.sum())} budget(s) have a bowl minimum; the law needs "
+                         f"{MIN_BUDGETS} (use the band estimator, or more trials per budget)")
+    single = table.loc[table["near_optimal"] < 2, "budget"]
+    if estimator == "band" and len(single):
+        messages.append(warn(f"{arch}: the {tolerance:.2%} band holds a single run at budget(s) "
+                             f"{', '.join(f'{b:.3g}' for b in single)}; 3 or more make its centroid meaningful"))
+    laws = [_law_from_estimates(t, budgets[fitted], est[:, fitted, k], weight[fitted], rng, level)
+            for k, t in enumerate(("lr", "bsz"))]
+    for law in laws:
+        table.loc[fitted, f"{law.target}_resid"] = law.residuals
+    return HyperFit(arch, estimator, units, tolerance, laws[0], laws[1], table, runs, messages)
+
+
+def paper_law(arch: str, units: str) -> HyperLaws | None:
+    """The paper's law where it applies: AU-Net in bytes, the BPE Transformer in tokens."""
+    if arch.startswith("aunet") and units == "bytes":
+        return PAPER_LAWS["aunet"]
+    if arch == "transformer_bpe" and units == "tokens":
+        return PAPER_LAWS["bpe"]
+    return None
+
+
+# ---------------------------------------------------------------------------- loss against compute
+
+
+def _log_curve(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(E + A·C^-alpha) with p = (log E, log A at the pivot, alpha), x = log C - pivot; and its Jacobian."""
+    e, a, alpha = p[..., 0:1], p[..., 1:2], p[..., 2:3]
+    power = a - alpha * x
+    m = np.logaddexp(e, power)
+    share = np.exp(power - m)
+    jac = np.stack([1 - share, share, -x * share], axis=-1)
+    return m, jac
+
+
+def _fit_curves(starts: np.ndarray, x: np.ndarray, ly: np.ndarray, delta: float,
+                iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise the Huber loss (threshold ``delta``) of log residuals for many (start, data) rows at once.
+
+    Levenberg-Marquardt on Huber-reweighted residuals; a step is kept only if it lowers
+    the Huber loss itself, so every row descends. Used both for the multi-start fit and
+    for the bootstrap refits. Returns the parameters and their Huber loss, per row.
+    """
+    d = delta
+
+    def cost(params: np.ndarray) -> np.ndarray:
+        r = np.abs(ly - _log_curve(params, x)[0])
+        return np.where(r <= d, 0.5 * r**2, d * (r - 0.5 * d)).sum(-1)
+
+    p = starts.copy()
+    damping = np.full((len(p), 1, 1), 1e-3)
+    current = cost(p)
+    for _ in range(iterations):
+        m, jac = _log_curve(p, x)
+        r = ly - m
+        hw = np.minimum(1.0, d / np.maximum(np.abs(r), 1e-300))
+        jtj = np.einsum("rb,rbi,rbj->rij", hw, jac, jac)
+        step = np.linalg.solve(jtj + damping * (jtj * np.eye(3) + 1e-12 * np.eye(3)),
+                               np.einsum("rb,rbi,rb->ri", hw, jac, r)[..., None])[..., 0]
+        trial = p + step
+        trial[:, 2] = np.clip(trial[:, 2], 1e-4, 3.0)
+        new = cost(trial)
+        better = new < current
+        p = np.where(better[:, None], trial, p)
+        current = np.where(better, new, current)
+        damping = np.where(better[:, None, None], damping / 3, damping * 4)
+    return p, current
+
+
+def fit_loss_curve(results, arch: str, *, metric: str = "bpb", n_boot: int = 1000, seed: int = 0,
+                   level: float = LEVEL) -> LossFit:
+    """Fit the envelope (best ``metric`` per budget) as L(C) = E + A·C^-alpha.
+
+    Huber loss on log residuals (threshold 1.345 times the residual scale of a first
+    least-squares pass), minimised from a grid of starting points since the fit has
+    several local minima. The interval is a parametric bootstrap: each replicate adds
+    noise of the residual scale to the fitted envelope, its variance drawn from the
+    inverse chi-square with B-3 degrees of freedom (few budgets, three parameters: a
+    Student-t width), and is refitted from the point estimate.
+    """
+    runs = _arch_runs(results, arch)
+    usable = runs[runs["usable"] & np.isfinite(runs[metric])] if metric in runs.columns else runs.iloc[:0]
+    if usable.empty:
+        raise ValueError(f"{arch}: no finished run has a finite {metric!r}; nothing to fit against compute")
+    envelope = usable.groupby("budget")[metric].min()
+    if len(envelope) < LOSS_MIN_BUDGETS:
+        raise ValueError(f"{arch}: L(C) = E + A·C^-alpha needs the best {metric} at {LOSS_MIN_BUDGETS} or more "
+                         f"budgets; only {len(envelope)} ({', '.join(f'{b:.3g}' for b in envelope.index)}) have one")
+    budgets, best = envelope.index.to_numpy(float), envelope.to_numpy(float)
+    pivot = float(np.log(budgets).mean())
+    x, ly = np.log(budgets) - pivot, np.log(best)
+    starts = np.array([[math.log(fraction * best.min()), float(np.log(best - fraction * best.min()).mean()), alpha]
+                       for fraction in (0.01, 0.3, 0.6, 0.9) for alpha in (0.05, 0.1, 0.2, 0.4, 0.8)])
+    dof = len(x) - 3
+    delta = math.inf  # a least-squares pass sets the noise scale, then Huber at 1.345 of it
+    for _ in range(2):
+        fits, costs = _fit_curves(starts, x, np.broadcast_to(ly, (len(starts), len(ly))), delta)
+        p = fits[np.argmin(costs)]
+        resid = ly - _log_curve(p, x)[0]
+        scale = max(math.sqrt(float((resid**2).sum()) / dof), 1e-9)
+        delta = HUBER_K * scale
+    rng = np.random.default_rng(seed)
+    noise = scale * np.sqrt(dof / rng.chisquare(dof, size=(n_boot, 1))) * rng.standard_normal((n_boot, len(x)))
+    reps, _ = _fit_curves(np.repeat(p[None], n_boot, axis=0), x, _log_curve(p, x)[0] + noise, delta)
+    samples = np.column_stack([reps[:, 0], reps[:, 1] + reps[:, 2] * pivot, reps[:, 2]])
+    log_a = p[1] + p[2] * pivot
+    return LossFit(arch, metric, math.exp(p[0]), math.exp(log_a), float(p[2]),
+                   tuple(np.exp(_ci(samples[:, 0], level))), tuple(np.exp(_ci(samples[:, 1], level))),
+                   _ci(samples[:, 2], level), budgets, best, resid, samples, level)
+
+
+# ---------------------------------------------------------------------------- iso-FLOP curves
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """bits per byte and every downstream score present in the table."""
+    evals = [c for c in df.columns
+             if c.startswith("eval_") and c not in NOT_TASKS and np.isfinite(df[c]).any()]
+    return ["bpb", *sorted(evals)]
+
+
+def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0,
+                   level: float = LEVEL) -> pd.DataFrame:
+    """Each metric against C per architecture: the mean over each budget's near-optimal runs.
+
+    Intervals resample the budget's finished runs and re-select the band each time, so
+    they carry both the metric's scatter and the uncertainty of which runs are optimal.
+    """
+    df = results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+    metrics = metric_columns(df)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (arch, budget), group in df[df["usable"]].groupby(["arch", "budget"]):
+        loss = group["loss"].to_numpy()
+        w = _bootstrap_weights(len(group), n_boot, rng)
+        best = np.where(w > 0, loss, np.inf).min(axis=1, keepdims=True)
+        near = w * (loss <= best * (1 + tolerance))
+        for metric in metrics:
+            values = group[metric].to_numpy(float)
+            ok = np.isfinite(values)
+            if not ok.any():
+                continue
+            wn = near * ok
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = (wn @ np.where(ok, values, 0.0)) / wn.sum(axis=1)
+            lo, hi = _ci(means[1:], level) if n_boot else (math.nan, math.nan)
+            rows.append({"arch": arch, "budget": budget, "metric": metric, "value": means[0], "lo": lo, "hi": hi,
+                         "runs": int((near[0] * ok).sum())})
+    return pd.DataFrame(rows, columns=["arch", "budget", "metric", "value", "lo", "hi", "runs"])
+
+
+# ---------------------------------------------------------------------------- everything at once
+
+
+@dataclass
+class Analysis:
+    """All fits of a results table: what the report, the CLI and the notebook show."""
+
+    results: pd.DataFrame
+    laws: dict[str, dict[str, HyperFit]]  # arch -> estimator -> fit
+    loss: dict[str, LossFit]
+    isoflop: pd.DataFrame
+    warnings: list[str]
+    tolerance: float
+
+    def law(self, arch: str, estimator: str | None = None) -> HyperFit:
+        """The requested fit; by default the bowl where it could be fitted, else the band."""
+        fits = self.laws.get(arch, {})
+        if not fits:
+            raise ValueError(f"no hyperparameter law for {arch!r}; fitted: {sorted(self.laws)}; "
+                             f"see the warnings: {[w for w in self.warnings if w.startswith(arch)]}")
+        if estimator is None:
+            return fits.get("bowl") or fits["band"]
+        if estimator not in fits:
+            raise ValueError(f"{arch}: the {estimator} estimator could not be fitted; available: {sorted(fits)}")
+        return fits[estimator]
+
+
+def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
+            seed: int = 0, level: float = LEVEL, bsz_in: str = "units") -> Analysis:
+    """Every fit for every architecture; a fit that cannot be made becomes a warning, not a crash."""
+    df = load_results(results)
+    names = archs or sorted(df["arch"].unique())
+    messages: list[str] = []
+    laws: dict[str, dict[str, HyperFit]] = {}
+    loss: dict[str, LossFit] = {}
+    for arch in names:
+        for estimator in ESTIMATORS:
+            try:
+                fit = fit_hyper_laws(df, arch, estimator=estimator, tolerance=tolerance, n_boot=n_boot, seed=seed,
+                                     level=level, bsz_in=bsz_in)
+            except ValueError as err:
+                messages.append(warn(f"{arch}: no {estimator} law: {err}"))
+                continue
+            laws.setdefault(arch, {})[estimator] = fit
+            messages.extend(fit.warnings)
+        try:
+            loss[arch] = fit_loss_curve(df, arch, n_boot=n_boot, seed=seed, level=level)
+        except ValueError as err:
+            messages.append(warn(f"{arch}: no loss curve: {err}"))
+    if not laws:
+        raise ValueError("no architecture could be fitted:\n" + "\n".join(messages))
+    curves = isoflop_curves(df[df["arch"].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
+    return Analysis(df, laws, loss, curves, list(dict.fromkeys(messages)), tolerance)

@@ -1,0 +1,118 @@
+"""Synthetic sweeps drawn from known laws: ground truth for tests, benchmarks and the notebook.
+
+A sweep here mimics the real one: per budget, a scrambled Sobol design over a log-box
+around a *prior* law (deliberately off the truth), losses from a tilted, slightly
+asymmetric bowl around the true optimum with multiplicative noise, runs far above
+the optimal LR diverging, a few failing at random. Rows have the columns of
+``RunRecord.to_row``, so every analysis path sees the same table a sweep writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import qmc
+
+from aunet.laws import PAPER_LAWS, HyperLaws
+
+BPE_BYTES_PER_TOKEN = 4.56  # DCLM compression of the LLaMA 3 tokenizer (Sec. 2.3)
+TASKS = {"hellaswag": 0.25, "arc_easy": 0.25, "piqa": 0.5}  # task -> chance accuracy
+
+
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """The laws a synthetic sweep is generated from, and the shape of its loss bowl."""
+
+    laws: HyperLaws
+    loss_e: float = 0.55  # irreducible loss of L(C) = E + A·C^-alpha (bits per byte)
+    loss_a: float = 60.0
+    loss_alpha: float = 0.12
+    curv_lr: float = 0.03  # relative loss increase per (ln LR offset)^2
+    curv_bsz: float = 0.015
+    tilt: float = 0.5  # correlation of the bowl: LR and BSZ optima move together (App. A)
+    skew: float = 0.25  # too high an LR hurts more than too low
+
+    def best_bpb(self, compute: np.ndarray | float) -> np.ndarray | float:
+        return self.loss_e + self.loss_a * np.asarray(compute, dtype=float) ** -self.loss_alpha
+
+
+_LOSS_E = {"aunet2": 0.55, "aunet3": 0.54, "aunet4": 0.545, "transformer_bpe": 0.56}
+
+
+def default_truth(arch: str) -> SyntheticTruth:
+    """The paper's law of the architecture's family (BPE for token models); slightly different E per arch."""
+    laws = PAPER_LAWS["bpe" if arch == "transformer_bpe" else "aunet"]
+    return SyntheticTruth(laws, loss_e=_LOSS_E.get(arch, 0.57))
+
+
+@dataclass(frozen=True)
+class SweepDesign:
+    """How the synthetic sweep samples and perturbs runs."""
+
+    budgets: tuple[float, ...] = tuple(np.geomspace(1e18, 1e20, 6))
+    trials: int = 24
+    noise: float = 0.002  # relative loss noise (0.2%)
+    prior_offset: float = 1.5  # the box is centred on the truth times this factor
+    box: float = 4.0  # the box spans prior/box .. prior*box in LR and in BSZ
+    diverge_above: float = 4.0  # runs with LR above this multiple of the optimum diverge
+    fail_rate: float = 0.02
+    ratio: float = 2.0  # data-to-model ratio in LLaMA-3 tokens
+    tasks: dict[str, float] = field(default_factory=lambda: dict(TASKS))
+
+
+def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, truth: SyntheticTruth | None = None,
+                    seed: int = 0, study: str = "synthetic") -> pd.DataFrame:
+    """One architecture's sweep as a results table (one row per run)."""
+    design = design or SweepDesign()
+    truth = truth or default_truth(arch)
+    rng = np.random.default_rng(seed)
+    tokens = truth.laws.units == "tokens"
+    bytes_per_unit = BPE_BYTES_PER_TOKEN if tokens else 1.0
+    ratio_units = design.ratio * (1.0 if tokens else BPE_BYTES_PER_TOKEN**2)
+    m = max(1, math.ceil(math.log2(design.trials)))
+    rows = []
+    for b, compute in enumerate(design.budgets):
+        sobol = qmc.Sobol(d=2, scramble=True, seed=rng).random_base2(m)[: design.trials]
+        lr_opt, bsz_opt = truth.laws.lr(compute), truth.laws.bsz(compute)
+        log_box = math.log(design.box)
+        centre = np.log([lr_opt * design.prior_offset, bsz_opt * design.prior_offset])
+        log_hp = centre + (2 * sobol - 1) * log_box
+        u = log_hp - np.log([lr_opt, bsz_opt])  # offsets from the true optimum
+        excess = (truth.curv_lr * u[:, 0] ** 2 * (1 + truth.skew * u[:, 0]).clip(0.2)
+                  + truth.curv_bsz * u[:, 1] ** 2
+                  - 2 * truth.tilt * math.sqrt(truth.curv_lr * truth.curv_bsz) * u[:, 0] * u[:, 1])
+        bpb = truth.best_bpb(compute) * (1 + excess) * (1 + design.noise * rng.standard_normal(design.trials))
+        status = np.where(u[:, 0] > math.log(design.diverge_above), "diverged", "finished")
+        status[rng.random(design.trials) < design.fail_rate] = "failed"
+        flops_per_unit = math.sqrt(compute / ratio_units)
+        for t in range(design.trials):
+            lr, bsz = np.exp(log_hp[t])
+            ok = status[t] == "finished"
+            run_bpb = bpb[t] if ok else math.nan
+            row = {
+                "status": status[t], "arch": arch, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
+                "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
+                "trial": b * design.trials + t, "model": f"{arch}-{compute:.0e}", "ratio": design.ratio,
+                "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
+                "steps": int(compute / flops_per_unit / bsz), "train_units": compute / flops_per_unit,
+                "loss": run_bpb * math.log(2) * bytes_per_unit, "bpb": run_bpb,
+                "lr_min": math.exp(centre[0] - log_box), "lr_max": math.exp(centre[0] + log_box),
+                "bsz_min": math.exp(centre[1] - log_box), "bsz_max": math.exp(centre[1] + log_box),
+                "bsz_bytes": float(bsz) * bytes_per_unit, "seed": seed,
+                "error": {"diverged": "loss became NaN", "failed": "node failure"}.get(status[t], ""),
+            }
+            for task, chance in design.tasks.items():
+                score = chance + (1 - chance) / (1 + math.exp(12 * (run_bpb - 0.95))) + 0.005 * rng.standard_normal()
+                row[f"eval_{task}"] = score if ok else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def synthetic_study(archs: tuple[str, ...] = ("aunet2", "aunet3", "transformer_bpe"), *,
+                    design: SweepDesign | None = None, seed: int = 0) -> pd.DataFrame:
+    """Several architectures' sweeps in one table (the shape of a full study)."""
+    return pd.concat([synthetic_sweep(arch, design=design, seed=seed + 1000 * i) for i, arch in enumerate(archs)],
+                     ignore_index=True)
