@@ -1,0 +1,147 @@
+"""Command line: ``python -m analysis {fit,report,extrapolate}``.
+
+Results come from a path (a sweep's output directory, a results CSV/Parquet/JSONL),
+``mlflow:<experiment>`` with ``--tracking-uri``, or a study name looked up in the
+default results: ``$AUNET_RESULTS``, else ``./multirun`` (where ``python sweep.py -m``
+writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.extrapolate import extrapolate
+from analysis.fits import LEVEL, Analysis, analyse
+from analysis.load import AnalysisWarning, load_results
+from analysis.report import write_report
+
+
+def default_results() -> str:
+    for candidate in (os.environ.get("AUNET_RESULTS"), "multirun"):
+        if candidate and (candidate.startswith("mlflow:") or Path(candidate).exists()):
+            return candidate
+    raise ValueError("no results given: pass a results path (or --results), set AUNET_RESULTS, "
+                     "or run from the directory holding the sweep's ./multirun")
+
+
+def resolve(source: str | None, study: str | None, tracking_uri: str | None) -> pd.DataFrame:
+    """A path or mlflow:<experiment> is the results; any other word is a study in the default results."""
+    if source is not None and not source.startswith("mlflow:") and not Path(source).exists():
+        if study is not None:
+            raise ValueError(f"results path {source} does not exist")
+        source, study = default_results(), source
+    return load_results(source or default_results(), tracking_uri=tracking_uri, study=study)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", help="keep only this study's runs")
+    parser.add_argument("--tracking-uri", help="MLflow store for mlflow:<experiment> sources")
+    parser.add_argument("--tolerance", type=float, default=0.01,
+                        help="near-optimal band, fraction of the best loss (0.01 as the paper, 0.0025 as DeepSeek)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bsz-in", choices=("units", "bytes"), default="units",
+                        help="fit batch size in input units (bytes or tokens, as the paper) or in bytes")
+
+
+def cmd_fit(args: argparse.Namespace) -> Analysis:
+    df = resolve(args.source, args.study, args.tracking_uri)
+    result = analyse(df, archs=args.arch, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
+                     bsz_in=args.bsz_in)
+    out = Path(args.out)
+    for arch, fits in result.laws.items():
+        for estimator, fit in fits.items():
+            path = out / f"{arch}_{estimator}.json"
+            fit.write_laws(path)
+            print(f"{arch} [{estimator}, {fit.tolerance:.2%} band, BSZ in {fit.units}] -> {path}")
+            for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
+                print(f"  {name:<3} = {law.coef:.4g}·C^{law.exponent:.4f}   exponent {LEVEL:.0%} CI "
+                      f"[{law.exponent_ci[0]:.4f}, {law.exponent_ci[1]:.4f}]   coef CI "
+                      f"[{law.coef_ci[0]:.3g}, {law.coef_ci[1]:.3g}]   dispersion {law.dispersion:.2f}")
+            columns = ["budget", "finished", "near_optimal", "best_loss", "lr_opt", "bsz_opt", "lr_resid",
+                       "bsz_resid", "edge"]
+            print(fit.budgets[[c for c in columns if c in fit.budgets]].to_string(index=False, float_format="%.4g"))
+    for arch, loss in result.loss.items():
+        print(f"{arch}: {loss.metric} = {loss.e:.4g} + {loss.a:.4g}·C^-{loss.alpha:.4f}  (alpha CI "
+              f"[{loss.alpha_ci[0]:.4f}, {loss.alpha_ci[1]:.4f}])")
+    return result
+
+
+def cmd_report(args: argparse.Namespace) -> Analysis:
+    df = resolve(args.source, args.study, args.tracking_uri)
+    result = analyse(df, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed, bsz_in=args.bsz_in)
+    path = write_report(result, args.out, fmt=args.format, targets=args.budgets,
+                        source=args.source or default_results())
+    print(f"report written to {path}")
+    return result
+
+
+def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
+    df = resolve(args.results, args.study, args.tracking_uri)
+    result = analyse(df, archs=[args.arch], tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
+                     bsz_in=args.bsz_in)
+    recipe = extrapolate(result, args.arch, args.budget, estimator=args.estimator, ratio=args.ratio)
+    if args.format == "yaml":
+        text = recipe.yaml()
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text)
+            print(f"overrides written to {args.out}", file=sys.stderr)
+        else:
+            print(text, end="")
+    else:
+        print(recipe.text())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fit = commands.add_parser("fit", help="fit the hyperparameter laws and write them as law JSON files")
+    fit.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    fit.add_argument("--arch", nargs="+", help="architectures to fit (default: all)")
+    fit.add_argument("--out", default="laws", help="directory for <arch>_<estimator>.json (HyperLaws format)")
+    _common(fit)
+    fit.set_defaults(run=cmd_fit)
+
+    report = commands.add_parser("report", help="write the Markdown/HTML report with figures")
+    report.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    report.add_argument("--out", default="report", help="output directory")
+    report.add_argument("--format", choices=("md", "html"), default="md")
+    report.add_argument("--budgets", type=float, nargs="+", help="extrapolation targets (default: 10x, 100x)")
+    _common(report)
+    report.set_defaults(run=cmd_report)
+
+    ex = commands.add_parser("extrapolate", help="LR, BSZ, model, data, steps and loss at a target budget")
+    ex.add_argument("--arch", required=True)
+    ex.add_argument("--budget", type=float, required=True, help="target compute in FLOPs, e.g. 1e22")
+    ex.add_argument("--results", help="results path, mlflow:<experiment>, or a study name")
+    ex.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
+    ex.add_argument("--ratio", type=float, help="data-to-model ratio (default: the sweep's)")
+    ex.add_argument("--format", choices=("text", "yaml"), default="text")
+    ex.add_argument("--out", help="with --format yaml: write the override file here")
+    _common(ex)
+    ex.set_defaults(run=cmd_extrapolate)
+
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnalysisWarning)  # the analysis keeps them; printed once below
+        try:
+            result = args.run(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Figures of the analysis, each saved as PNG and PDF.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot), so nothing
+depends on a GUI backend or on global state: they render with Agg in CI, in a
+notebook and from the CLI alike.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from analysis.fits import Analysis, HyperFit, LossFit, paper_law
+
+COLOURS = {"band": "tab:blue", "bowl": "tab:orange"}
+ARCH_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+BAD = {"diverged": ("x", "tab:red"), "failed": ("+", "black")}
+
+
+def save(fig: Figure, stem: str | Path) -> list[Path]:
+    """Write ``stem``.png and ``stem``.pdf; returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=110)
+    return paths
+
+
+def _compute_grid(budgets: np.ndarray, reach: float = 10.0) -> np.ndarray:
+    return np.geomspace(budgets.min() / 1.5, budgets.max() * reach, 60)
+
+
+def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
+    """LR and BSZ against C for one architecture: runs, per-budget optima, each estimator's law and band."""
+    first = next(iter(fits.values()))
+    runs = first.runs
+    bsz_col = "bsz" if first.units == runs["units"].iloc[0] else "bsz_bytes"
+    reference = paper_law(first.arch, first.units)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    for ax, target, column, label in zip(fig.subplots(1, 2), ("lr", "bsz"), ("lr", bsz_col),
+                                         ("peak learning rate", f"batch size ({first.units} per step)")):
+        usable = runs[runs["usable"]]
+        ax.scatter(usable["budget"], usable[column], s=10, color="grey", alpha=0.25, label="finished runs")
+        near = usable[usable["near_optimal"]]
+        ax.scatter(near["budget"], near[column], s=16, color="tab:blue", alpha=0.7,
+                   label=f"within {first.tolerance:.2%} of best")
+        for status, (marker, colour) in BAD.items():
+            bad = runs[runs["status"] == status]
+            if len(bad):
+                ax.scatter(bad["budget"], bad[column], marker=marker, s=18, color=colour, alpha=0.6,
+                           label=f"{status} (not fitted)")
+        grid = _compute_grid(first.budgets["budget"].to_numpy())
+        for estimator, fit in fits.items():
+            law = getattr(fit, target)
+            point, lo, hi = law.predict(grid)
+            colour = COLOURS[estimator]
+            ax.plot(grid, point, color=colour,
+                    label=f"{estimator}: {law.coef:.3g}·C^{law.exponent:.3f} "
+                          f"[{law.exponent_ci[0]:.3f}, {law.exponent_ci[1]:.3f}]")
+            ax.fill_between(grid, lo, hi, color=colour, alpha=0.15)
+            table = fit.budgets
+            opt = table[f"{target}_opt"].to_numpy()
+            err = np.abs(np.vstack([opt - table[f"{target}_lo"], table[f"{target}_hi"] - opt]))
+            ax.errorbar(table["budget"], opt, yerr=err, fmt="D" if estimator == "bowl" else "s", color=colour,
+                        ms=5, capsize=2, label=f"{estimator} optimum per budget")
+        if reference is not None:
+            ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=f"paper: {reference.source}")
+        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label)
+        ax.grid(True, which="both", alpha=0.2)
+        ax.legend(fontsize=6.5, loc="upper left")
+    fig.suptitle(f"{first.arch}: hyperparameter laws")
+    return fig
+
+
+def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
+    """The LR x BSZ plane of every budget: loss as colour, the near-optimal set, the box and the optima."""
+    first = next(iter(fits.values()))
+    runs = first.runs
+    budgets = sorted(runs["budget"].unique())
+    ncols = min(3, len(budgets))
+    nrows = math.ceil(len(budgets) / ncols)
+    fig = Figure(figsize=(4 * ncols + 1, 3.4 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    points = None
+    for ax, budget in zip(axes, budgets):
+        group = runs[runs["budget"] == budget]
+        usable = group[group["usable"]]
+        if len(usable):
+            excess = 100 * (usable["loss"] / usable["loss"].min() - 1)
+            points = ax.scatter(usable["lr"], usable["bsz"], c=excess.clip(upper=5), cmap="viridis_r", s=28,
+                                vmin=0, vmax=5)
+            near = usable[usable["near_optimal"]]
+            ax.scatter(near["lr"], near["bsz"], s=70, facecolors="none", edgecolors="black", lw=0.8,
+                       label="near-optimal")
+        for status, (marker, colour) in BAD.items():
+            bad = group[group["status"] == status]
+            if len(bad):
+                ax.scatter(bad["lr"], bad["bsz"], marker=marker, color=colour, s=30, label=status)
+        lr_box = group[["lr_min", "lr_max"]].median()
+        bsz_box = group[["bsz_min", "bsz_max"]].median()
+        if np.isfinite(lr_box).all() and np.isfinite(bsz_box).all():
+            ax.add_patch(Rectangle((lr_box.iloc[0], bsz_box.iloc[0]), lr_box.iloc[1] - lr_box.iloc[0],
+                                   bsz_box.iloc[1] - bsz_box.iloc[0], fill=False, ls=":", color="grey"))
+        for estimator, fit in fits.items():
+            row = fit.budgets[fit.budgets["budget"] == budget]
+            if len(row) and np.isfinite(row["lr_opt"].iloc[0]):
+                to_units = 1.0 if fit.units == group["units"].iloc[0] else 1 / group["bytes_per_unit"].iloc[0]
+                ax.plot(row["lr_opt"], row["bsz_opt"] * to_units, "*", ms=13, color=COLOURS[estimator],
+                        mec="black", label=f"{estimator} optimum")
+        ax.set(xscale="log", yscale="log", xlabel="LR", ylabel=f"BSZ ({group['units'].iloc[0]})",
+               title=f"C = {budget:.3g}")
+    for ax in axes[len(budgets):]:
+        ax.set_visible(False)
+    if points is not None:
+        fig.colorbar(points, ax=axes.tolist(), label="% above the budget's best loss (clipped at 5)")
+    axes[0].legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"{first.arch}: loss landscape per budget")
+    return fig
+
+
+def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
+    """Best loss against compute, one curve per architecture, with the fitted law's band."""
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for colour, (arch, fit) in zip(ARCH_COLOURS, loss.items()):
+        runs = results[(results["arch"] == arch) & results["usable"]]
+        ax.scatter(runs["budget"], runs[fit.metric], s=6, color=colour, alpha=0.15)
+        grid = _compute_grid(fit.budgets)
+        point, lo, hi = fit.predict(grid)
+        ax.scatter(fit.budgets, fit.best, color=colour, s=22, zorder=3)
+        ax.plot(grid, point, color=colour,
+                label=f"{arch}: {fit.e:.3g} + {fit.a:.3g}·C^-{fit.alpha:.3f}")
+        ax.fill_between(grid, lo, hi, color=colour, alpha=0.15)
+    metric = next(iter(loss.values())).metric if loss else "bpb"
+    ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=f"best {metric} per budget")
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("loss against compute (envelope and fit)")
+    return fig
+
+
+def plot_isoflop(curves: pd.DataFrame) -> Figure:
+    """Each metric against C per architecture (Fig. 3 of the paper), with bootstrap intervals."""
+    metrics = list(dict.fromkeys(curves["metric"]))
+    ncols = min(3, max(1, len(metrics)))
+    nrows = max(1, math.ceil(len(metrics) / ncols))
+    fig = Figure(figsize=(4.3 * ncols, 3.4 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    archs = list(dict.fromkeys(curves["arch"]))
+    for ax, metric in zip(axes, metrics):
+        for colour, arch in zip(ARCH_COLOURS, archs):
+            part = curves[(curves["metric"] == metric) & (curves["arch"] == arch)].sort_values("budget")
+            if part.empty:
+                continue
+            err = np.abs(np.vstack([part["value"] - part["lo"], part["hi"] - part["value"]]))
+            ax.errorbar(part["budget"], part["value"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
+                        color=colour, label=arch)
+        ax.set(xscale="log", xlabel="compute C (FLOPs)", title=metric.removeprefix("eval_"))
+        ax.grid(True, alpha=0.2)
+        ax.legend(fontsize=6, loc="best" if len(archs) < 2 else "lower right")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    return fig
+
+
+def all_figures(analysis: Analysis, out: str | Path) -> dict[str, list[Path]]:
+    """Every figure of an analysis under ``out``; name -> [png, pdf]."""
+    out = Path(out)
+    figures: dict[str, list[Path]] = {}
+    for arch, fits in analysis.laws.items():
+        figures[f"laws_{arch}"] = save(plot_hyper_laws(fits), out / f"laws_{arch}")
+        figures[f"landscape_{arch}"] = save(plot_landscape(fits), out / f"landscape_{arch}")
+    if analysis.loss:
+        figures["loss"] = save(plot_loss_curves(analysis.loss, analysis.results), out / "loss_vs_compute")
+    if len(analysis.isoflop):
+        figures["isoflop"] = save(plot_isoflop(analysis.isoflop), out / "isoflop")
+    return figures

@@ -1,0 +1,199 @@
+"""One report per study: the fitted laws, both estimators side by side, the extrapolation table, the figures.
+
+The report is a list of blocks (heading, paragraph, table, image, list) rendered to
+Markdown or HTML by two small renderers, so both formats always say the same thing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.extrapolate import extrapolate
+from analysis.fits import Analysis, LawFit, analyse, paper_law
+from analysis.plots import all_figures
+
+Block = tuple[Any, ...]
+
+
+def _g(x: float, digits: int = 3) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
+    return f"{_g(value, digits)} [{_g(ci[0], digits)}, {_g(ci[1], digits)}]"
+
+
+def _law_cells(law: LawFit) -> list[str]:
+    return [_ci(law.coef, law.coef_ci), _ci(law.exponent, law.exponent_ci), _g(law.dispersion, 2)]
+
+
+def default_targets(analysis: Analysis) -> list[float]:
+    """10x and 100x the largest swept budget: the extrapolations a sweep exists for."""
+    top = float(analysis.results["budget"].max())
+    return [10 * top, 100 * top]
+
+
+def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -> list[Block]:
+    """The report's blocks; writes the figures and the fitted law files under ``out``."""
+    df = analysis.results
+    blocks: list[Block] = [("h", 1, "Scaling analysis"),
+                           ("p", f"Source: `{source}`. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
+                                 f"{len(df)} runs; near-optimal band: within {analysis.tolerance:.2%} of each "
+                                 "budget's best loss; intervals are 95% bootstrap intervals (runs resampled "
+                                 "within each budget, rescaled by the budgets' scatter around the law).")]
+    counts = df.groupby(["arch", "status"]).size().unstack(fill_value=0)
+    blocks.append(("table", ["arch", *counts.columns], [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)]))
+
+    blocks.append(("h", 2, "Hyperparameter laws"))
+    blocks.append(("p", "BSZ = A·C^α and LR = B·C^β, C in FLOPs. *band*: the paper's protocol (fit through the "
+                        "runs near the best loss of each budget); *bowl*: the minimum of a robust quadratic in "
+                        "log LR × log BSZ fitted to every finished run of a budget. *dispersion*: scatter of the "
+                        "budgets around the law in units of their bootstrap spread (≈1 or below: consistent)."))
+    header = ["arch", "estimator", "units", "A", "α", "disp. BSZ", "B", "β", "disp. LR", "budgets", "law file"]
+    rows = []
+    for arch, fits in analysis.laws.items():
+        for estimator, fit in fits.items():
+            path = out / "laws" / f"{arch}_{estimator}.json"
+            fit.write_laws(path)
+            rows.append([arch, estimator, fit.units, *_law_cells(fit.bsz), *_law_cells(fit.lr),
+                         str(len(fit.lr.budgets)), f"`{path.relative_to(out)}`"])
+        reference = paper_law(arch, next(iter(fits.values())).units)
+        if reference is not None:
+            rows.append([arch, "paper (App. D)", reference.units, _g(reference.bsz.coef), _g(reference.bsz.exponent),
+                         "", _g(reference.lr.coef), _g(reference.lr.exponent), "", "", ""])
+    blocks.append(("table", header, rows))
+
+    comparison = []
+    for arch, fits in analysis.laws.items():
+        if len(fits) == 2:
+            for target, name in (("bsz", "α"), ("lr", "β")):
+                widths = {e: np.diff(getattr(f, target).exponent_ci)[0] for e, f in fits.items()}
+                comparison.append([arch, name, _g(widths["band"]), _g(widths["bowl"]),
+                                   _g(widths["band"] / widths["bowl"], 2)])
+    if comparison:
+        blocks.append(("h", 3, "Band against bowl"))
+        blocks.append(("p", "Width of the 95% interval of each exponent; the ratio is how many times more "
+                            "precise the bowl is on this sweep (its square: how many times fewer trials it "
+                            "needs for the band's precision)."))
+        blocks.append(("table", ["arch", "exponent", "band width", "bowl width", "band / bowl"], comparison))
+
+    for arch, fits in analysis.laws.items():
+        blocks.append(("h", 3, f"{arch}: per budget"))
+        merged = None
+        for fit in fits.values():
+            t = fit.budgets.set_index("budget")
+            if merged is None:
+                merged = {b: [_g(b), str(r.runs), str(r.finished), str(r.near_optimal), _g(r.best_loss, 4)]
+                          for b, r in t.iterrows()}
+            for b in merged:
+                if b in t.index:
+                    r = t.loc[b]
+                    merged[b] += [_ci(r.lr_opt, (r.lr_lo, r.lr_hi)), _ci(r.bsz_opt, (r.bsz_lo, r.bsz_hi)),
+                                  f"{_g(r.get('lr_resid', math.nan), 2)} / {_g(r.get('bsz_resid', math.nan), 2)}",
+                                  r.edge or ""]
+                else:
+                    merged[b] += ["-", "-", "-", "not fitted"]
+        header = ["budget", "runs", "finished", "near-opt."]
+        header += ["best loss"] + [f"{e} {q}" for e in fits for q in ("LR*", "BSZ*", "resid. LR/BSZ", "edge")]
+        blocks.append(("table", header, list(merged.values())))
+
+    if analysis.loss:
+        blocks.append(("h", 2, "Loss against compute"))
+        blocks.append(("p", "Best bits per byte of each budget fitted as L(C) = E + A·C^-α (Huber loss on log "
+                            "residuals, several starts; intervals: wild bootstrap of the budgets' residuals)."))
+        blocks.append(("table", ["arch", "E", "A", "α", "budgets", "max |log resid.|"],
+                       [[arch, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci), str(len(f.budgets)),
+                         _g(float(np.abs(f.residuals).max()), 2)] for arch, f in analysis.loss.items()]))
+
+    blocks.append(("h", 2, "Extrapolation"))
+    rows, notes = [], []
+    for arch in analysis.laws:
+        for target in targets:
+            e = extrapolate(analysis, arch, target)
+            rows.append([arch, _g(target), e.estimator, str(e.lr), f"{e.bsz} {e.units}",
+                         str(e.steps) if e.steps else "-", str(e.plan.name) if e.plan is not None else "-",
+                         str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])
+            if e.note:
+                notes.append(e.note)
+    blocks.append(("table", ["arch", "budget", "law", "LR", "BSZ", "steps", "model", "loss (nats/unit)", "bpb"],
+                   rows))
+    for note in dict.fromkeys(notes):
+        blocks.append(("p", f"Note: {note}."))
+
+    blocks.append(("h", 2, "Figures"))
+    for name, paths in all_figures(analysis, out / "figures").items():
+        blocks.append(("img", paths[0].relative_to(out), f"{name} (PDF: {paths[1].relative_to(out)})"))
+    if analysis.warnings:
+        blocks.append(("h", 2, "Warnings"))
+        blocks.append(("list", analysis.warnings))
+    return blocks
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind == "h":
+            out.append("#" * rest[0] + " " + rest[1])
+        elif kind == "p":
+            out.append(rest[0])
+        elif kind == "table":
+            header, rows = rest
+
+            def line(cells: list[str]) -> str:
+                return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+            out.append("\n".join([line(header), line(["---"] * len(header)), *map(line, rows)]))
+        elif kind == "img":
+            out.append(f"![{rest[1]}]({rest[0]})\n\n*{rest[1]}*")
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in rest[0]))
+    return "\n\n".join(out) + "\n"
+
+
+def render_html(blocks: list[Block]) -> str:
+    esc = html.escape
+    body = []
+    for kind, *rest in blocks:
+        if kind == "h":
+            body.append(f"<h{rest[0]}>{esc(rest[1])}</h{rest[0]}>")
+        elif kind == "p":
+            body.append(f"<p>{esc(rest[0]).replace('`', '')}</p>")
+        elif kind == "table":
+            header, rows = rest
+            cells = "".join(f"<th>{esc(str(c))}</th>" for c in header)
+            lines = "".join("<tr>" + "".join(f"<td>{esc(str(c)).replace('`', '')}</td>" for c in r) + "</tr>"
+                            for r in rows)
+            body.append(f"<table><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>")
+        elif kind == "img":
+            body.append(f'<figure><img src="{esc(str(rest[0]))}" style="max-width:100%">'
+                        f"<figcaption>{esc(rest[1])}</figcaption></figure>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in rest[0]) + "</ul>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Scaling analysis</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_report(results, out, *, fmt: str = "md", targets: list[float] | None = None, source: str | None = None,
+                 **fit_options: Any) -> Path:
+    """Write ``out``/report.md (or .html) for an :class:`Analysis`, or for anything ``analyse`` reads.
+
+    ``fit_options`` go to :func:`analysis.fits.analyse` (tolerance, n_boot, seed, bsz_in).
+    """
+    if fmt not in ("md", "html"):
+        raise ValueError(f"report format {fmt!r} must be 'md' or 'html'")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = results if isinstance(results, Analysis) else analyse(results, **fit_options)
+    label = source or (str(results) if isinstance(results, (str, Path)) else "a results table")
+    blocks = build(analysis, out, targets=targets or default_targets(analysis), source=label)
+    path = out / f"report.{fmt}"
+    path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks))
+    return path
