@@ -148,7 +148,7 @@ class Splitter:
         else:
             self._extend_chunk(byte)
         # Trim the buffer to what the open chunks need, so memory stays bounded.
-        keep_from = min(self._chunk_start)
+        keep_from = min((s for s, r in zip(self._chunk_start, self.rules) if r.pattern is not None), default=i)
         if keep_from > 4096:
             del self._buffer[:keep_from]
             self._chunk_start = [s - keep_from for s in self._chunk_start]

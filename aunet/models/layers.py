@@ -9,7 +9,6 @@ cache (generation). Both compute exactly the same function.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -53,19 +52,34 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out.type_as(x)
 
 
-@dataclass
 class KVCache:
-    """Keys and values of past positions; trimmed to the window when there is one."""
+    """Keys and values of past positions in preallocated buffers.
 
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
+    Appending is amortised O(1): full caches double their capacity when full; a
+    windowed cache is a ring of ``window`` slots (attention does not care about the
+    order of keys, whose positions are already rotated in).
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.count = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor, window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat((self.k, k), dim=2)
-        self.v = v if self.v is None else torch.cat((self.v, v), dim=2)
-        if window is not None and self.k.shape[2] > window:
-            self.k, self.v = self.k[:, :, -window:], self.v[:, :, -window:]
-        return self.k, self.v
+        if self.k is None:
+            capacity = window or 256
+            self.k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            self.v = torch.empty_like(self.k)
+        capacity = self.k.shape[2]
+        if window is None and self.count == capacity:
+            self.k = torch.cat((self.k, torch.empty_like(self.k)), dim=2)
+            self.v = torch.cat((self.v, torch.empty_like(self.v)), dim=2)
+        slot = self.count % window if window else self.count
+        self.k[:, :, slot] = k[:, :, 0]
+        self.v[:, :, slot] = v[:, :, 0]
+        self.count += 1
+        valid = min(self.count, window) if window else self.count
+        return self.k[:, :, :valid], self.v[:, :, :valid]
 
 
 def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
