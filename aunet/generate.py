@@ -21,9 +21,9 @@ class TokenCodec(Protocol):
 
     eos_id: int
 
-    def encode_bytes(self, data: bytes) -> list[int]: ...
+    def encode(self, doc: bytes) -> list[int]: ...
 
-    def decode_bytes(self, ids: list[int]) -> bytes: ...
+    def decode(self, ids: list[int]) -> bytes: ...
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None,
@@ -58,7 +58,7 @@ def generate(model: nn.Module, prompt: bytes, max_new_bytes: int, temperature: f
     model.eval()
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     eos = codec.eos_id if bpe else EOS_ID
-    context = codec.encode_bytes(prompt) if bpe else list(prompt)
+    context = codec.encode(prompt) if bpe else list(prompt)
     # Byte models sample bytes, and EOS only when it may end the text (never BOS or PAD).
     allowed = model.cfg.vocab_size if bpe else (EOS_ID + 1 if stop_at_eos else 256)
     state = model.init_state()
@@ -72,11 +72,11 @@ def generate(model: nn.Module, prompt: bytes, max_new_bytes: int, temperature: f
         if token == eos and stop_at_eos:
             break
         out_ids.append(token)
-        produced = len(codec.decode_bytes(out_ids)) if bpe else len(out_ids)
+        produced = len(codec.decode(out_ids)) if bpe else len(out_ids)
         if produced >= max_new_bytes:
             break
         logits = model.step(token, state)
     model.train(was_training)
     if bpe:
-        return codec.decode_bytes(out_ids)[:max_new_bytes]
+        return codec.decode(out_ids)[:max_new_bytes]
     return bytes(t for t in out_ids if t < 256)

@@ -25,9 +25,9 @@ def prose(path: str | None, n_bytes: int) -> bytes:
     if path:
         data = Path(path).read_bytes()
     else:
-        from aunet.data import default_corpus_text
+        from aunet.data import DataConfig, open_dataset
 
-        data = default_corpus_text(n_bytes)
+        data = b"\n".join(open_dataset(DataConfig()).heldout_docs())
     return (data * (n_bytes // max(1, len(data)) + 1))[:n_bytes]
 
 
