@@ -54,6 +54,13 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
     df = resolve(args.source, args.study, args.tracking_uri)
     result = analyse(df, archs=args.arch, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
                      bsz_in=args.bsz_in)
+    if args.law_out:
+        if len(result.laws) != 1:
+            raise ValueError(f"--law-out writes one law; choose one architecture with --arch (fitted: {sorted(result.laws)})")
+        arch = next(iter(result.laws))
+        fit = result.law(arch, args.estimator)
+        fit.write_laws(args.law_out)
+        print(f"{arch} {fit.estimator} law -> {args.law_out} (use it as law={args.law_out})")
     out = Path(args.out)
     for arch, fits in result.laws.items():
         for estimator, fit in fits.items():
@@ -108,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
     fit.add_argument("--arch", nargs="+", help="architectures to fit (default: all)")
     fit.add_argument("--out", default="laws", help="directory for <arch>_<estimator>.json (HyperLaws format)")
+    fit.add_argument("--law-out", help="also write the law of the one --arch here (the training config's law=)")
+    fit.add_argument("--estimator", choices=("band", "bowl"), help="for --law-out; default: bowl where it fits")
     _common(fit)
     fit.set_defaults(run=cmd_fit)
 

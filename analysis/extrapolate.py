@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +50,12 @@ class Extrapolation:
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(quantity, value [interval], unit) for printing and for the report."""
-        rows = [("LR", str(self.lr), "peak learning rate"), ("BSZ", str(self.bsz), f"{self.units} per step")]
+        rows = [("LR", str(self.lr), "peak learning rate"), ("BSZ", str(self.bsz), f"{self.units} per step (law)")]
         if self.plan is not None:
-            rows.append(("model", str(getattr(self.plan, "name", "")), f"{self.plan.flops_per_unit:.4g} FLOPs/unit"))
-            rows.append(("data", f"{self.plan.train_units:.4g}", f"{self.plan.units} (ratio {self.ratio:g})"))
+            p = self.plan
+            rows += [("model", p.name, f"dims {p.model.dims}, layers {p.model.layers}, {p.params:,} params"),
+                     ("data", f"{p.train_units:.4g}", f"{p.units} (ratio {p.ratio:g}, achieved {p.achieved_ratio:.3g})"),
+                     ("batch", f"{p.bsz:,}", f"{p.units} per step = {p.sequences_per_step} x {p.model.seq_len}")]
         if self.steps is not None:
             rows.append(("steps", str(self.steps), "optimizer steps"))
         if self.loss is not None and self.bpb is not None:
@@ -60,21 +63,35 @@ class Extrapolation:
             rows.append(("bpb", str(self.bpb), "bits per byte"))
         return rows
 
+    def overrides(self) -> dict[str, Any]:
+        """Overrides of the training config (``conf/train.yaml``, dotted keys) that make the run follow the recipe.
+
+        ``steps`` is given explicitly: the ladder spends the budget in the paper's FLOPs
+        (output head excluded), which the trainer would recount otherwise.
+        """
+        if self.plan is None:
+            return {"arch": self.arch, "budget": self.budget, "bsz": int(round(self.bsz.value)),
+                    "optim.lr": float(f"{self.lr.value:.4g}")}
+        p = self.plan
+        out = {f"model.{k}": v for k, v in p.model.to_dict().items()}
+        out.update({"arch": self.arch, "budget": p.budget, "ratio": p.ratio, "bsz": p.bsz, "steps": p.steps,
+                    "optim.lr": float(f"{p.lr:.4g}")})
+        return out
+
+    def command_line(self) -> str:
+        """The overrides as Hydra command-line arguments (``++``: set whether or not the preset has the key)."""
+        return " ".join(f"++{k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.overrides().items())
+
     def text(self) -> str:
         head = f"{self.arch} at C = {self.budget:.3g} FLOPs ({self.estimator} law, {self.level:.0%} intervals)"
         width = max(len(q) for q, _, _ in self.rows())
         lines = [head] + [f"  {q:<{width}}  {v}  {u}" for q, v, u in self.rows()]
         if self.note:
             lines.append(f"  note: {self.note}")
-        return "\n".join(lines)
-
-    def overrides(self) -> dict[str, Any]:
-        """Hydra overrides of the training config (dotted keys)."""
-        if self.plan is not None:
-            return dict(self.plan.to_overrides())
-        return {"budget": self.budget, "bsz": int(round(self.bsz.value)), "optim.lr": float(f"{self.lr.value:.4g}")}
+        return "\n".join([*lines, "overrides:", f"  {self.command_line()}"])
 
     def yaml(self) -> str:
+        """A Hydra config file of the overrides (``# @package _global_``: drop it in a config group)."""
         import yaml
 
         nested: dict[str, Any] = {}
@@ -84,8 +101,9 @@ class Extrapolation:
             for parent in parents:
                 node = node.setdefault(parent, {})
             node[leaf] = value.item() if isinstance(value, np.generic) else value
-        comments = [f"# {self.arch} at C = {self.budget:.3g} FLOPs, {self.estimator} law "
-                    f"({self.level:.0%} intervals)"] + [f"#   {q}: {v} {u}" for q, v, u in self.rows()]
+        comments = ["# @package _global_",
+                    f"# {self.arch} at C = {self.budget:.3g} FLOPs, {self.estimator} law ({self.level:.0%} intervals)"]
+        comments += [f"#   {q}: {v} {u}" for q, v, u in self.rows()]
         if self.note:
             comments.append(f"# note: {self.note}")
         return "\n".join(comments) + "\n" + yaml.safe_dump(nested, sort_keys=False)
@@ -117,7 +135,7 @@ def _add_plan(result: Extrapolation, fit) -> None:
         result.note = "model, data size and steps wait for aunet.ladder (not in this checkout yet)"
         return
     ladder = importlib.import_module("aunet.ladder")
-    if result.ratio is None:
+    if result.ratio is None or not math.isfinite(result.ratio):
         result.note = "model, data size and steps need a data-to-model ratio: pass --ratio"
         return
     plan = ladder.plan(result.arch, result.budget, result.ratio, laws=fit.hyper_laws())

@@ -123,6 +123,8 @@ def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndar
 
 
 def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
+    if not np.isfinite(values).any():
+        return math.nan, math.nan
     lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
@@ -130,8 +132,9 @@ def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
 def _robust_var(reps: np.ndarray) -> np.ndarray:
     """Per-column variance from the interquartile range: bowl replicates have heavy tails, and a few
     wild replicates must not set the scale of every interval."""
-    q1, q3 = np.nanquantile(reps, [0.25, 0.75], axis=0)
-    return ((q3 - q1) / 1.349) ** 2
+    finite = np.isfinite(reps).any(axis=0)
+    q1, q3 = np.nanquantile(np.where(finite, reps, 0.0), [0.25, 0.75], axis=0)
+    return np.where(finite, ((q3 - q1) / 1.349) ** 2, np.nan)
 
 
 def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weights: np.ndarray,
@@ -243,7 +246,7 @@ def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray,
     width = box[:, 1] - box[:, 0]
     inside = np.all((logmin > box[:, 0] - width) & (logmin < box[:, 1] + width), axis=1)
     valid = (h11 > 0) & (det > 0) & inside
-    return np.where(valid[:, None], np.exp(logmin), np.nan)
+    return np.where(valid[:, None], np.exp(np.where(valid[:, None], logmin, 0.0)), np.nan)
 
 
 # ---------------------------------------------------------------------------- hyperparameter laws
@@ -259,8 +262,9 @@ def _arch_runs(results, arch: str) -> pd.DataFrame:
 
 def _box(group: pd.DataFrame, column: str) -> tuple[float, float]:
     """The search box of a budget: the recorded one, else the range its runs actually sampled."""
-    lo, hi = group[f"{column}_min"].median(), group[f"{column}_max"].median()
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+    recorded = group[[f"{column}_min", f"{column}_max"]].dropna()
+    lo, hi = recorded.median() if len(recorded) else (math.nan, math.nan)
+    if not hi > lo:
         lo, hi = group[column].min(), group[column].max()
     return float(lo), float(hi)
 
@@ -357,6 +361,7 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
             "lr_opt": est[0, j, 0], "lr_lo": lr_ci[0], "lr_hi": lr_ci[1],
             "bsz_opt": est[0, j, 1], "bsz_lo": bsz_ci[0], "bsz_hi": bsz_ci[1],
             "failed_replicates": float(np.mean(~np.isfinite(est[1:, j, 0]))) if n_boot else 0.0,
+            "lr_min": box[0][0], "lr_max": box[0][1], "bsz_min": box[1][0], "bsz_max": box[1][1],
             "edge": ", ".join(edges),
         })
     table = pd.DataFrame(rows)

@@ -27,8 +27,9 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=110)
+    fig.savefig(paths[0], dpi=110)
+    fig.set_layout_engine("none")  # the layout is settled: the PDF reuses it instead of solving it again
+    fig.savefig(paths[1])
     return paths
 
 
@@ -102,17 +103,18 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
             bad = group[group["status"] == status]
             if len(bad):
                 ax.scatter(bad["lr"], bad["bsz"], marker=marker, color=colour, s=30, label=status)
-        lr_box = group[["lr_min", "lr_max"]].median()
-        bsz_box = group[["bsz_min", "bsz_max"]].median()
-        if np.isfinite(lr_box).all() and np.isfinite(bsz_box).all():
-            ax.add_patch(Rectangle((lr_box.iloc[0], bsz_box.iloc[0]), lr_box.iloc[1] - lr_box.iloc[0],
-                                   bsz_box.iloc[1] - bsz_box.iloc[0], fill=False, ls=":", color="grey"))
+        to_units = 1.0 if first.units == group["units"].iloc[0] else 1 / group["bytes_per_unit"].iloc[0]
         for estimator, fit in fits.items():
             row = fit.budgets[fit.budgets["budget"] == budget]
             if len(row) and np.isfinite(row["lr_opt"].iloc[0]):
-                to_units = 1.0 if fit.units == group["units"].iloc[0] else 1 / group["bytes_per_unit"].iloc[0]
                 ax.plot(row["lr_opt"], row["bsz_opt"] * to_units, "*", ms=13, color=COLOURS[estimator],
                         mec="black", label=f"{estimator} optimum")
+        box = first.budgets[first.budgets["budget"] == budget]
+        if len(box):
+            lr_lo, lr_hi, bsz_lo, bsz_hi = box[["lr_min", "lr_max", "bsz_min", "bsz_max"]].iloc[0] * [1, 1, to_units,
+                                                                                                      to_units]
+            ax.add_patch(Rectangle((lr_lo, bsz_lo), lr_hi - lr_lo, bsz_hi - bsz_lo, fill=False, ls=":",
+                                   color="grey", label="search box"))
         ax.set(xscale="log", yscale="log", xlabel="LR", ylabel=f"BSZ ({group['units'].iloc[0]})",
                title=f"C = {budget:.3g}")
     for ax in axes[len(budgets):]:

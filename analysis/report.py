@@ -115,7 +115,11 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     rows, notes = [], []
     for arch in analysis.laws:
         for target in targets:
-            e = extrapolate(analysis, arch, target)
+            try:
+                e = extrapolate(analysis, arch, target)
+            except ValueError as err:  # e.g. a target beyond the ladder's models
+                notes.append(f"{arch} at {target:.3g}: {err}")
+                continue
             rows.append([arch, _g(target), e.estimator, str(e.lr), f"{e.bsz} {e.units}",
                          str(e.steps) if e.steps else "-", str(e.plan.name) if e.plan is not None else "-",
                          str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])

@@ -81,7 +81,7 @@ def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, 
         centre = np.log([lr_opt * design.prior_offset, bsz_opt * design.prior_offset])
         log_hp = centre + (2 * sobol - 1) * log_box
         u = log_hp - np.log([lr_opt, bsz_opt])  # offsets from the true optimum
-        excess = (truth.curv_lr * u[:, 0] ** 2 * (1 + truth.skew * u[:, 0]).clip(0.2)
+        excess = (truth.curv_lr * u[:, 0] ** 2 * (1 + truth.skew * np.tanh(u[:, 0]))
                   + truth.curv_bsz * u[:, 1] ** 2
                   - 2 * truth.tilt * math.sqrt(truth.curv_lr * truth.curv_bsz) * u[:, 0] * u[:, 1])
         bpb = truth.best_bpb(compute) * (1 + excess) * (1 + design.noise * rng.standard_normal(design.trials))
