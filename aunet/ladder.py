@@ -9,28 +9,34 @@ table: Table 2 lists 525M embedding parameters for the 1B BPE model, 2 × 128,25
 2,048). The ratio γ is given in LLaMA-3-token units and converted to the model's
 units with k = bytes per LLaMA-3 token (4.56 on DCLM): γ_unit = γ · (k / b)², b the
 bytes per unit (1 for bytes, so k² = 20.7936 as in Table 6; k for LLaMA-3 tokens).
+With N the training units:
 
-    budget    C     = N · F_γ = γ_unit · F_γ²     (Table 6's "(F/token)² γ", the laws' C)
-    data      N     = C / F_γ                     (input units; γ_unit = N / F_γ)
-    spent     C_tot = N · F                       (Table 10's "Total FLOPs")
-    BSZ, LR         = law(C)                      (input units per step; Table 6 / App. D)
-    steps           = N / BSZ
+    ratio            γ_unit = N / F_γ
+    compute spent    N · F           = γ_unit · F_γ · F   (Table 10's "Total FLOPs")
+    paper's C        N · F_γ         = γ_unit · F_γ²      (Table 6's "(F/token)² γ"; the row labels)
+    BSZ, LR          paper laws at N · F_γ; a fitted law at the budget
+    steps            N / BSZ (BSZ in input units per step, whole sequences)
+
+``budget`` is the compute spent, head included (``convention="total"``, the default,
+as in DESIGN.md and ``aunet.train``), or the paper's C (``convention="paper"``).
 
 Evidence, from the Table 9 presets and ``aunet.flops``:
 * the 12 "Scaling baseline" rows satisfy Steps × Tokens/Step = 10 · F_γ to the step
   (14008.3 computed vs 14008 listed at 1e19, ... 84915.0 vs 84915 at 1e22), where
   Tokens/Step is G/Acc × Batch × SeqLen × NGpus; their LR is 19.3 · (10 · F_γ²)^-0.177
-  to 0.1% on every row; and their Total FLOPs is 10 · F_γ · F (1e19: 2.0e19, while
-  10 · F_γ² = 1.16e19, the row's label). With F instead of F_γ for the ratio, the
-  1e19 row would be 5.8 tokens per FLOP, not 10.
-* the 24 "Scaling AUNet" rows satisfy Steps × Bytes/Step = 207.94 · F_γ with the same
-  F_γ that their LR implies through 6.6 · (207.94 · F_γ²)^-0.176 (to 1%); the head
-  (259 × d) is negligible there, so their Total FLOPs column is C itself.
+  to 0.1% on every row; and their Total FLOPs is 10 · F_γ · F (1e19 row: 2.0e19,
+  while 10 · F_γ² = 1.16e19 is its label). With F instead of F_γ in the ratio the
+  1e19 row would have 5.8 tokens per FLOP/token, not 10; with the law at N · F the
+  1e19 row's LR would be 9% lower and its batch 12% larger than listed.
+* the 24 "Scaling AUNet" rows satisfy Steps × Bytes/Step = 207.94 · F_γ with the
+  F_γ that their LR implies through 6.6 · (207.94 · F_γ²)^-0.176 (within 1%); their
+  head (259 × d) is negligible, so their Total FLOPs and their C coincide.
 * Tokens/Step is the law's BSZ at C rounded to whole sequences and GPUs (within 6%).
-So "the budget of a row" is N · F_γ: Table 10's Total FLOPs × F_γ / F. Pass
-``count_head=True`` to count the head in the ratio and the budget instead (F_γ := F),
-which is the honest choice for small BPE models, whose head is a large part of F; the
-paper's laws were fitted without it.
+So with the default convention, "the budget of a row" is its Total FLOPs; with
+``convention="paper"`` it is N · F_γ (≈ the row's label). The paper's laws are always
+evaluated at N · F_γ, the compute they were fitted against; a law fitted by
+``analysis`` on our run records is evaluated at the budget, which those records
+carry (``law_at`` overrides this).
 
 The family rule (App. H's scaling rows, extended down to CPU sizes)
 ------------------------------------------------------------------
@@ -46,9 +52,10 @@ The family rule (App. H's scaling rows, extended down to CPU sizes)
   this reproduces every FFN size of Table 9's scaling rows.
 * Depth: the trunk depth (the only depth of Transformer and Mamba) is free. Each grid
   width owns the F-range the width rule maps to it; its rungs are the depths whose F
-  falls in that range (or the one closest to it). A plan takes the rung whose F_γ is
-  nearest (in log) to sqrt(C / γ_unit), so bigger budgets never give smaller models,
-  and the budget is spent exactly (N = C / F_γ; the achieved γ is recorded).
+  falls in that range (or the one closest to it). A plan takes the rung whose cost
+  F_γ·F (F_γ² with ``convention="paper"``) is nearest, in log, to C / γ_unit, so a
+  bigger budget never gives a smaller model; the budget is then spent exactly
+  (N = C / F, or C / F_γ) and the γ achieved is recorded.
 * Sequence lengths: the paper's (8,192 bytes with a 512-byte window; 2,048 tokens,
   vocabulary 128,256) for budgets from :data:`CPU_REGIME_BELOW` up; below it, CPU
   sizes (1,024 bytes with a 128-byte window; 256 tokens, vocabulary 4,096), so that
@@ -229,8 +236,8 @@ def family_config(family: Family | str, main: int, depth: int, seq_len: int, win
 class Rung:
     main: int
     depth: int
-    flops_ratio: float  # F used for the ratio and the budget (F_γ, or F with count_head)
-    flops: float  # F with the head
+    flops_ratio: float  # F_γ: without the output head
+    flops: float  # F: with the output head
 
 
 def _unit_bytes(fam: Family, bytes_per_token: float, bpe_bytes_per_token: float | None) -> float:
@@ -241,7 +248,7 @@ def _unit_bytes(fam: Family, bytes_per_token: float, bpe_bytes_per_token: float 
 
 @lru_cache(maxsize=64)
 def _rungs(family: str, seq_len: int, window: int | None, vocab: int | None, contraction: tuple[float, ...] | None,
-           eq_factor: float, count_head: bool) -> tuple[Rung, ...]:
+           eq_factor: float) -> tuple[Rung, ...]:
     fam = FAMILIES[family]
     grid = width_grid()
     rungs: list[Rung] = []
@@ -266,7 +273,7 @@ def _rungs(family: str, seq_len: int, window: int | None, vocab: int | None, con
         for n in depths:
             gamma_f = base + slope * n
             total = t1 + (t2 - t1) * (n - 1)
-            rungs.append(Rung(d, n, total if count_head else gamma_f, total))
+            rungs.append(Rung(d, n, gamma_f, total))
     return tuple(sorted(rungs, key=lambda r: (r.flops_ratio, r.main)))
 
 
@@ -282,10 +289,10 @@ class RunPlan:
     name: str
     arch: str  # family
     model: ModelConfig
-    budget: float  # C = train_units x flops_per_unit_ratio (FLOPs)
+    budget: float  # FLOPs: the compute spent (convention "total") or the paper's C ("paper")
     ratio: float  # requested γ, LLaMA-3-token units
     flops_per_unit: float  # F, output head included (Table 10's FLOPs/token)
-    flops_per_unit_ratio: float  # F_γ: the F of the ratio and the budget
+    flops_per_unit_ratio: float  # F_γ: without the output head, the F of the ratio
     units: str  # "bytes" or "tokens"
     bytes_per_unit: float
     train_units: int  # steps x bsz
@@ -293,12 +300,14 @@ class RunPlan:
     steps: int
     lr: float
     law_source: str
-    achieved_ratio: float  # γ actually trained, LLaMA-3-token units
+    achieved_ratio: float  # γ actually trained (train_units / F_γ), LLaMA-3-token units
     total_flops: float  # train_units x F: compute spent, head included
+    paper_compute: float  # train_units x F_γ: the paper's C
+    law_compute: float  # where the law was evaluated
     params: int
     contraction: list[float] = field(default_factory=list)
     bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN
-    count_head: bool = False
+    convention: str = "total"
     law_bsz: float = 0.0  # the law's BSZ before rounding to sequences, model units
 
     @property
@@ -334,7 +343,7 @@ class RunPlan:
         rows = [
             ("plan", self.name),
             ("family", f"{self.arch} ({m.arch}, {self.units})"),
-            ("budget C", f"{self.budget:.3g} FLOPs (= train units x F_ratio)"),
+            ("budget", f"{self.budget:.3g} FLOPs ({CONVENTIONS[self.convention]})"),
             ("ratio", f"{self.ratio:g} requested, {self.achieved_ratio:.3g} achieved (LLaMA-3-token units)"),
             ("dims", _fmt_list(m.dims)),
             ("layers", _fmt_list(m.layers)),
@@ -344,14 +353,14 @@ class RunPlan:
             ("vocab_size", str(m.vocab_size)),
             ("params", f"{self.params:,}"),
             (f"FLOPs/{self.units[:-1]}", f"{self.flops_per_unit:.4g} (head included)"),
-            (f"FLOPs/{self.units[:-1]} ratio", f"{self.flops_per_unit_ratio:.4g} ({'head included' if self.count_head else 'no head: the paper F'})"),
+            (f"FLOPs/{self.units[:-1]} no head", f"{self.flops_per_unit_ratio:.4g} (the paper's F of the ratio)"),
             ("contraction", _fmt_list([round(c, 3) for c in self.contraction])),
             (f"train {self.units}", f"{self.train_units:.4g}"),
             (f"batch ({self.units}/step)", f"{self.bsz:,} = {self.sequences_per_step} x {m.seq_len} (law: {self.law_bsz:.4g})"),
             ("steps", f"{self.steps:,}"),
             ("peak LR", f"{self.lr:.4g}"),
-            ("law", self.law_source),
-            ("total FLOPs", f"{self.total_flops:.3g} (head included)"),
+            ("law", f"{self.law_source}, at C = {self.law_compute:.3g}"),
+            ("compute spent", f"{self.total_flops:.3g} FLOPs (head included); paper's C {self.paper_compute:.3g}"),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -382,7 +391,7 @@ def _hydra_value(value: Any) -> str:
 
 def plans_table(plans: Sequence[RunPlan]) -> str:
     """Several plans, one row each."""
-    head = ("budget", "ratio", "dims", "layers", "params", "F/unit", "F_ratio", "units", "train", "bsz", "steps", "lr")
+    head = ("budget", "ratio", "dims", "layers", "params", "F/unit", "F_nohead", "units", "train", "bsz", "steps", "lr")
     rows = [head]
     for p in plans:
         rows.append((f"{p.budget:.3g}", f"{p.achieved_ratio:.3g}", _fmt_list(p.model.dims), _fmt_list(p.model.layers),
@@ -402,32 +411,50 @@ def _resolve_laws(family: Family, laws: HyperLaws | str | Path | dict | None) ->
     return HyperLaws.from_file(laws)
 
 
+CONVENTIONS = {
+    "total": "compute spent, head included: N x F",
+    "paper": "the paper's C: N x F_no-head",
+}
+LAW_AT = ("auto", "paper", "budget")
+
+
+def _is_paper_law(law: HyperLaws) -> bool:
+    return any(law == paper for paper in PAPER_LAWS.values())
+
+
 def plan(arch: str, budget: float, ratio: float, laws: HyperLaws | str | Path | None = None,
          seq_len: int | None = None, contraction: Sequence[float] | None = None,
          bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN, *, window: int | None = None,
          vocab_size: int | None = None, bpe_bytes_per_token: float | None = None,
-         count_head: bool = False) -> RunPlan:
+         convention: str = "total", law_at: str = "auto") -> RunPlan:
     """Choose the model, data, batch size, steps and prior LR for budget C and ratio γ.
 
-    ``arch``: a family of :data:`FAMILIES`. ``budget``: C in FLOPs (module docstring).
-    ``ratio``: γ in LLaMA-3-token units. ``laws``: a HyperLaws, a JSON file of one, or
-    None for the paper's. ``seq_len``/``window``/``vocab_size``: None picks the regime's
-    (paper sizes from 1e16 FLOPs up, CPU sizes below). ``contraction``: AU-Net's bytes
-    per vector per stage (None: ``aunet.flops.DEFAULT_CONTRACTION``). ``bytes_per_token``:
-    k, bytes per LLaMA-3 token on the data. ``bpe_bytes_per_token``: bytes per token of
-    a BPE model's own tokenizer (None: a LLaMA-3-like tokenizer, k). ``count_head``:
-    count the output head in the ratio and the budget.
+    ``arch``: a family of :data:`FAMILIES`. ``budget``: FLOPs, the compute spent
+    (``convention="total"``) or the paper's C = N x F_no-head (``"paper"``); see the
+    module docstring. ``ratio``: γ in LLaMA-3-token units. ``laws``: a HyperLaws, a
+    JSON file of one, or None for the paper's. ``seq_len``/``window``/``vocab_size``:
+    None picks the regime's (paper sizes from 1e16 FLOPs up, CPU sizes below).
+    ``contraction``: AU-Net's bytes per vector per stage (None:
+    ``aunet.flops.DEFAULT_CONTRACTION``). ``bytes_per_token``: k, bytes per LLaMA-3
+    token on the data. ``bpe_bytes_per_token``: bytes per token of a BPE model's own
+    tokenizer (None: a LLaMA-3-like tokenizer, k). ``law_at``: where to evaluate the
+    law: "paper" (N x F_no-head), "budget", or "auto" (the paper's laws at N x F_no-head,
+    any other law at the budget).
     """
     fam = get_family(arch)
-    budget, ratio = _positive("budget", budget, "a compute budget in FLOPs, e.g. 1e20"), _positive(
-        "ratio", ratio, "a data-to-model ratio in LLaMA-3 tokens per FLOP/token, e.g. 10")
+    budget = _positive("budget", budget, "a compute budget in FLOPs, e.g. 1e20")
+    ratio = _positive("ratio", ratio, "a data-to-model ratio in LLaMA-3 tokens per FLOP/token, e.g. 10")
     bytes_per_token = _positive("bytes_per_token", bytes_per_token, "bytes per LLaMA-3 token, e.g. 4.56")
     if bpe_bytes_per_token is not None:
         bpe_bytes_per_token = _positive("bpe_bytes_per_token", bpe_bytes_per_token, "e.g. 3.8 for a 4k BPE")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r}: use one of {sorted(CONVENTIONS)}")
+    if law_at not in LAW_AT:
+        raise ValueError(f"law_at {law_at!r}: use one of {LAW_AT}")
     cpu = budget < CPU_REGIME_BELOW
     if seq_len is None:
         seq_len = (CPU_SEQ if cpu else PAPER_SEQ)[fam.units]
-    if not isinstance(seq_len, int) or seq_len < 1:
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len {seq_len!r} must be a positive whole number of input units")
     if fam.arch == "aunet":
         window = window if window is not None else (CPU_WINDOW if cpu else PAPER_WINDOW)
@@ -441,58 +468,82 @@ def plan(arch: str, budget: float, ratio: float, laws: HyperLaws | str | Path | 
     b_unit = _unit_bytes(fam, bytes_per_token, bpe_bytes_per_token)
     unit_factor = (bytes_per_token / b_unit) ** 2  # γ_unit / γ
     gamma_unit = ratio * unit_factor
-    eq_factor = bytes_per_token / b_unit  # F_eq / F_γ
     contraction_key = None
+    probe = family_config(fam, 256, 1, seq_len, window, vocab)
     if fam.arch == "aunet":
-        probe = family_config(fam, 256, 1, seq_len, window, vocab)
         contraction_key = tuple(resolve_contraction(probe, contraction))
     elif contraction is not None:
-        resolve_contraction(family_config(fam, 256, 1, seq_len, window, vocab), contraction)  # raises
-    rungs = _rungs(fam.name, seq_len, window, vocab, contraction_key, eq_factor, count_head)
-    target = math.sqrt(budget / gamma_unit)
+        resolve_contraction(probe, contraction)  # raises: only AU-Net pools
+    rungs = _rungs(fam.name, seq_len, window, vocab, contraction_key, bytes_per_token / b_unit)
+
+    def cost(r: Rung) -> float:  # budget / γ_unit for this rung
+        return r.flops_ratio * (r.flops if convention == "total" else r.flops_ratio)
+
+    # Keep a chain on which cost, F and F_no-head all grow, so that every one of them
+    # grows with the budget (a wide shallow rung can cost more yet have a smaller F_no-head).
+    chain: list[Rung] = []
+    for r in sorted(rungs, key=lambda r: (cost(r), r.main)):
+        if not chain or (r.flops_ratio >= chain[-1].flops_ratio and r.flops >= chain[-1].flops):
+            chain.append(r)
     unit = "byte" if fam.units == "bytes" else "token"
-    smallest, largest = rungs[0], rungs[-1]
-    if target < smallest.flops_ratio:
-        need = gamma_unit * smallest.flops_ratio**2
+    what = "F x F_no-head" if convention == "total" else "F_no-head²"
+    smallest, largest = chain[0], chain[-1]
+    if budget < gamma_unit * cost(smallest):
+        need = gamma_unit * cost(smallest)
         raise ValueError(
-            f"budget {budget:.3g} FLOPs is too small for the smallest {fam.name} model "
-            f"(main width {smallest.main}, depth {smallest.depth}: {smallest.flops_ratio:.3g} FLOPs/{unit}, "
-            f"seq_len {seq_len}) at ratio {ratio:g}: it needs a budget of at least {need:.3g} FLOPs "
-            f"(= ratio x {unit_factor:.4g} x F²), or a ratio of at most "
-            f"{budget / (unit_factor * smallest.flops_ratio**2):.3g} at this budget"
+            f"budget {budget:.3g} FLOPs is too small for the smallest {fam.name} model (main width "
+            f"{smallest.main}, depth {smallest.depth}: {smallest.flops:.3g} FLOPs/{unit}, seq_len {seq_len}) "
+            f"at ratio {ratio:g}: it needs at least {need:.3g} FLOPs (ratio x {unit_factor:.4g} x {what}); "
+            f"raise the budget to >= {need:.3g} or lower the ratio to <= {budget / (unit_factor * cost(smallest)):.3g}"
         )
-    if target > largest.flops_ratio * 1.05:
-        most = gamma_unit * largest.flops_ratio**2
+    if budget > gamma_unit * cost(largest) * 1.1:
+        most = gamma_unit * cost(largest)
         raise ValueError(
-            f"budget {budget:.3g} FLOPs at ratio {ratio:g} asks for {target:.3g} FLOPs/{unit}, beyond the "
-            f"largest {fam.name} model of the ladder ({largest.flops_ratio:.3g}); use a budget of at most "
+            f"budget {budget:.3g} FLOPs at ratio {ratio:g} is beyond the largest {fam.name} model of the ladder "
+            f"(main width {largest.main}, {largest.flops:.3g} FLOPs/{unit}); use a budget of at most "
             f"{most:.3g} FLOPs or a larger ratio"
         )
-    log_t = math.log(target)
-    best = min(rungs, key=lambda r: (abs(math.log(r.flops_ratio) - log_t), r.flops_ratio))
+    log_t = math.log(budget / gamma_unit)
+    best = min(chain, key=lambda r: (abs(math.log(cost(r)) - log_t), cost(r)))
     cfg = family_config(fam, best.main, best.depth, seq_len, window, vocab)
     breakdown = flops_breakdown(cfg, contraction_key)
-    f_ratio = breakdown.total if count_head else breakdown.without_head
-    units_total = budget / f_ratio
+    f_total, f_gamma = breakdown.total, breakdown.without_head
+    units_wanted = budget / (f_total if convention == "total" else f_gamma)
     law = _resolve_laws(fam, laws)
+    paper_law = _is_paper_law(law)
+    at_paper = law_at == "paper" or (law_at == "auto" and paper_law)
+    law_c = units_wanted * f_gamma if at_paper else budget
     model_units = "tokens" if fam.units == "bpe" else "bytes"
-    law_bsz = law.bsz(budget)
+    law_bsz = law.bsz(law_c)
     if law.units != model_units:
         law_bytes = law_bsz * (bytes_per_token if law.units == "tokens" else 1.0)
         law_bsz = law_bytes / b_unit
     n_seq = max(1, round(law_bsz / seq_len))
     bsz = n_seq * seq_len
-    steps = max(1, round(units_total / bsz))
+    steps = max(1, round(units_wanted / bsz))
     train_units = steps * bsz
     cfg.name = f"{fam.name}_C{budget:.2g}_r{ratio:g}".replace("+", "")
     return RunPlan(
         name=cfg.name, arch=fam.name, model=cfg, budget=budget, ratio=ratio,
-        flops_per_unit=breakdown.total, flops_per_unit_ratio=f_ratio, units=model_units, bytes_per_unit=b_unit,
-        train_units=train_units, bsz=bsz, steps=steps, lr=law.lr(budget), law_source=law.source or "custom law",
-        achieved_ratio=train_units / f_ratio / unit_factor, total_flops=train_units * breakdown.total,
-        params=count_params(cfg), contraction=list(breakdown.contraction), bytes_per_token=bytes_per_token,
-        count_head=count_head, law_bsz=law_bsz,
+        flops_per_unit=f_total, flops_per_unit_ratio=f_gamma, units=model_units, bytes_per_unit=b_unit,
+        train_units=train_units, bsz=bsz, steps=steps, lr=law.lr(law_c), law_source=law.source or "custom law",
+        achieved_ratio=train_units / f_gamma / unit_factor, total_flops=train_units * f_total,
+        paper_compute=train_units * f_gamma, law_compute=law_c, params=count_params(cfg),
+        contraction=list(breakdown.contraction), bytes_per_token=bytes_per_token, convention=convention,
+        law_bsz=law_bsz,
     )
+
+
+def law_compute(cfg: ModelConfig, budget: float, laws: HyperLaws, contraction: Sequence[float] | None = None,
+                convention: str = "total", law_at: str = "auto") -> float:
+    """Where to evaluate ``laws`` for a run of ``cfg`` with this budget (see ``plan``).
+
+    For the paper's laws and a budget that counts the head: budget x F_no-head / F.
+    """
+    if law_at == "budget" or (law_at == "auto" and not _is_paper_law(laws)) or convention == "paper":
+        return float(budget)
+    b = flops_breakdown(cfg, contraction)
+    return float(budget) * b.without_head / b.total
 
 
 def _positive(name: str, value: Any, example: str) -> float:
@@ -535,7 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bytes-per-token", type=float, default=LLAMA3_BYTES_PER_TOKEN,
                         help="bytes per LLaMA-3 token on the data (default 4.56)")
     parser.add_argument("--bpe-bytes-per-token", type=float, help="bytes per token of the BPE model's tokenizer")
-    parser.add_argument("--count-head", action="store_true", help="count the output head in the ratio and budget")
+    parser.add_argument("--convention", choices=sorted(CONVENTIONS), default="total",
+                        help="what the budget counts: 'total' compute spent (default) or the paper's C (no head)")
+    parser.add_argument("--law-at", choices=LAW_AT, default="auto",
+                        help="evaluate the law at the paper's C or at the budget (auto: paper laws at C)")
     parser.add_argument("--json", action="store_true", help="print the plan(s) as JSON")
     parser.add_argument("--overrides", action="store_true", help="print Hydra overrides")
     parser.add_argument("--presets", action="store_true", help="list the model presets with params and FLOPs/unit")
@@ -556,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plans.append(plan(args.arch, budget, args.ratio, laws=args.law, seq_len=args.seq_len,
                               contraction=contraction, bytes_per_token=args.bytes_per_token, window=args.window,
                               vocab_size=args.vocab_size, bpe_bytes_per_token=args.bpe_bytes_per_token,
-                              count_head=args.count_head))
+                              convention=args.convention, law_at=args.law_at))
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             failed = True
@@ -575,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def presets_table() -> str:
-    rows = [("preset", "arch", "units", "params", "FLOPs/unit", "F_ratio")]
+    rows = [("preset", "arch", "units", "params", "FLOPs/unit", "no head")]
     for name in list_presets():
         cfg = load_preset(name)
         b = flops_breakdown(cfg)
