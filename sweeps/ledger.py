@@ -1,0 +1,152 @@
+"""The durable ledger of a study: one SQLite row per trial.
+
+Why SQLite rows and not an Optuna study: a trial here is a whole training run with
+a rich record (status, error, attempts, the full result), and the ledger must stay
+readable by pandas (``pd.read_sql``) and by a person with ``sqlite3``; updates are
+transactions, so a crash between two trials never corrupts it. Only the sweeping
+process writes it (jobs write their own record files atomically), so it also works
+when jobs run on nodes that share no SQLite-safe file system with it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeps.study import StudyConfig, Trial
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    key TEXT PRIMARY KEY,
+    arch TEXT NOT NULL,
+    budget REAL NOT NULL,
+    idx INTEGER NOT NULL,
+    lr REAL NOT NULL,
+    bsz INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    loss REAL,
+    bpb REAL,
+    error TEXT NOT NULL DEFAULT '',
+    record TEXT,
+    output_dir TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Row:
+    key: str
+    arch: str
+    budget: float
+    index: int
+    lr: float
+    bsz: int
+    status: str
+    attempts: int
+    loss: float | None
+    bpb: float | None
+    error: str
+    record: dict[str, Any] | None
+    output_dir: str
+
+    @property
+    def trial(self) -> Trial:
+        return Trial(self.arch, self.budget, self.index, self.lr, self.bsz)
+
+
+class Ledger:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            with db:  # one transaction
+                yield db
+        finally:
+            db.close()
+
+    def bind(self, study: StudyConfig) -> None:
+        """Tie the ledger to a study config; refuse one written by a different config."""
+        fingerprint = study.fingerprint()
+        with self._connect() as db:
+            found = db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
+            if found is None:
+                db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+                db.execute("INSERT INTO meta VALUES ('study', ?)", (json.dumps(study.__dict__, default=str),))
+            elif found[0] != fingerprint:
+                old = db.execute("SELECT value FROM meta WHERE key='study'").fetchone()
+                raise ValueError(
+                    f"the ledger {self.path} belongs to a different config of study {study.name!r} "
+                    f"(was {old[0] if old else '?'}); give the study a new name, or remove {self.path.parent} "
+                    "to start over"
+                )
+
+    def get_meta(self, key: str) -> str | None:
+        with self._connect() as db:
+            found = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return found[0] if found else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def add(self, trials: list[Trial]) -> None:
+        """Register trials as pending; existing ones are left untouched (so reruns never duplicate)."""
+        now = time.time()
+        with self._connect() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO trials (key, arch, budget, idx, lr, bsz, status, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(t.key, t.arch, t.budget, t.index, t.lr, t.bsz, now) for t in trials],
+            )
+
+    def mark(self, key: str, status: str, *, record: dict[str, Any] | None = None, error: str = "",
+             output_dir: str = "", attempt: bool = False) -> None:
+        loss = bpb = None
+        if record is not None:
+            loss, bpb = record.get("loss"), record.get("bpb")
+        with self._connect() as db:
+            db.execute(
+                "UPDATE trials SET status=?, error=?, updated=?, attempts=attempts+?, "
+                "loss=COALESCE(?, loss), bpb=COALESCE(?, bpb), record=COALESCE(?, record), "
+                "output_dir=CASE WHEN ?='' THEN output_dir ELSE ? END WHERE key=?",
+                (status, error, time.time(), int(attempt), loss, bpb,
+                 json.dumps(record) if record is not None else None, output_dir, output_dir, key),
+            )
+
+    def rows(self) -> list[Row]:
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT key, arch, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir "
+                "FROM trials ORDER BY arch, budget, idx"
+            ).fetchall()
+        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12]) for r in found]
+
+    def to_frame(self):
+        """Finished and failed trials as the analysis's results table (one flat row per record)."""
+        import pandas as pd
+
+        from aunet.record import RunRecord
+
+        rows = []
+        for row in self.rows():
+            if row.record is not None:
+                rows.append(RunRecord.from_dict(row.record).to_row())
+            else:
+                rows.append({"status": row.status, "arch": row.arch, "budget": row.budget, "lr": row.lr,
+                             "bsz": row.bsz, "trial": row.index, "error": row.error})
+        return pd.DataFrame(rows)

@@ -1,0 +1,157 @@
+"""A study: architectures × compute budgets × quasi-random (LR, BSZ) trials.
+
+Each (architecture, budget) cell gets its own scrambled Sobol sequence, seeded from
+the study seed and the cell, over a box in log LR × log BSZ centred on the prior
+law's values at that budget (widths are factors: LR ×/÷ 4 means [LR/4, 4·LR]).
+The same seed always yields the same trials, and adding trials to a cell extends
+its sequence without moving the existing points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import qmc
+
+from aunet.laws import PAPER_LAWS, HyperLaws
+
+ARCHS = ("aunet2", "aunet3", "aunet4", "transformer_bytes", "transformer_bpe", "mamba_bytes")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the study: what a job trains."""
+
+    arch: str
+    budget: float
+    index: int
+    lr: float
+    bsz: int  # input units per optimizer step, whole sequences
+
+    @property
+    def key(self) -> str:
+        """Stable name, also the trial's folder under the study: ``aunet2/C1e11/t3``."""
+        return f"{self.arch}/C{budget_tag(self.budget)}/t{self.index}"
+
+    def overrides(self) -> list[str]:
+        return [f"arch={self.arch}", f"budget={self.budget:.6g}", f"trial={self.index}", f"trial_dir={self.key}",
+                f"optim.lr={self.lr:.6g}", f"bsz={self.bsz}"]
+
+
+def budget_tag(budget: float) -> str:
+    """3e+11 -> "3e11", 2.5e+11 -> "2.5e11": short, and safe in paths and overrides."""
+    return f"{budget:.4g}".replace("e+", "e")
+
+
+@dataclass
+class StudyConfig:
+    """What `conf/sweep/<study>.yaml` describes."""
+
+    name: str = "demo"
+    archs: list[str] = field(default_factory=lambda: ["aunet2"])
+    budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 1e12])
+    ratio: float = 1.0  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
+    trials: int = 6  # quasi-random trials per (arch, budget)
+    lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
+    bsz_factor: float = 4.0
+    prior: str | dict[str, Any] = "paper"  # "paper", a law file, or {aunet: {...}, bpe: {...}} inline
+    seed: int = 0
+    max_attempts: int = 2  # runs of a failed or preempted trial before it is left as it is
+    batch_size: int = 0  # jobs handed to the launcher at once (0: all pending trials)
+    tuned_trials: int = 0  # optional second phase: TPE trials per cell near the optimum
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budgets, (int, float, str)):
+            self.budgets = [self.budgets]
+        self.budgets = [parse_budget(b) for b in self.budgets]
+        self.archs = list(self.archs)
+        self.validate()
+
+    def validate(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise ValueError(f"study {self.name!r}: '{name}' {message}")
+
+        if not self.name or "/" in self.name:
+            fail("name", f"is {self.name!r}; give a plain name (it names the study's folder and ledger)")
+        if not self.archs:
+            fail("archs", f"is empty; name at least one of {ARCHS}")
+        for arch in self.archs:
+            if arch not in ARCHS:
+                fail("archs", f"has unknown architecture {arch!r}; use any of {ARCHS}")
+        if len(set(self.archs)) != len(self.archs):
+            fail("archs", f"repeats an architecture: {self.archs}")
+        if not self.budgets:
+            fail("budgets", "is empty; give at least one compute budget in FLOPs, e.g. [1e11, 3e11, 1e12]")
+        if len(set(self.budgets)) != len(self.budgets):
+            fail("budgets", f"repeats a budget: {self.budgets}")
+        if self.trials < 1:
+            fail("trials", f"is {self.trials}; a study needs at least one trial per budget")
+        if not math.isfinite(self.ratio) or self.ratio <= 0:
+            fail("ratio", f"is {self.ratio}; a data-to-model ratio must be positive")
+        for name in ("lr_factor", "bsz_factor"):
+            factor = getattr(self, name)
+            if not math.isfinite(factor) or factor <= 1:
+                fail(name, f"is {factor}; the search box [x/f, x·f] needs a factor f > 1 (1 is a degenerate box)")
+        if self.max_attempts < 1:
+            fail("max_attempts", f"is {self.max_attempts}; must be >= 1")
+        if self.batch_size < 0 or self.tuned_trials < 0:
+            fail("batch_size", "and tuned_trials must be >= 0")
+
+    def fingerprint(self) -> str:
+        """What must not change under the same study name (trial points depend on it)."""
+        fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials",
+                                                                      "tuned_trials")}
+        return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def prior_laws(self, arch: str) -> HyperLaws:
+        family = "bpe" if arch == "transformer_bpe" else "aunet"
+        if self.prior == "paper":
+            return PAPER_LAWS[family]
+        if isinstance(self.prior, str):
+            return HyperLaws.from_file(self.prior)
+        spec = self.prior.get(family, self.prior)
+        return HyperLaws.from_dict(spec)
+
+
+def parse_budget(value: Any) -> float:
+    """1e11, "1e11", "3e11" -> float FLOPs, with a clear error for anything else."""
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"budget {value!r} is not a number of FLOPs; write it like 1e12 or 3.5e11") from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget {value!r} must be a positive, finite number of FLOPs")
+    return budget
+
+
+def unit_points(arch: str, budget: float, seed: int, n: int) -> np.ndarray:
+    """The first ``n`` points of the cell's scrambled Sobol sequence in [0, 1)²."""
+    cell = hashlib.sha256(f"{seed}:{arch}:{budget:.6g}".encode()).digest()
+    sampler = qmc.Sobol(d=2, scramble=True, seed=int.from_bytes(cell[:8], "little"))
+    return sampler.random(n)
+
+
+def box(center: float, factor: float) -> tuple[float, float]:
+    return center / factor, center * factor
+
+
+def cell_trials(study: StudyConfig, arch: str, budget: float, seq_len: int, center_bsz: float | None = None,
+                center_lr: float | None = None, n: int | None = None) -> list[Trial]:
+    """The quasi-random trials of one cell; BSZ snapped to whole sequences of ``seq_len`` units."""
+    laws = study.prior_laws(arch)
+    lr0 = center_lr if center_lr is not None else laws.lr(budget)
+    bsz0 = center_bsz if center_bsz is not None else laws.bsz(budget)
+    points = unit_points(arch, budget, study.seed, n or study.trials)
+    lr_lo, lr_hi = box(lr0, study.lr_factor)
+    bsz_lo, bsz_hi = box(bsz0, study.bsz_factor)
+    trials = []
+    for index, (u_lr, u_bsz) in enumerate(points):
+        lr = math.exp(math.log(lr_lo) + u_lr * (math.log(lr_hi) - math.log(lr_lo)))
+        bsz = math.exp(math.log(bsz_lo) + u_bsz * (math.log(bsz_hi) - math.log(bsz_lo)))
+        trials.append(Trial(arch, budget, index, float(f"{lr:.4g}"), max(1, round(bsz / seq_len)) * seq_len))
+    return trials
