@@ -330,12 +330,16 @@ class RunPlan:
                     flops_per_unit=self.flops_per_unit, params=float(self.params), steps=self.steps,
                     train_units=float(self.train_units), contraction=list(self.contraction))
 
-    def to_overrides(self, train_group: str = "train") -> list[str]:
-        """Hydra command-line overrides: every model field, then the run's optimisation."""
-        out = [f"model.{k}={_hydra_value(v)}" for k, v in self.model.to_dict().items()]
-        out += [f"{train_group}.{k}={_hydra_value(v)}" for k, v in (
-            ("lr", self.lr), ("bsz", self.bsz), ("steps", self.steps), ("budget", self.budget),
-            ("ratio", self.ratio), ("train_units", self.train_units), ("contraction", self.contraction))]
+    def to_overrides(self) -> list[str]:
+        """Hydra overrides of ``conf/train.yaml`` (``aunet.train.TrainConfig``) that run this plan.
+
+        ``++`` sets a key whether or not the composed config has it (a preset may leave
+        fields at their defaults).
+        """
+        out = [f"++model.{k}={_hydra_value(v)}" for k, v in self.model.to_dict().items()]
+        out += [f"++{k}={_hydra_value(v)}" for k, v in (
+            ("arch", self.arch), ("budget", self.budget), ("ratio", self.ratio), ("bsz", self.bsz),
+            ("steps", self.steps), ("optim.lr", self.lr))]
         return out
 
     def table(self) -> str:

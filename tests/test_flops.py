@@ -115,6 +115,7 @@ MODEL_VARIANTS = {
     "aunet3_average_repeat": tiny(stages=3, pooling="average", upsampling="repeat", upsample_positions=5),
     "aunet2_simple": tiny(upsampling="simple"),
     "aunet2_p3": tiny(upsample_positions=3),
+    "aunet3_truncated": tiny(stages=3, max_pooled=[20, 6]),
     "transformer_bytes": tiny("transformer"),
     "transformer_bpe": tiny("transformer", units="bpe", vocab_size=1000),
     "mamba": tiny("mamba", d_state=8, d_conv=3, expand=3),

@@ -230,8 +230,9 @@ def test_law_from_json_file(tmp_path):
 def test_overrides_table_and_record():
     p = plan("aunet2", 1e20, 10)
     overrides = p.to_overrides()
-    assert "model.dims=[384,1536]" in overrides or any(o.startswith("model.dims=[") for o in overrides)
-    assert f"train.steps={p.steps}" in overrides and "model.window=512" in overrides
+    assert any(o.startswith("++model.dims=[") for o in overrides)
+    assert f"++steps={p.steps}" in overrides and "++model.window=512" in overrides
+    assert f"++optim.lr={p.lr!r}" in overrides and "++arch=aunet2" in overrides
     text = p.table()
     for word in ("dims", "steps", "peak LR", "contraction", "compute spent"):
         assert word in text
@@ -306,3 +307,20 @@ def test_breakdown_of_a_plan_is_consistent():
     b = flops_breakdown(p.model, p.contraction)
     assert b.total == p.flops_per_unit and b.without_head == p.flops_per_unit_ratio
     assert math.isclose(p.achieved_ratio, p.train_units / b.without_head / 4.56**2)
+
+
+def test_overrides_compose_into_the_training_config(tmp_path):
+    from aunet.ladder import PRESET_DIR
+
+    conf = PRESET_DIR.parent
+    if not (conf / "train.yaml").is_file():
+        pytest.skip("needs conf/train.yaml")
+    train = pytest.importorskip("aunet.train")
+    from hydra import compose, initialize_config_dir
+
+    p = plan("aunet3", 1e13, 0.5)
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        cfg = compose("train", overrides=[*p.to_overrides(), f"output_dir={tmp_path}"])
+    run = train.TrainConfig.from_hydra(cfg)
+    assert run.model == p.model and (run.steps, run.bsz, run.budget) == (p.steps, p.bsz, p.budget)
+    assert run.optim.lr == pytest.approx(p.lr)

@@ -1,0 +1,124 @@
+"""Analytic FLOPs per unit vs torch's FlopCounterMode, and vs the paper's Table 10.
+
+    python benchmarks/bench_flops.py [--presets aunet2_tiny,...] [--batch 2] [--seq-len 512] [--table10]
+
+For each small model: FlopCounterMode over one forward + backward pass, per input
+unit, next to the analytic F of ``aunet.flops`` (the paper's convention, with the
+contraction factors this batch actually ran at), term by term, with the reason for
+every term where the two differ. The weight terms (every linear layer, AU-Net's
+pooling and upsampling projections, the head) agree exactly; attention, Mamba's
+depthwise convolution and its scan are counted differently:
+
+* attention: FlopCounterMode counts QK^T and AV, the whole T x S score block (causal
+  masking skips half of it), and a backward that recomputes QK^T: 14·d·T·S per layer
+  against the paper's 6·d·T·S (QK^T only, x3). For the byte stage's blocked sliding
+  window it sees T x 2W scores: 28·d·T·W against 6·d·T·W.
+* on the CPU, FlopCounterMode (torch 2.13) has no formula for the CPU flash-attention
+  kernel and would count attention as 0; ``aunet.flops.count_flops`` gives it the
+  GPU kernels' formulas.
+* Mamba's depthwise convolution: counted on the padded output (T + k - 1) and, in the
+  grad-weight formula, as if it were dense across channels (x E·d); the selective scan
+  is elementwise work (not counted) except y = C·h, a batched matmul.
+* embedding lookups, norms, activations, residual adds: counted by neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from aunet.config import ModelConfig
+from aunet.flops import (
+    PAPER_CONTRACTION,
+    count_flops,
+    flops_breakdown,
+    flops_per_unit,
+    predict_flop_counter,
+    stage_lengths,
+)
+from aunet.ladder import load_preset
+from aunet.models import build_model
+
+PRESETS = ["transformer_bytes_tiny", "transformer_bpe_tiny", "mamba_bytes_tiny", "aunet2_tiny", "aunet3_tiny",
+           "aunet4_tiny"]
+
+TEXT = (b"It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        b"foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of "
+        b"Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair, "
+        b"we had everything before us, we had nothing before us, we were all going direct to Heaven, we "
+        b"were all going direct the other way.\n")
+
+
+def batch_for(cfg: ModelConfig, batch: int) -> torch.Tensor:
+    if cfg.units == "bpe":
+        return torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), generator=torch.Generator().manual_seed(0))
+    data = TEXT * (2 + batch * cfg.seq_len // len(TEXT))
+    return torch.tensor([list(data[i * 101: i * 101 + cfg.seq_len]) for i in range(batch)])
+
+
+def compare(cfg: ModelConfig, batch: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ids = batch_for(cfg, batch)
+    start = time.perf_counter()
+    counted = count_flops(model, ids)
+    seconds = time.perf_counter() - start
+    lengths = stage_lengths(model, ids)
+    prediction = predict_flop_counter(cfg, batch, lengths)
+    units = prediction.units
+    analytic = flops_per_unit(cfg, prediction.contraction)
+    print(f"\n== {cfg.name} ({cfg.arch}, {cfg.units}), batch {batch} x {cfg.seq_len}, "
+          f"contraction as run {[round(c, 2) for c in prediction.contraction]}")
+    print(f"   FlopCounterMode fwd+bwd: {counted['total'] / units:,.0f} FLOPs/unit "
+          f"(predicted {prediction.counted / units:,.0f}); analytic F: {analytic:,.0f} "
+          f"-> ratio {counted['total'] / units / analytic:.3f}   [{seconds:.1f} s]")
+    width = max(len(t.name) for t in prediction.terms)
+    print(f"   {'term':<{width}}  {'counter/unit':>14}  {'F/unit':>14}  why they differ")
+    for t in prediction.terms:
+        why = "" if t.counted == t.analytic else t.why
+        print(f"   {t.name:<{width}}  {t.counted / units:>14,.0f}  {t.analytic / units:>14,.0f}  {why}")
+    ops = {k: v for k, v in counted.items() if k != "total"}
+    print("   by aten op: " + ", ".join(f"{k.removeprefix('aten.')} {v / units:,.0f}" for k, v in sorted(ops.items())))
+
+
+def table10() -> None:
+    """Table 10's FLOPs/token next to ours, for the rows with a listed value."""
+    rows = {"scaling_baseline_1e19": 1.9e9, "scaling_baseline_1e20": 5.1e9, "scaling_baseline_1e21": 1.2e10,
+            "scaling_baseline_1e22": 3.6e10, "transformer_bpe_1b": 1.1e10, "transformer_bpe_7b": 4.5e10,
+            "scaling_aunet2_1e19": 2.4e8, "scaling_aunet2_1e22": 7.3e9, "scaling_aunet3_1e19": 2.5e8,
+            "scaling_aunet3_1e22": 7.6e9, "aunet2_1b": 1.8e9, "aunet3_1b": 2.3e9, "aunet4_1b": 2.8e9}
+    print("\n== Table 10 FLOPs per unit: listed, ours (measured contraction, projections counted), "
+          "paper convention (contraction 4.91/7.15/10.56, no projections)")
+    for name, listed in rows.items():
+        cfg = load_preset(name)
+        ours = flops_per_unit(cfg)
+        if cfg.arch == "aunet":
+            b = flops_breakdown(cfg, PAPER_CONTRACTION[: cfg.n_stages])
+            paper = b.total - b.resampling
+        else:
+            paper = ours
+        print(f"   {name:<24} listed {listed:9.3g}  ours {ours:9.3g} ({ours / listed:5.2f})  "
+              f"paper convention {paper:9.3g} ({paper / listed:5.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=512, help="override the presets' seq_len (0: keep)")
+    parser.add_argument("--table10", action="store_true", help="also compare with Table 10")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for name in args.presets.split(","):
+        cfg = load_preset(name)
+        if args.seq_len:
+            cfg = ModelConfig.from_dict({**cfg.to_dict(), "seq_len": args.seq_len})
+        compare(cfg, args.batch)
+    if args.table10:
+        table10()
+
+
+if __name__ == "__main__":
+    main()
