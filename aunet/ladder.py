@@ -58,8 +58,10 @@ The family rule (App. H's scaling rows, extended down to CPU sizes)
   (N = C / F, or C / F_γ) and the γ achieved is recorded.
 * Sequence lengths: the paper's (8,192 bytes with a 512-byte window; 2,048 tokens,
   vocabulary 128,256) for budgets from :data:`CPU_REGIME_BELOW` up; below it, CPU
-  sizes (1,024 bytes with a 128-byte window; 256 tokens, vocabulary 4,096), so that
-  1e11-1e13 FLOPs give models a laptop trains in seconds to minutes.
+  sizes (1,024 bytes with a 128-byte window; 256 tokens, vocabulary 4,096). The
+  smallest rungs (main width 64, one trunk layer) cost 2-8e5 FLOPs per byte, so at
+  1e11-1e13 FLOPs the byte families need a ratio of about 0.1-1 (the error message
+  says which); such runs take minutes on 2 CPU cores.
 
 Hyperparameter laws: ``aunet.laws.PAPER_LAWS`` are the priors ("aunet" for the byte
 families, "bpe" for ``transformer_bpe``; the paper fits no law for the byte-level
