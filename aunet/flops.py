@@ -41,10 +41,12 @@ What reproduces the paper's tables (see ``tests/test_flops.py``)
 * The 12 "Scaling baseline" rows of Table 9 (LLaMA 3 vocabulary 128,256, sequence
   2,048) give Table 10's FLOPs/token within 3% (head included), and their step counts
   exactly, with the ratio convention of :mod:`aunet.ladder`.
-* All 31 AU-Net rows of Table 10 are reproduced within 1.5% (7B: 4%) by the same
-  formula *without* the pooling/upsampling projections and with contraction factors
+* All 31 AU-Net rows of Table 10 are reproduced by the same formula *without* the
+  pooling/upsampling projections and with contraction factors
   :data:`PAPER_CONTRACTION` = (4.91, 7.15, 10.56) bytes per vector at stages 2, 3, 4
-  (fitted to those 31 rows; three numbers). The word stage (4.9) agrees with what the
+  (three numbers fitted to those 31 rows): within 1.5% of the F_γ that each scaling
+  row's steps imply (Steps × Bytes/Step / 207.94), within 5% of the two-digit
+  FLOPs/token column (7B row: 4%). The word stage (4.9) agrees with what the
   word rule measures on English prose (4.8-5.3), but stages 3 and 4 do not: the
   2-word and 4-word rules measure 10.3-11.2 and 18-21.6 bytes per vector. The paper's
   deeper contractions grow ×1.5 per stage, like its widths, rather than ×2; with
