@@ -32,6 +32,7 @@ from aunet import checkpoint, parallel
 from aunet.config import ModelConfig
 from aunet.data import DataConfig, Dataset, open_dataset
 from aunet.flops import count_params, flops_per_unit
+from aunet.ladder import law_compute
 from aunet.laws import PAPER_LAWS, HyperLaws
 from aunet.models import build_model
 from aunet.optim import OptimConfig, build_optimizer, lr_at
@@ -176,7 +177,8 @@ def make_plan(cfg: TrainConfig, dataset: Dataset, world_size: int) -> Plan:
     contraction = dataset.contraction(model_cfg) if model_cfg.arch == "aunet" else []
     fpu = flops_per_unit(model_cfg, contraction or None)
     laws = resolve_laws(cfg.law, model_cfg.units)
-    law_budget = cfg.budget if cfg.budget is not None else None
+    # The paper's laws were fitted on compute without the output head (see aunet.ladder).
+    law_budget = law_compute(model_cfg, cfg.budget, laws, contraction or None) if cfg.budget else None
     seq = model_cfg.seq_len
     if cfg.bsz is not None:
         wanted_bsz = cfg.bsz

@@ -35,6 +35,13 @@ def plan_cell(study: StudyConfig, arch: str, budget: float, data: DataConfig | N
                        vocab_size=dataset.vocab_size if bpe else None)
 
 
+def cell_center(study: StudyConfig, arch: str, budget: float, cell: ladder.RunPlan) -> tuple[float, float]:
+    """The prior (LR, BSZ) at the centre of a cell's search box."""
+    laws = study.prior_laws(arch)
+    at = ladder.law_compute(cell.model, budget, laws, cell.contraction or None)
+    return laws.lr(at), laws.bsz(at)
+
+
 def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     """The training config of the trial a job's composed config describes."""
     raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -44,7 +51,7 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         raise ValueError(f"arch {arch!r} is not one of study {study.name!r}'s architectures {study.archs}")
     data = DataConfig.from_dict(raw["data"])
     cell = plan_cell(study, arch, budget, data)
-    laws = study.prior_laws(arch)
+    lr0, bsz0 = cell_center(study, arch, budget, cell)
     return TrainConfig(
         model=cell.model,
         data=DataConfig.from_dict({**data.to_dict(), "units": cell.model.units, "seq_len": cell.model.seq_len}),
@@ -58,8 +65,8 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         arch=arch,
         study=study.name,
         trial=int(raw["trial"]),
-        lr_box=list(box(laws.lr(budget), study.lr_factor)),
-        bsz_box=list(box(laws.bsz(budget), study.bsz_factor)),
+        lr_box=list(box(lr0, study.lr_factor)),
+        bsz_box=list(box(bsz0, study.bsz_factor)),
         **{k: raw[k] for k in ("device", "compile", "precision", "parallel", "max_micro_batch", "eval_bytes",
                                "progress", "log_every") if k in raw},
     )

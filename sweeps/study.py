@@ -140,12 +140,10 @@ def box(center: float, factor: float) -> tuple[float, float]:
     return center / factor, center * factor
 
 
-def cell_trials(study: StudyConfig, arch: str, budget: float, seq_len: int, center_bsz: float | None = None,
-                center_lr: float | None = None, n: int | None = None) -> list[Trial]:
-    """The quasi-random trials of one cell; BSZ snapped to whole sequences of ``seq_len`` units."""
-    laws = study.prior_laws(arch)
-    lr0 = center_lr if center_lr is not None else laws.lr(budget)
-    bsz0 = center_bsz if center_bsz is not None else laws.bsz(budget)
+def cell_trials(study: StudyConfig, arch: str, budget: float, seq_len: int, lr0: float, bsz0: float,
+                n: int | None = None) -> list[Trial]:
+    """The quasi-random trials of one cell around the prior (``lr0``, ``bsz0``); BSZ snapped to
+    whole sequences of ``seq_len`` units."""
     points = unit_points(arch, budget, study.seed, n or study.trials)
     lr_lo, lr_hi = box(lr0, study.lr_factor)
     bsz_lo, bsz_hi = box(bsz0, study.bsz_factor)

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aunet.data import DataConfig
 from aunet.record import RunRecord
-from sweeps.job import plan_cell
+from sweeps.job import cell_center, plan_cell
 from sweeps.ledger import Ledger, Row
 from sweeps.report import status_table
 from sweeps.study import StudyConfig, cell_trials
@@ -49,8 +49,8 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
             # The trial's own plan (contraction measured on the data): refuses a budget too small
             # for the family here, before anything is submitted.
             cell = plan_cell(study, arch, budget, data)
-            laws = study.prior_laws(arch)
-            trials += cell_trials(study, arch, budget, cell.seq_len, laws.bsz(budget), laws.lr(budget))
+            lr0, bsz0 = cell_center(study, arch, budget, cell)
+            trials += cell_trials(study, arch, budget, cell.seq_len, lr0, bsz0)
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
