@@ -34,8 +34,8 @@ LAW_DRAWS = 4000  # draws of (log coef, exponent) behind every law interval and 
 class LawFit:
     """y = coef · C^exponent fitted in log space, with bootstrap intervals.
 
-    ``samples`` holds the replicates as (log coef, exponent) so any prediction gets its
-    interval from the joint distribution (coef and exponent are strongly correlated).
+    ``samples`` holds draws of (log coef, exponent) so that any prediction gets its
+    interval from their joint distribution (coef and exponent are strongly correlated).
     """
 
     target: str  # "lr" or "bsz"
@@ -122,11 +122,12 @@ def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndar
     return np.vstack([np.ones((1, n)), counts]).astype(float)
 
 
-def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
+def _ci(values: np.ndarray, level: float, transform=float) -> tuple[float, float]:
+    """Percentile interval of ``values`` (NaN replicates ignored), through ``transform`` (e.g. math.exp)."""
     if not np.isfinite(values).any():
         return math.nan, math.nan
     lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    return transform(float(lo)), transform(float(hi))
 
 
 def _robust_var(reps: np.ndarray) -> np.ndarray:
@@ -172,15 +173,15 @@ def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weigh
     chol = np.linalg.cholesky((maps * var) @ maps.T)
     phi = dispersion * np.sqrt((nb - 2) / rng.chisquare(nb - 2, size=(LAW_DRAWS, 1)))
     samples = np.array([a0, b0]) + phi * (rng.standard_normal((LAW_DRAWS, 2)) @ chol.T)
-    return LawFit(target, math.exp(a0), b0, tuple(np.exp(_ci(samples[:, 0], level))), _ci(samples[:, 1], level),
+    return LawFit(target, math.exp(a0), b0, _ci(samples[:, 0], level, math.exp), _ci(samples[:, 1], level),
                   budgets, np.exp(y), resid, dispersion, samples, level)
 
 
 def fit_power_law(compute, values, *, target: str = "y", level: float = LEVEL, seed: int = 0) -> LawFit:
     """Fit y = coef·C^exponent to plain points (e.g. the paper's chosen configurations).
 
-    With one point per budget there is nothing to resample, so the interval is the
-    lack-of-fit part alone: the parametric (Student-t like) interval of the regression.
+    With one point per budget there is nothing to resample: every point gets the same
+    variance, set by the residuals, which is the classical Student-t regression interval.
     """
     c = np.asarray(compute, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -198,6 +199,12 @@ def fit_power_law(compute, values, *, target: str = "y", level: float = LEVEL, s
 # ---------------------------------------------------------------------------- per-budget estimators
 
 
+def _near_weights(loss: np.ndarray, w: np.ndarray, tolerance: float) -> np.ndarray:
+    """Each replicate's weights restricted to its runs within ``tolerance`` of its own best loss."""
+    best = np.where(w > 0, loss, np.inf).min(axis=1, keepdims=True)
+    return w * (loss <= best * (1 + tolerance))
+
+
 def _band(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Geometric centroid of the runs within ``tolerance`` of the best loss, per replicate.
 
@@ -205,9 +212,7 @@ def _band(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, tolerance: float) -
     points of a budget share its C, that is the line through the centroids weighted by
     their counts, which is what the caller fits.
     """
-    present = w > 0
-    best = np.where(present, loss, np.inf).min(axis=1, keepdims=True)
-    near = w * (present & (loss <= best * (1 + tolerance)))
+    near = _near_weights(loss, w, tolerance)
     count = near.sum(axis=1)
     return np.exp(near @ logv / count[:, None]), count
 
@@ -252,8 +257,13 @@ def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray,
 # ---------------------------------------------------------------------------- hyperparameter laws
 
 
+def _table(results) -> pd.DataFrame:
+    """A validated table as is; anything else through ``load_results``."""
+    return results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+
+
 def _arch_runs(results, arch: str) -> pd.DataFrame:
-    df = results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+    df = _table(results)
     runs = df[df["arch"] == arch]
     if runs.empty:
         raise ValueError(f"no runs of arch {arch!r}; the table holds {sorted(df['arch'].unique())}")
@@ -274,6 +284,26 @@ def _edge(value: float, lo: float, hi: float) -> str:
         return ""
     position = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
     return "lower" if position < EDGE else "upper" if position > 1 - EDGE else ""
+
+
+def _box_checks(arch: str, budget: float, box: list[tuple[float, float]], best: np.ndarray,
+                bowl: np.ndarray | None) -> tuple[list[str], list[str]]:
+    """Flags (for the table) and warnings: the best run on the edge of its box, the bowl's optimum outside it."""
+    flags, messages = [], []
+    for k, name in enumerate(("LR", "BSZ")):
+        lo, hi = box[k]
+        side = _edge(best[k], lo, hi)
+        if side:
+            flags.append(f"{name} {side}")
+            messages.append(warn(
+                f"{arch} budget {budget:.3g}: the best run's {name} {best[k]:.3g} sits on the {side} edge of the "
+                f"search box [{lo:.3g}, {hi:.3g}]; the optimum may lie outside it, so widen the box"))
+        if bowl is not None and not lo <= bowl[k] <= hi:
+            flags.append(f"bowl {name} outside")
+            messages.append(warn(
+                f"{arch} budget {budget:.3g}: the bowl's optimal {name} {bowl[k]:.3g} lies outside the search box "
+                f"[{lo:.3g}, {hi:.3g}]; it is an extrapolation, so widen the box"))
+    return flags, messages
 
 
 def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: float = 0.01, n_boot: int = 1000,
@@ -330,29 +360,16 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
         to_bsz = float(everything["bytes_per_unit"].iloc[0]) if bsz_in == "bytes" else 1.0
         box = [_box(everything, "lr"), tuple(v * to_bsz for v in _box(everything, "bsz"))]
         if estimator == "band":
-            est[:, j], counts = _band(loss, logv, w, tolerance)
-            weight[j] = counts[0]
+            est[:, j], band_counts = _band(loss, logv, w, tolerance)
+            weight[j] = band_counts[0]
         else:
             est[:, j] = _bowl(loss, logv, w, np.log(np.array(box)))
-        edges = []
-        for name, (lo, hi), value in (("LR", box[0], values[best, 0]), ("BSZ", box[1], values[best, 1])):
-            side = _edge(value, lo, hi)
-            if side:
-                edges.append(f"{name} {side}")
-                messages.append(warn(
-                    f"{arch} budget {budget:.3g}: the best run's {name} {value:.3g} sits on the {side} edge of "
-                    f"the search box [{lo:.3g}, {hi:.3g}]; the optimum may lie outside it, so widen the box"))
-        if estimator == "bowl":
-            if not np.isfinite(est[0, j]).all():
-                messages.append(warn(f"{arch} budget {budget:.3g}: the robust quadratic has no minimum near the "
-                                     "box (no bowl); this budget is left out of the bowl law"))
-            else:
-                for name, (lo, hi), value in (("LR", box[0], est[0, j, 0]), ("BSZ", box[1], est[0, j, 1])):
-                    if not lo <= value <= hi:
-                        edges.append(f"bowl {name} outside")
-                        messages.append(warn(
-                            f"{arch} budget {budget:.3g}: the bowl's optimal {name} {value:.3g} lies outside the "
-                            f"search box [{lo:.3g}, {hi:.3g}]; it is an extrapolation, so widen the box"))
+        has_bowl = estimator == "bowl" and np.isfinite(est[0, j]).all()
+        edges, found = _box_checks(arch, budget, box, values[best], est[0, j] if has_bowl else None)
+        messages += found
+        if estimator == "bowl" and not has_bowl:
+            messages.append(warn(f"{arch} budget {budget:.3g}: the robust quadratic has no minimum near the box "
+                                 "(no bowl); this budget is left out of the bowl law"))
         lr_ci, bsz_ci = _ci(est[1:, j, 0], level), _ci(est[1:, j, 1], level)
         rows.append({
             "budget": budget, "runs": int((runs["budget"] == budget).sum()), "finished": len(group),
@@ -410,11 +427,9 @@ def _fit_curves(starts: np.ndarray, x: np.ndarray, ly: np.ndarray, delta: float,
     the Huber loss itself, so every row descends. Used both for the multi-start fit and
     for the bootstrap refits. Returns the parameters and their Huber loss, per row.
     """
-    d = delta
-
     def cost(params: np.ndarray) -> np.ndarray:
         r = np.abs(ly - _log_curve(params, x)[0])
-        return np.where(r <= d, 0.5 * r**2, d * (r - 0.5 * d)).sum(-1)
+        return np.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta)).sum(-1)
 
     p = starts.copy()
     damping = np.full((len(p), 1, 1), 1e-3)
@@ -422,7 +437,7 @@ def _fit_curves(starts: np.ndarray, x: np.ndarray, ly: np.ndarray, delta: float,
     for _ in range(iterations):
         m, jac = _log_curve(p, x)
         r = ly - m
-        hw = np.minimum(1.0, d / np.maximum(np.abs(r), 1e-300))
+        hw = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
         jtj = np.einsum("rb,rbi,rbj->rij", hw, jac, jac)
         step = np.linalg.solve(jtj + damping * (jtj * np.eye(3) + 1e-12 * np.eye(3)),
                                np.einsum("rb,rbi,rb->ri", hw, jac, r)[..., None])[..., 0]
@@ -474,7 +489,7 @@ def fit_loss_curve(results, arch: str, *, metric: str = "bpb", n_boot: int = 100
     samples = np.column_stack([reps[:, 0], reps[:, 1] + reps[:, 2] * pivot, reps[:, 2]])
     log_a = p[1] + p[2] * pivot
     return LossFit(arch, metric, math.exp(p[0]), math.exp(log_a), float(p[2]),
-                   tuple(np.exp(_ci(samples[:, 0], level))), tuple(np.exp(_ci(samples[:, 1], level))),
+                   _ci(samples[:, 0], level, math.exp), _ci(samples[:, 1], level, math.exp),
                    _ci(samples[:, 2], level), budgets, best, resid, samples, level)
 
 
@@ -495,15 +510,13 @@ def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed
     Intervals resample the budget's finished runs and re-select the band each time, so
     they carry both the metric's scatter and the uncertainty of which runs are optimal.
     """
-    df = results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+    df = _table(results)
     metrics = metric_columns(df)
     rng = np.random.default_rng(seed)
     rows = []
     for (arch, budget), group in df[df["usable"]].groupby(["arch", "budget"]):
         loss = group["loss"].to_numpy()
-        w = _bootstrap_weights(len(group), n_boot, rng)
-        best = np.where(w > 0, loss, np.inf).min(axis=1, keepdims=True)
-        near = w * (loss <= best * (1 + tolerance))
+        near = _near_weights(loss, _bootstrap_weights(len(group), n_boot, rng), tolerance)
         for metric in metrics:
             values = group[metric].to_numpy(float)
             ok = np.isfinite(values)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
 from analysis.fits import Analysis, HyperFit, LossFit, paper_law
 
@@ -71,7 +72,7 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
             ax.errorbar(table["budget"], opt, yerr=err, fmt="D" if estimator == "bowl" else "s", color=colour,
                         ms=5, capsize=2, label=f"{estimator} optimum per budget")
         if reference is not None:
-            ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=f"paper: {reference.source}")
+            ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=reference.source)
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label)
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=6.5, loc="upper left")
@@ -117,6 +118,9 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
                                    color="grey", label="search box"))
         ax.set(xscale="log", yscale="log", xlabel="LR", ylabel=f"BSZ ({group['units'].iloc[0]})",
                title=f"C = {budget:.3g}")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # LR boxes span ~1 decade: label 1 and 3 only
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in axes[len(budgets):]:
         ax.set_visible(False)
     if points is not None:

@@ -106,7 +106,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     if analysis.loss:
         blocks.append(("h", 2, "Loss against compute"))
         blocks.append(("p", "Best bits per byte of each budget fitted as L(C) = E + A·C^-α (Huber loss on log "
-                            "residuals, several starts; intervals: wild bootstrap of the budgets' residuals)."))
+                            "residuals, several starts; intervals: parametric bootstrap at the residual scale, "
+                            "Student-t with B-3 degrees of freedom)."))
         blocks.append(("table", ["arch", "E", "A", "α", "budgets", "max |log resid.|"],
                        [[arch, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci), str(len(f.budgets)),
                          _g(float(np.abs(f.residuals).max()), 2)] for arch, f in analysis.loss.items()]))

@@ -359,9 +359,9 @@ def test_full_analysis_of_a_study_runs_in_seconds():
     import time
 
     df = synthetic_study(seed=1)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other jobs on the machine do not count
     result = analyse(df, n_boot=1000)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     assert set(result.laws) == {"aunet2", "aunet3", "transformer_bpe"}
     assert all(set(fits) == {"band", "bowl"} for fits in result.laws.values())
 
