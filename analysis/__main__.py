@@ -1,9 +1,10 @@
 """Command line: ``python -m analysis {fit,report,extrapolate}``.
 
-Results come from a path (a sweep's output directory, a results CSV/Parquet/JSONL),
-``mlflow:<experiment>`` with ``--tracking-uri``, or a study name looked up in the
-default results: ``$AUNET_RESULTS``, else ``./multirun`` (where ``python sweep.py -m``
-writes).
+Results come from a path (a study's output directory or ledger, a results
+CSV/Parquet/JSONL, a folder of record.json files), ``mlflow:<experiment>`` with
+``--tracking-uri``, or a study name: ``outputs/sweeps/<study>`` (where
+``python sweep.py -m`` writes), else that study's rows in the default results
+(``$AUNET_RESULTS``, else ``outputs/sweeps``).
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ from analysis.fits import LEVEL, Analysis, analyse
 from analysis.load import AnalysisWarning, load_results
 from analysis.report import write_report
 
+SWEEPS = Path("outputs/sweeps")  # where `python sweep.py -m` writes one folder per study
+
 
 def default_results() -> str:
-    for candidate in (os.environ.get("AUNET_RESULTS"), "multirun"):
+    for candidate in (os.environ.get("AUNET_RESULTS"), str(SWEEPS)):
         if candidate and (candidate.startswith("mlflow:") or Path(candidate).exists()):
             return candidate
-    raise ValueError("no results given: pass a results path (or --results), set AUNET_RESULTS, "
-                     "or run from the directory holding the sweep's ./multirun")
+    raise ValueError(f"no results given: pass a results path (or --results), set AUNET_RESULTS, or run from "
+                     f"the directory holding {SWEEPS} (python sweep.py -m)")
 
 
 def resolve(source: str | None, study: str | None, tracking_uri: str | None) -> pd.DataFrame:
-    """A path or mlflow:<experiment> is the results; any other word is a study in the default results."""
+    """A path or mlflow:<experiment> is the results; any other word is a study (its folder, or its rows)."""
     if source is not None and not source.startswith("mlflow:") and not Path(source).exists():
         if study is not None:
             raise ValueError(f"results path {source} does not exist")
-        source, study = default_results(), source
+        if (SWEEPS / source).is_dir():
+            source, study = str(SWEEPS / source), None
+        else:
+            source, study = default_results(), source
     return load_results(source or default_results(), tracking_uri=tracking_uri, study=study)
 
 

@@ -24,6 +24,8 @@ NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "
            "train_units", "loss", "bpb", "lr_min", "lr_max", "bsz_min", "bsz_max", "bsz_bytes", "trial", "seed")
 POSITIVE = ("budget", "lr", "bsz")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".json")
+LEDGER = "ledger.sqlite"  # a study's ledger (sweeps.ledger), in outputs/sweeps/<study>/
+ARTIFACT_DIRS = {"mlartifacts", "mlruns"}  # MLflow keeps copies of record.json there
 #: ``eval_`` columns that are evaluation bookkeeping (record.metrics), not downstream task scores.
 NOT_TASKS = ("eval_units", "eval_bytes", "eval_loss", "eval_bpb")
 _NESTED_RECORD_KEYS = ("downstream", "metrics", "config", "lr_box", "bsz_box", "contraction")
@@ -43,9 +45,11 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
     """The validated results table from any of the forms a sweep leaves behind.
 
     ``source`` is a DataFrame of rows; a CSV, Parquet or JSONL table of rows (or of
-    nested record dicts); one record JSON; a directory holding ``**/record.json`` files
-    (or, failing that, one table file); or ``"mlflow:<experiment>"`` with ``tracking_uri``.
-    ``study`` keeps only that study's rows.
+    nested record dicts); one record JSON; a study's ``ledger.sqlite``; a directory: a
+    study's output (its ledger), a folder of studies (every ``*/ledger.sqlite``), or any
+    folder of ``**/record.json`` files (MLflow's artifact copies skipped) or with one
+    table file; or ``"mlflow:<experiment>"`` with ``tracking_uri``. ``study`` keeps only
+    that study's rows.
     """
     if isinstance(source, pd.DataFrame):
         table = source.copy()
@@ -69,20 +73,27 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
 
 
 def _read_path(path: Path) -> pd.DataFrame:
+    """A sweep directory (its ledger, else its record files, else its one table) or a results file."""
     if path.is_dir():
-        records = sorted(path.glob("**/record.json"))
+        ledgers = sorted(path.glob(LEDGER)) or sorted(path.glob(f"*/{LEDGER}"))
+        if ledgers:
+            return pd.concat([_read_ledger(p) for p in ledgers], ignore_index=True)
+        records = [p for p in sorted(path.glob("**/record.json")) if not set(p.parts) & ARTIFACT_DIRS]
         if records:
             return pd.DataFrame([_row(json.loads(p.read_text()), p) for p in records])
         tables = sorted(p for p in path.iterdir() if p.suffix in TABLE_SUFFIXES)
         if len(tables) == 1:
             return _read_path(tables[0])
         raise ValueError(
-            f"{path} holds no **/record.json files and {len(tables)} table files ({[t.name for t in tables]}); "
-            "point at one results file (CSV, Parquet or JSONL) or at a sweep's output directory"
+            f"{path} holds no {LEDGER}, no **/record.json files and {len(tables)} table files "
+            f"({[t.name for t in tables]}); point at one results file (CSV, Parquet or JSONL) or at a sweep's "
+            "output directory"
         )
     if not path.exists():
         raise ValueError(f"results path {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix == ".sqlite":
+        return _read_ledger(path)
     try:
         if suffix == ".csv":
             return pd.read_csv(path)
@@ -98,6 +109,20 @@ def _read_path(path: Path) -> pd.DataFrame:
     except (ValueError, OSError) as err:  # json.JSONDecodeError and pandas parser errors are ValueErrors
         raise ValueError(f"cannot read results file {path}: {err}") from err
     raise ValueError(f"results file {path} has suffix {suffix!r}; use one of {TABLE_SUFFIXES} or a directory")
+
+
+def _read_ledger(path: Path) -> pd.DataFrame:
+    """A study's ledger (``sweeps.ledger``): every trial, also those that failed before writing a record."""
+    from sweeps.ledger import Ledger
+
+    ledger = Ledger(path)
+    table = ledger.to_frame()
+    for column in REQUIRED:
+        if column not in table.columns:
+            table[column] = np.nan
+    study = json.loads(ledger.get_meta("study") or "{}").get("name", path.parent.name)
+    table["study"] = table["study"].fillna(study) if "study" in table.columns else study
+    return table
 
 
 def _row(item: Any, origin: Path) -> dict[str, Any]:

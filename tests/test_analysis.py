@@ -355,6 +355,51 @@ def test_every_source_form_gives_the_same_table(tmp_path):
     assert "eval_units" not in set(isoflop["metric"])
 
 
+def _record(row: pd.Series) -> RunRecord:
+    return RunRecord(status=row["status"], arch=row["arch"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
+                     study=row["study"], trial=int(row["trial"]), loss=row["loss"], bpb=row["bpb"],
+                     lr_box=(row["lr_min"], row["lr_max"]), bsz_box=(row["bsz_min"], row["bsz_max"]))
+
+
+def test_a_study_folder_is_read_through_its_ledger(tmp_path):
+    """The layout `python sweep.py -m` leaves: outputs/sweeps/<study>/{ledger.sqlite, <trial>/record.json, mlartifacts}."""
+    ledger_module = pytest.importorskip("sweeps.ledger")
+    study_module = pytest.importorskip("sweeps.study")
+    df = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e11, 3e11, 1e12), trials=6), seed=16,
+                         study="mystudy")
+    folder = tmp_path / "outputs" / "sweeps" / "mystudy"
+    ledger = ledger_module.Ledger(folder / "ledger.sqlite")
+    ledger.bind(study_module.StudyConfig(name="mystudy", budgets=[1e11, 3e11, 1e12]))
+    trials = [study_module.Trial("aunet2", row["budget"], int(row["trial"]), row["lr"], int(row["bsz"]))
+              for _, row in df.iterrows()]
+    ledger.add(trials)
+    for trial, (_, row) in zip(trials, df.iterrows()):
+        if row["status"] == "failed":  # a crash before any record: the ledger alone knows about it
+            ledger.mark(trial.key, "failed", error="node failure")
+            continue
+        record = _record(row)
+        ledger.mark(trial.key, row["status"], record=record.to_dict())
+        record.write(folder / trial.key / "record.json")
+        record.write(folder / "mlartifacts" / "aunet" / f"{trial.index}" / "artifacts" / "record.json")
+    table = load_results(folder)
+    assert len(table) == len(df) and (table["study"] == "mystudy").all()
+    assert table["status"].value_counts().to_dict() == df["status"].value_counts().to_dict()
+    assert len(load_results(folder / "ledger.sqlite")) == len(load_results(tmp_path / "outputs" / "sweeps"))
+    (folder / "ledger.sqlite").unlink()  # without the ledger: the trials' records, not MLflow's copies
+    assert len(load_results(folder)) == int((df["status"] != "failed").sum())
+    ledger = ledger_module.Ledger(folder / "ledger.sqlite")
+    ledger.bind(study_module.StudyConfig(name="mystudy", budgets=[1e11, 3e11, 1e12]))
+    ledger.add(trials)
+    for trial, (_, row) in zip(trials, df.iterrows()):
+        ledger.mark(trial.key, row["status"], record=None if row["status"] == "failed" else _record(row).to_dict())
+    done = subprocess.run([sys.executable, "-m", "analysis", "fit", "mystudy", "--out", "laws"], cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert HyperLaws.from_file(tmp_path / "laws" / "aunet2_band.json").units == "bytes"
+    assert "no bowl law" in done.stderr and "with 8 or more finished runs" in done.stderr  # 6 trials: band only
+
+
 def test_full_analysis_of_a_study_runs_in_seconds():
     import time
 
