@@ -19,8 +19,11 @@ setup: $(STAMP)
 data: $(STAMP)
 	$(PY) -m aunet.data prepare
 
+# The demo study on the CPU (minutes), then its analysis report. Re-running resumes.
 demo: $(STAMP)
-	$(PY) -m aunet.demo
+	$(PY) -m aunet.data prepare
+	$(PY) sweep.py -m
+	$(PY) -m analysis report outputs/sweeps/demo --out outputs/sweeps/demo/report
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

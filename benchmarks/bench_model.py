@@ -31,13 +31,17 @@ def prose(path: str | None, n_bytes: int) -> bytes:
     return (data * (n_bytes // max(1, len(data)) + 1))[:n_bytes]
 
 
-def train_throughput(cfg: ModelConfig, data: bytes, batch: int, steps: int) -> float:
-    """Bytes per second of forward + backward + AdamW step (median over ``steps``)."""
+def train_throughput(cfg: ModelConfig, data: bytes, batch: int, steps: int, ids: list[int] | None = None) -> float:
+    """Input units per second of forward + backward + AdamW step (median over ``steps``).
+
+    ``ids``: the unit stream for non-byte models (default: the bytes of ``data``).
+    """
     torch.manual_seed(0)
     model = build_model(cfg)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
     T = cfg.seq_len
-    seqs = torch.tensor([list(data[i * T : i * T + T + 1]) for i in range(batch)])
+    stream = list(data) if ids is None else ids
+    seqs = torch.tensor([stream[i * T : i * T + T + 1] for i in range(batch)])
     levels = model.levels(seqs) if cfg.arch == "aunet" else None
     times = []
     for step in range(steps + 1):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,7 +134,9 @@ def unit_points(arch: str, budget: float, seed: int, n: int) -> np.ndarray:
     """The first ``n`` points of the cell's scrambled Sobol sequence in [0, 1)²."""
     cell = hashlib.sha256(f"{seed}:{arch}:{budget:.6g}".encode()).digest()
     sampler = qmc.Sobol(d=2, scramble=True, seed=int.from_bytes(cell[:8], "little"))
-    return sampler.random(n)
+    with warnings.catch_warnings():  # a prefix of any length is wanted: trials extend their cell's sequence
+        warnings.filterwarnings("ignore", message="The balance properties of Sobol")
+        return sampler.random(n)
 
 
 def box(center: float, factor: float) -> tuple[float, float]:

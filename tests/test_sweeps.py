@@ -1,0 +1,152 @@
+"""Studies: reproducible quasi-random trials, the ledger's promises, local and SLURM sweeps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeps.ledger import Ledger
+from sweeps.study import StudyConfig, Trial, cell_trials, parse_budget
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB.
+TINY_STUDY = ["sweep.archs=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
+              "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
+
+
+def run_sweep(sweep_dir: Path, *overrides: str, timeout: float = 900, env: dict | None = None):
+    cmd = [sys.executable, "sweep.py", "-m", *TINY_STUDY, f"hydra.sweep.dir={sweep_dir}", *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_trials_are_reproducible_quasi_random_points_inside_the_box():
+    study = StudyConfig(name="s", trials=8, lr_factor=4, bsz_factor=2, seed=3)
+    a = cell_trials(study, "aunet2", 1e12, 1024, lr0=1e-3, bsz0=8192)
+    assert a == cell_trials(study, "aunet2", 1e12, 1024, lr0=1e-3, bsz0=8192)
+    other = cell_trials(StudyConfig(name="s", trials=8, seed=4), "aunet2", 1e12, 1024, lr0=1e-3, bsz0=8192)
+    assert [t.lr for t in other] != [t.lr for t in a]
+    assert all(2.5e-4 <= t.lr <= 4e-3 and t.bsz % 1024 == 0 and 4096 <= t.bsz <= 16384 for t in a)
+    assert len({t.lr for t in a}) == 8  # spread out, not a grid
+    assert cell_trials(study, "aunet2", 1e12, 1024, 1e-3, 8192, n=12)[:8] == a  # more trials extend the set
+    assert a[0].overrides()[:4] == ["arch=aunet2", "budget=1e+12", "trial=0", "trial_dir=aunet2/C1e12/t0"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(lr_factor=1.0), "degenerate"),
+        (dict(bsz_factor=0.5), "factor f > 1"),
+        (dict(trials=0), "at least one trial"),
+        (dict(archs=["aunet9"]), "unknown architecture"),
+        (dict(archs=[]), "is empty"),
+        (dict(budgets=["lots"]), "not a number of FLOPs"),
+        (dict(budgets=[-1e12]), "positive"),
+        (dict(ratio=0), "ratio"),
+    ],
+)
+def test_bad_studies_are_refused_before_anything_runs(fields, message):
+    with pytest.raises(ValueError, match=message):
+        StudyConfig(name="bad", **fields)
+
+
+def test_budget_strings_parse():
+    assert parse_budget("3e11") == 3e11 and parse_budget(1e12) == 1e12
+
+
+def test_the_ledger_never_duplicates_and_refuses_another_study(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    study = StudyConfig(name="s")
+    ledger.bind(study)
+    trials = [Trial("aunet2", 1e11, i, 1e-3, 1024) for i in range(3)]
+    ledger.add(trials)
+    ledger.mark(trials[0].key, "finished", record={"loss": 1.5, "bpb": 2.0, "status": "finished"})
+    ledger.add(trials)
+    rows = ledger.rows()
+    assert len(rows) == 3 and rows[0].status == "finished" and rows[0].loss == 1.5
+    ledger.bind(StudyConfig(name="s", trials=50, max_attempts=5))  # more trials: the same study
+    with pytest.raises(ValueError, match="different config of study 's'"):
+        ledger.bind(StudyConfig(name="s", budgets=[1e12]))
+
+
+@pytest.mark.slow
+def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
+    sweep_dir = tmp_path / "study"
+    # A trial whose folder holds a corrupt checkpoint (a crash left it) fails; the rest go on.
+    broken = sweep_dir / "aunet2" / "C2e10" / "t1"
+    broken.mkdir(parents=True)
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    started = time.time()
+    first = run_sweep(sweep_dir, "sweep.name=local")
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
+    assert len(rows) == 6
+    assert rows["aunet2/C2e10/t1"].status == "failed" and "checkpoint" in rows["aunet2/C2e10/t1"].error
+    done = [r for r in rows.values() if r.status in ("finished", "diverged")]
+    assert len(done) == 5 and all(r.record and r.record["trial"] == r.index for r in done)
+    finished = [r for r in done if r.status == "finished"]
+    assert finished and all(r.bpb and r.record["lr"] == r.lr and r.record["bsz"] == r.bsz for r in finished)
+    assert (sweep_dir / "results.csv").exists()
+    print(f"6 trials in {time.time() - started:.0f} s")
+    # Rerun: finished trials are not run again; the failed one is retried (still broken).
+    (broken / "checkpoint.pt").write_bytes(b"still broken")
+    stamps = {k: (sweep_dir / k / "record.json").stat().st_mtime for k, r in rows.items() if r.status != "failed"}
+    second = run_sweep(sweep_dir, "sweep.name=local")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1 to run" in second.stdout + second.stderr
+    assert stamps == {k: (sweep_dir / k / "record.json").stat().st_mtime for k in stamps}
+    again = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
+    assert again["aunet2/C2e10/t1"].attempts == 2
+    third = run_sweep(sweep_dir, "sweep.name=local")  # attempts exhausted: nothing to run
+    assert "0 to run" in third.stdout + third.stderr
+    status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and "aunet2" in status.stdout and "2e10" in status.stdout
+
+
+def test_sweep_refuses_bad_input_before_submitting(tmp_path):
+    proc = run_sweep(tmp_path / "s", "sweep.name=bad", "sweep.budgets=[1e3]")
+    assert proc.returncode != 0 and "too small for the smallest aunet2 model" in proc.stderr
+    assert not (tmp_path / "s" / "ledger.sqlite").exists()
+    proc = run_sweep(tmp_path / "s", "sweep.name=bad", "optim.lr=0.1")
+    assert proc.returncode != 0 and "set by the study for each trial" in proc.stderr
+    ok = run_sweep(tmp_path / "s2", "sweep.name=same", "sweep.trials=1", "sweep.budgets=[2e10]")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    changed = run_sweep(tmp_path / "s2", "sweep.name=same", "sweep.trials=1", "sweep.budgets=[4e10]")
+    assert changed.returncode != 0 and "different config of study 'same'" in changed.stderr
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_cluster):
+    sweep_dir = tmp_path / "slurm"
+    # Each job gets 1 minute and USR2 45 s before the end; the 1.5e11 trial outlasts 15 s of training,
+    # checkpoints on the signal, is requeued by submitit and resumes from its checkpoint.
+    proc = run_sweep(
+        sweep_dir, "sweep.name=slurm", "sweep.budgets=[2e10,1.5e11]", "sweep.trials=1",
+        "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
+        "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45", "hydra.launcher.max_num_timeout=3",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+        env=slurm_cluster.env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
+    assert {r.status for r in rows.values()} == {"finished"}, {k: (r.status, r.error) for k, r in rows.items()}
+    long_trial = sweep_dir / "aunet2" / "C1.5e11" / "t0"
+    log = "".join(p.read_text() for p in sweep_dir.glob(".submitit/*/*.out"))
+    assert "resumed from" in log and "checkpointing at the next step boundary" in log
+    assert (long_trial / "record.json").exists()
+    assert rows["aunet2/C1.5e11/t0"].record["steps"] > 0
+
+
+@pytest.mark.slurm
+def test_slurm_launcher_settings_are_checked_before_submitting(tmp_path, slurm_cluster):
+    proc = run_sweep(tmp_path / "s", "sweep.name=p", "hydra/launcher=submitit_slurm",
+                     "hydra.launcher.partition=no_such_partition", env=slurm_cluster.env, timeout=120)
+    assert proc.returncode != 0 and "partition 'no_such_partition' does not exist" in proc.stderr
