@@ -1,24 +1,34 @@
-"""Results from an MLflow experiment: one run per row, params/metrics/tags named like the row columns.
+"""Results from an MLflow experiment: one row per trial run.
 
+A run's row is its ``record.json`` artifact when it logged one (what ``aunet.train``
+does: the record is the whole truth), else its params, metrics and tags named like
+the row columns (``arch`` from ``params.arch``, ``loss`` from ``metrics.loss``, ...).
 ``import mlflow`` takes seconds, so it happens here, only when MLflow runs are asked for.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
 import pandas as pd
+
+from aunet.record import RunRecord
 
 #: MLflow's own run status, for runs that did not log ours.
 MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running",
                  "SCHEDULED": "pending"}
-_SOURCES = ("metrics.", "params.", "tags.")
 
 
 def read_mlflow(experiment: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per run of ``experiment`` (name or id) in the store at ``tracking_uri`` (not yet validated).
+    """One row per trial run of ``experiment`` (name or id) at ``tracking_uri`` (not yet validated).
 
-    A column comes from the run's metric of that name, else its param, else its tag
-    (``loss`` from ``metrics.loss``, ``arch`` from ``params.arch``, ...); ``status``
-    falls back to MLflow's own run status when the run did not log one.
+    Without a record, a column is the run's param of that name, else its metric, else
+    its tag: a param is what was set (a metric of the same name, like the trainer's
+    ``lr``, is a time series whose last value is not the setting). Runs that are not
+    trials (a study's parent run: no record and no ``arch``) are left out; ``status``
+    falls back to MLflow's own run status when a run logged none.
     """
     import mlflow
 
@@ -31,21 +41,37 @@ def read_mlflow(experiment: str, *, tracking_uri: str | None = None) -> pd.DataF
     if found is None:
         names = [e.name for e in client.search_experiments()]
         raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}")
-    mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(experiment_ids=[found.experiment_id], output_format="pandas")
-    if runs.empty:
+    runs, token = [], None
+    while True:  # the client pages through runs (no global tracking URI is set)
+        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if not runs:
         raise ValueError(f"MLflow experiment {experiment!r} at {tracking_uri} has no runs")
-    table = pd.DataFrame(index=runs.index)
-    names = dict.fromkeys(c.split(".", 1)[1] for c in runs.columns
-                          if c.startswith(_SOURCES) and not c.startswith("tags.mlflow."))
-    for name in names:
-        column = pd.Series(pd.NA, index=runs.index, dtype=object)
-        for source in reversed(_SOURCES):  # metrics last: they win
-            if source + name in runs.columns:
-                values = runs[source + name]
-                column = column.where(values.isna(), values)
-        table[name] = column
-    native = runs["status"].map(MLFLOW_STATUS).fillna("failed")
-    table["status"] = table["status"].where(table["status"].notna(), native) if "status" in table else native
-    table["mlflow_run_id"] = runs["run_id"]
-    return table
+    rows = []
+    for run in runs:
+        row = _record_row(run.info.artifact_uri)
+        if row is None:
+            tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+            row = {**tags, **run.data.metrics, **run.data.params}  # first source wins: params, metrics, tags
+            if "arch" not in row:
+                continue  # not a trial
+            row.setdefault("status", MLFLOW_STATUS.get(run.info.status, "failed"))
+        row["mlflow_run_id"] = run.info.run_id
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs (none logged a "
+                         "record.json artifact or an 'arch' param)")
+    return pd.DataFrame(rows)
+
+
+def _record_row(artifact_uri: str) -> dict | None:
+    """The row of the run's ``record.json`` artifact, for artifact stores on this file system."""
+    if not isinstance(artifact_uri, str) or not artifact_uri.startswith("file:"):
+        return None
+    path = Path(unquote(urlparse(artifact_uri).path)) / "record.json"
+    if not path.is_file():
+        return None
+    return RunRecord.from_dict(json.loads(path.read_text())).to_row()

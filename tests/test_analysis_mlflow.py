@@ -11,29 +11,49 @@ import pytest
 from analysis.fits import fit_hyper_laws
 from analysis.load import load_results, validate_results
 from analysis.synthetic import SweepDesign, synthetic_sweep
+from aunet.record import RunRecord
 
 PARAMS = ("arch", "budget", "lr", "bsz", "units", "bytes_per_unit", "study", "trial", "lr_min", "lr_max",
           "bsz_min", "bsz_max")
 METRICS = ("loss", "bpb", "eval_hellaswag", "eval_piqa")
+TASKS = ("hellaswag", "piqa")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """An MLflow SQLite store holding one synthetic sweep; runs log the row columns as params and metrics."""
+    """An MLflow SQLite store holding one synthetic sweep as a study would log it.
+
+    Every third trial logs only its record.json artifact and the trainer's metrics (as
+    aunet.train does); the others log the row columns as params and metrics, half of
+    them without our status. A parent run (the study's) carries no trial.
+    """
     mlflow = pytest.importorskip("mlflow")
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     df = synthetic_sweep("aunet3", design=SweepDesign(budgets=(1e18, 1e19, 1e20), trials=10), seed=31)
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("sweep", artifact_location=(root / "artifacts").as_uri())
+    client.create_run(experiment, run_name="study", tags={"study": "synthetic"})
     for i, row in df.iterrows():
-        run = client.create_run(experiment, run_name=f"trial-{row['trial']}")
-        params = [mlflow.entities.Param(k, str(row[k])) for k in PARAMS]
-        if i % 2:  # half the runs log our status; the rest leave it to MLflow's own
-            params.append(mlflow.entities.Param("status", row["status"]))
-        metrics = [mlflow.entities.Metric(k, float(row[k]), 0, 0) for k in METRICS if math.isfinite(row[k])]
-        client.log_batch(run.info.run_id, params=params, metrics=metrics)
-        client.set_terminated(run.info.run_id, "FINISHED" if row["status"] == "finished" else "FAILED")
+        run = client.create_run(experiment, run_name=f"trial-{row['trial']}").info.run_id
+        schedule_end = mlflow.entities.Metric("lr", 0.01 * row["lr"], 0, 1)  # the trainer logs the schedule
+        if i % 3 == 0:
+            record = RunRecord(
+                status=row["status"], arch=row["arch"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
+                study=row["study"], trial=int(row["trial"]), loss=row["loss"], bpb=row["bpb"],
+                lr_box=(row["lr_min"], row["lr_max"]), bsz_box=(row["bsz_min"], row["bsz_max"]),
+                downstream={t: row[f"eval_{t}"] for t in TASKS if math.isfinite(row[f"eval_{t}"])})
+            record.write(root / "staging" / str(i) / "record.json")
+            client.log_artifact(run, str(root / "staging" / str(i) / "record.json"))
+            client.log_batch(run, params=[mlflow.entities.Param("config.optim.lr", str(row["lr"]))],
+                             metrics=[schedule_end])
+        else:
+            params = [mlflow.entities.Param(k, str(row[k])) for k in PARAMS]
+            if i % 2:
+                params.append(mlflow.entities.Param("status", row["status"]))
+            metrics = [mlflow.entities.Metric(k, float(row[k]), 0, 0) for k in METRICS if math.isfinite(row[k])]
+            client.log_batch(run, params=params, metrics=[*metrics, schedule_end])
+        client.set_terminated(run, "FINISHED" if row["status"] == "finished" else "FAILED")
     return uri, df
 
 
@@ -41,10 +61,12 @@ def test_mlflow_runs_load_like_the_table(store):
     uri, df = store
     table = load_results("mlflow:sweep", tracking_uri=uri).sort_values("trial").reset_index(drop=True)
     reference = validate_results(df)
-    # MLflow knows FINISHED and FAILED only: a diverged run that logged no status of its own reads as failed
-    expected_status = reference["status"].where(reference.index % 2 == 1,
-                                                reference["status"].replace({"diverged": "failed"}))
-    assert table["status"].tolist() == expected_status.tolist()
+    assert len(table) == len(reference)  # the parent run is not a trial
+    # MLflow knows FINISHED and FAILED only: a diverged run that logged neither our status nor a record
+    # reads as failed
+    own_status = (reference.index % 3 == 0) | (reference.index % 2 == 1)
+    expected = reference["status"].where(own_status, reference["status"].replace({"diverged": "failed"}))
+    assert table["status"].tolist() == expected.tolist()
     for column in ("budget", "lr", "bsz", "loss", "bpb", "eval_piqa", "lr_max", "bytes_per_unit"):
         assert np.allclose(table[column], reference[column], equal_nan=True, rtol=1e-12), column
     assert (table["arch"] == "aunet3").all() and table["mlflow_run_id"].str.len().gt(0).all()
