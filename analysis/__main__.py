@@ -60,6 +60,8 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
     df = resolve(args.source, args.study, args.tracking_uri)
     result = analyse(df, archs=args.arch, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
                      bsz_in=args.bsz_in)
+    if not result.laws:
+        raise ValueError("no law could be fitted:\n" + "\n".join(result.warnings))
     if args.law_out:
         if len(result.laws) != 1:
             raise ValueError(f"--law-out writes one law; choose one architecture with --arch (fitted: {sorted(result.laws)})")
@@ -96,7 +98,9 @@ def cmd_report(args: argparse.Namespace) -> Analysis:
 
 
 def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
-    df = resolve(args.results, args.study, args.tracking_uri)
+    if args.source and args.results:
+        raise ValueError(f"give the results once: {args.source!r} or --results {args.results!r}")
+    df = resolve(args.source or args.results, args.study, args.tracking_uri)
     result = analyse(df, archs=[args.arch], tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
                      bsz_in=args.bsz_in)
     recipe = extrapolate(result, args.arch, args.budget, estimator=args.estimator, ratio=args.ratio)
@@ -135,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     report.set_defaults(run=cmd_report)
 
     ex = commands.add_parser("extrapolate", help="LR, BSZ, model, data, steps and loss at a target budget")
+    ex.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    ex.add_argument("--results", help="the same as the positional source")
     ex.add_argument("--arch", required=True)
     ex.add_argument("--budget", type=float, required=True, help="target compute in FLOPs, e.g. 1e22")
-    ex.add_argument("--results", help="results path, mlflow:<experiment>, or a study name")
     ex.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
     ex.add_argument("--ratio", type=float, help="data-to-model ratio (default: the sweep's)")
     ex.add_argument("--format", choices=("text", "yaml"), default="text")

@@ -549,8 +549,8 @@ class Analysis:
         """The requested fit; by default the bowl where it could be fitted, else the band."""
         fits = self.laws.get(arch, {})
         if not fits:
-            raise ValueError(f"no hyperparameter law for {arch!r}; fitted: {sorted(self.laws)}; "
-                             f"see the warnings: {[w for w in self.warnings if w.startswith(arch)]}")
+            why = "; ".join(w for w in self.warnings if w.startswith(arch)) or "it is not in the results"
+            raise ValueError(f"no hyperparameter law for {arch!r} (fitted: {sorted(self.laws)}): {why}")
         if estimator is None:
             return fits.get("bowl") or fits["band"]
         if estimator not in fits:
@@ -560,7 +560,11 @@ class Analysis:
 
 def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
             seed: int = 0, level: float = LEVEL, bsz_in: str = "units") -> Analysis:
-    """Every fit for every architecture; a fit that cannot be made becomes a warning, not a crash."""
+    """Every fit for every architecture; a fit that cannot be made becomes a warning, not a crash.
+
+    With too little data for any law, ``laws`` is empty and ``warnings`` says what is
+    missing (the report still shows the runs); ``Analysis.law`` then raises with it.
+    """
     df = load_results(results)
     names = archs or sorted(df["arch"].unique())
     messages: list[str] = []
@@ -572,15 +576,13 @@ def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01,
                 fit = fit_hyper_laws(df, arch, estimator=estimator, tolerance=tolerance, n_boot=n_boot, seed=seed,
                                      level=level, bsz_in=bsz_in)
             except ValueError as err:
-                messages.append(warn(f"{arch}: no {estimator} law: {err}"))
+                messages.append(warn(f"{arch}: no {estimator} law: {str(err).removeprefix(f'{arch}: ')}"))
                 continue
             laws.setdefault(arch, {})[estimator] = fit
             messages.extend(fit.warnings)
         try:
             loss[arch] = fit_loss_curve(df, arch, n_boot=n_boot, seed=seed, level=level)
         except ValueError as err:
-            messages.append(warn(f"{arch}: no loss curve: {err}"))
-    if not laws:
-        raise ValueError("no architecture could be fitted:\n" + "\n".join(messages))
+            messages.append(warn(f"{arch}: no loss curve: {str(err).removeprefix(f'{arch}: ')}"))
     curves = isoflop_curves(df[df["arch"].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
     return Analysis(df, laws, loss, curves, list(dict.fromkeys(messages)), tolerance)

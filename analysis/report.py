@@ -67,7 +67,9 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
         if reference is not None:
             rows.append([arch, "paper (App. D)", reference.units, _g(reference.bsz.coef), _g(reference.bsz.exponent),
                          "", _g(reference.lr.coef), _g(reference.lr.exponent), "", "", ""])
-    blocks.append(("table", header, rows))
+    blocks.append(("table", header, rows) if rows else
+                  ("p", "**No law could be fitted**: the warnings at the end say which budgets and how many "
+                        "runs are missing."))
 
     comparison = []
     for arch, fits in analysis.laws.items():
@@ -112,7 +114,6 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                        [[arch, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci), str(len(f.budgets)),
                          _g(float(np.abs(f.residuals).max()), 2)] for arch, f in analysis.loss.items()]))
 
-    blocks.append(("h", 2, "Extrapolation"))
     rows, notes = [], []
     for arch in analysis.laws:
         for target in targets:
@@ -126,8 +127,11 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                          str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])
             if e.note:
                 notes.append(e.note)
-    blocks.append(("table", ["arch", "budget", "law", "LR", "BSZ", "steps", "model", "loss (nats/unit)", "bpb"],
-                   rows))
+    if rows or notes:
+        blocks.append(("h", 2, "Extrapolation"))
+    if rows:
+        blocks.append(("table", ["arch", "budget", "law", "LR", "BSZ", "steps", "model", "loss (nats/unit)",
+                                 "bpb"], rows))
     for note in dict.fromkeys(notes):
         blocks.append(("p", f"Note: {note}."))
 

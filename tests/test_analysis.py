@@ -311,6 +311,20 @@ def test_bad_arguments_get_clear_messages(call, message):
         call(synthetic_sweep("aunet2", seed=14))
 
 
+def test_a_sweep_too_small_for_any_law_still_gets_a_report_that_says_why(tmp_path, capsys):
+    df = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e18, 1e19), trials=6), seed=17)
+    path = write_report(df, tmp_path, n_boot=20)
+    text = path.read_text()
+    assert "No law could be fitted" in text
+    assert "needs at least 3 budgets with 1 or more finished runs each" in text
+    assert (tmp_path / "figures" / "isoflop.png").is_file()  # the runs are still shown
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "laws")]) == 2
+    assert "no law could be fitted" in capsys.readouterr().err
+    assert main(["extrapolate", str(tmp_path / "runs.csv"), "--arch", "aunet2", "--budget", "1e21"]) == 2
+    assert "no hyperparameter law for 'aunet2'" in capsys.readouterr().err
+
+
 def test_bad_sources_get_clear_messages(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_results(tmp_path / "nope.csv")
@@ -483,7 +497,7 @@ def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
 
 def test_extrapolate_cli_writes_yaml_overrides(small_study, bpe_recipe, tmp_path):
     target = tmp_path / "override.yaml"
-    assert main(["extrapolate", "--arch", "transformer_bpe", "--budget", "3e21", "--results", str(small_study),
+    assert main(["extrapolate", str(small_study), "--arch", "transformer_bpe", "--budget", "3e21",
                  "--bootstrap", "100", "--estimator", "band", "--format", "yaml", "--out", str(target)]) == 0
     text = target.read_text()
     assert text.startswith("# @package _global_\n# transformer_bpe at C = 3e+21 FLOPs, band law")
