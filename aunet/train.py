@@ -189,7 +189,8 @@ def make_plan(cfg: TrainConfig, dataset: Dataset, world_size: int) -> Plan:
     # Whole sequences, the same number on every process.
     seqs_per_step = max(world_size, round(wanted_bsz / seq / world_size) * world_size)
     per_rank = seqs_per_step // world_size
-    micro = cfg.micro_batch or min(per_rank, cfg.max_micro_batch)
+    # Automatic: the largest micro-batch within max_micro_batch that divides the per-process batch.
+    micro = cfg.micro_batch or max(m for m in range(1, min(per_rank, cfg.max_micro_batch) + 1) if per_rank % m == 0)
     if per_rank % micro:
         raise ValueError(
             f"train config: batch of {per_rank} sequences per process is not a multiple of micro_batch={micro}; "
