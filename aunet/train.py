@@ -302,12 +302,15 @@ def train(cfg: TrainConfig) -> RunRecord:
         if env.is_main:
             tracker = Tracker(cfg.tracking, out.parent if cfg.study else out,
                               {"config": cfg.to_dict(), "plan": asdict(plan), "arch": record.arch})
-        hand_on = _train_loop(cfg, plan, dataset, env, record, tracker, out)
+        hand_on = _train_loop(cfg, plan, dataset, env, record, tracker, out, started)
     except Exception as err:  # the record says what went wrong; a sweep goes on
         log.error("run failed: %s", err)
         record.status, record.error = "failed", f"{type(err).__name__}: {err}"
         record.metrics["traceback"] = traceback.format_exc()[-4000:]
     record.metrics["wall_time"] = time.time() - started
+    if "train_seconds" in record.metrics:  # what the run spent neither training nor getting ready
+        record.metrics["teardown_seconds"] = (record.metrics["wall_time"] - record.metrics["train_seconds"]
+                                              - record.metrics["setup_seconds"])
     if env.is_main:
         record.write(out / "record.json")
         if tracker is not None:
@@ -320,7 +323,7 @@ def train(cfg: TrainConfig) -> RunRecord:
 
 
 def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.DistEnv, record: RunRecord,
-                tracker: Tracker | None, out: Path):
+                tracker: Tracker | None, out: Path, started: float):
     """Train, filling ``record``. Returns the signal hand-on callback when preempted, else None."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(env.device)
@@ -359,6 +362,8 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
     tick = time.time()
     units_per_step = plan.bsz
     record.status = "finished"
+    loop_start = time.time()
+    record.metrics["setup_seconds"] = loop_start - started  # run start to the first step
     with PreemptionGuard() as guard:
         while step < plan.steps:
             lr = lr_at(step, plan.steps, plan.lr, cfg.optim)
@@ -408,6 +413,7 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
             if guard.signum is not None:
                 break
         progress.close()
+        record.metrics["train_seconds"] = time.time() - loop_start
         record.steps = step
         record.train_units = units_seen
         record.flops = plan.flops_per_unit * units_seen

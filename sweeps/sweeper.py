@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,13 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     log.info("study %s: %d trials, %d to run", study.name, len(ledger.rows()), len(todo))
     size = study.batch_size or len(todo) or 1
     returns: list[JobReturn] = []
+    overheads: list[tuple[float, float, float]] = []
     for start in range(0, len(todo), size):
         batch = todo[start : start + size]
         for row in batch:
             ledger.mark(row.key, "running", attempt=True, output_dir=str(sweep_dir / row.key))
         overrides = [[*arguments, *row.trial.overrides(), *extra] for row in batch]
+        tic = time.time()
         try:
             results = list(launcher.launch(overrides, initial_job_idx=start))
         except Exception as err:  # the launcher itself failed (e.g. a job array lost)
@@ -76,8 +79,14 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         for row, result in zip(batch, results):
             settle(ledger, row, result, sweep_dir, launcher_error="the launcher returned no result")
         returns += [r for r in results if r is not None]
+        overheads.append(batch_overhead(ledger, batch, time.time() - tic))
     ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
     print(status_table(ledger))
+    if overheads:
+        launcher_s, setup_s, teardown_s = (sum(o[i] for o in overheads) / len(overheads) for i in range(3))
+        print(f"overhead per trial: {launcher_s:.1f} s launcher (composing, submitting, collecting), "
+              f"{setup_s:.1f} s run start to first step, {teardown_s:.1f} s after training "
+              f"(held-out evaluation, record)")
     print(f"ledger: {ledger.path}\nresults: {sweep_dir / 'results.csv'}")
     return returns
 
@@ -107,6 +116,16 @@ def tracking_overrides(config: DictConfig, study: StudyConfig, ledger: Ledger, s
             log.warning("no MLflow parent run for the study: %s", err)
             return overrides
     return [*overrides, f"tracking.parent_run_id={parent}"]
+
+
+def batch_overhead(ledger: Ledger, batch: list[Row], wall: float) -> tuple[float, float, float]:
+    """Mean seconds per trial outside the runs, and the runs' own setup and teardown."""
+    keys = {row.key for row in batch}
+    metrics = [r.record.get("metrics", {}) for r in ledger.rows() if r.key in keys and r.record]
+    inside = sum(m.get("wall_time", 0.0) for m in metrics)
+    n = max(len(metrics), 1)
+    return ((wall - inside) / len(batch), sum(m.get("setup_seconds", 0.0) for m in metrics) / n,
+            sum(m.get("teardown_seconds", 0.0) for m in metrics) / n)
 
 
 def needs_run(row: Row, max_attempts: int) -> bool:
