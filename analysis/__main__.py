@@ -64,7 +64,8 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
         raise ValueError("no law could be fitted:\n" + "\n".join(result.warnings))
     if args.law_out:
         if len(result.laws) != 1:
-            raise ValueError(f"--law-out writes one law; choose one architecture with --arch (fitted: {sorted(result.laws)})")
+            raise ValueError(f"--law-out writes one law; choose one architecture with --arch "
+                             f"(fitted: {sorted(result.laws)})")
         arch = next(iter(result.laws))
         fit = result.law(arch, args.estimator)
         fit.write_laws(args.law_out)

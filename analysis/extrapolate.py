@@ -54,7 +54,8 @@ class Extrapolation:
         if self.plan is not None:
             p = self.plan
             rows += [("model", p.name, f"dims {p.model.dims}, layers {p.model.layers}, {p.params:,} params"),
-                     ("data", f"{p.train_units:.4g}", f"{p.units} (ratio {p.ratio:g}, achieved {p.achieved_ratio:.3g})"),
+                     ("data", f"{p.train_units:.4g}",
+                      f"{p.units} (ratio {p.ratio:g}, achieved {p.achieved_ratio:.3g})"),
                      ("batch", f"{p.bsz:,}", f"{p.units} per step = {p.sequences_per_step} x {p.model.seq_len}")]
         if self.steps is not None:
             rows.append(("steps", str(self.steps), "optimizer steps"))

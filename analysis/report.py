@@ -48,7 +48,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                                  "budget's best loss; intervals are 95% bootstrap intervals (runs resampled "
                                  "within each budget, rescaled by the budgets' scatter around the law).")]
     counts = df.groupby(["arch", "status"]).size().unstack(fill_value=0)
-    blocks.append(("table", ["arch", *counts.columns], [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)]))
+    blocks.append(("table", ["arch", *counts.columns],
+                   [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)]))
 
     blocks.append(("h", 2, "Hyperparameter laws"))
     blocks.append(("p", "BSZ = A·C^α and LR = B·C^β, C in FLOPs. *band*: the paper's protocol (fit through the "

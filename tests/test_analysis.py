@@ -269,7 +269,8 @@ def test_diverged_and_failed_runs_never_enter_a_fit_but_are_plotted():
     df = synthetic_sweep("aunet2", seed=11)
     base = fit_hyper_laws(df, "aunet2", n_boot=20)
     lure = df.iloc[[0, 1]].copy()  # "runs" with a tiny recorded loss at absurd hyperparameters
-    lure["status"], lure["loss"], lure["lr"], lure["bsz"], lure["bsz_bytes"] = ["diverged", "failed"], 1e-3, [9.0, 1e-7], 17.0, 17.0
+    lure["status"], lure["loss"], lure["lr"] = ["diverged", "failed"], 1e-3, [9.0, 1e-7]
+    lure["bsz"] = lure["bsz_bytes"] = 17.0
     fits = {e: fit_hyper_laws(pd.concat([df, lure], ignore_index=True), "aunet2", estimator=e, n_boot=20)
             for e in ("band", "bowl")}
     assert fits["band"].lr.exponent == pytest.approx(base.lr.exponent, rel=1e-12)
@@ -355,7 +356,8 @@ def test_every_source_form_gives_the_same_table(tmp_path):
             status=row["status"], arch=row["arch"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
             study=row["study"], trial=int(row["trial"]), loss=row["loss"], bpb=row["bpb"],
             lr_box=(row["lr_min"], row["lr_max"]), bsz_box=(row["bsz_min"], row["bsz_max"]),
-            downstream={t: row[f"eval_{t}"] for t in ("hellaswag", "arc_easy", "piqa") if np.isfinite(row[f"eval_{t}"])},
+            downstream={t: row[f"eval_{t}"] for t in ("hellaswag", "arc_easy", "piqa")
+                        if np.isfinite(row[f"eval_{t}"])},
             metrics={"eval_units": 1000, "wall_time": 3.0})
         record.write(tmp_path / "sweep" / f"{i}" / "record.json")
         records.append(record.to_dict())
@@ -376,7 +378,10 @@ def _record(row: pd.Series) -> RunRecord:
 
 
 def test_a_study_folder_is_read_through_its_ledger(tmp_path):
-    """The layout `python sweep.py -m` leaves: outputs/sweeps/<study>/{ledger.sqlite, <trial>/record.json, mlartifacts}."""
+    """The layout `python sweep.py -m` leaves.
+
+    outputs/sweeps/<study>/: ledger.sqlite, <trial>/record.json, mlartifacts/ (MLflow's copies).
+    """
     ledger_module = pytest.importorskip("sweeps.ledger")
     study_module = pytest.importorskip("sweeps.study")
     df = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e11, 3e11, 1e12), trials=6), seed=16,
@@ -445,7 +450,8 @@ def test_report_writes_figures_laws_and_tables(small_study, tmp_path, fmt):
     stems = {p.stem for p in figures}
     assert stems == {"laws_aunet2", "laws_transformer_bpe", "landscape_aunet2", "landscape_transformer_bpe",
                      "loss_vs_compute", "isoflop"}
-    assert all((tmp_path / "figures" / f"{stem}{ext}").stat().st_size > 1000 for stem in stems for ext in (".png", ".pdf"))
+    assert all((tmp_path / "figures" / f"{stem}{ext}").stat().st_size > 1000
+               for stem in stems for ext in (".png", ".pdf"))
     for png in (p for p in figures if p.suffix == ".png"):
         assert str(png.relative_to(tmp_path)) in text
     for name in ("aunet2_band", "aunet2_bowl", "transformer_bpe_band", "transformer_bpe_bowl"):
