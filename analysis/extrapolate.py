@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -64,24 +63,23 @@ class Extrapolation:
             rows.append(("bpb", str(self.bpb), "bits per byte"))
         return rows
 
-    def overrides(self) -> dict[str, Any]:
-        """Overrides of the training config (``conf/train.yaml``, dotted keys) that make the run follow the recipe.
+    def command_line(self) -> list[str]:
+        """Hydra overrides of the training config (``conf/train.yaml``) that run the recipe.
 
-        ``steps`` is given explicitly: the ladder spends the budget in the paper's FLOPs
-        (output head excluded), which the trainer would recount otherwise.
+        With a plan, the ladder's own (model, arch, budget, ratio, BSZ, steps, LR);
+        without one, the law's LR and BSZ at the budget. ``++`` sets a key whether or
+        not the composed config has it.
         """
-        if self.plan is None:
-            return {"arch": self.arch, "budget": self.budget, "bsz": int(round(self.bsz.value)),
-                    "optim.lr": float(f"{self.lr.value:.4g}")}
-        p = self.plan
-        out = {f"model.{k}": v for k, v in p.model.to_dict().items()}
-        out.update({"arch": self.arch, "budget": p.budget, "ratio": p.ratio, "bsz": p.bsz, "steps": p.steps,
-                    "optim.lr": float(f"{p.lr:.4g}")})
-        return out
+        if self.plan is not None:
+            return list(self.plan.to_overrides())
+        return [f"++arch={self.arch}", f"++budget={self.budget!r}", f"++bsz={round(self.bsz.value)}",
+                f"++optim.lr={float(f'{self.lr.value:.4g}')!r}"]
 
-    def command_line(self) -> str:
-        """The overrides as Hydra command-line arguments (``++``: set whether or not the preset has the key)."""
-        return " ".join(f"++{k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.overrides().items())
+    def overrides(self) -> dict[str, Any]:
+        """The same overrides as a dict of dotted keys to values (parsed with Hydra's grammar)."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(self.command_line())}
 
     def text(self) -> str:
         head = f"{self.arch} at C = {self.budget:.3g} FLOPs ({self.estimator} law, {self.level:.0%} intervals)"
@@ -89,7 +87,7 @@ class Extrapolation:
         lines = [head] + [f"  {q:<{width}}  {v}  {u}" for q, v, u in self.rows()]
         if self.note:
             lines.append(f"  note: {self.note}")
-        return "\n".join([*lines, "overrides:", f"  {self.command_line()}"])
+        return "\n".join([*lines, "overrides:", "  " + " ".join(self.command_line())])
 
     def yaml(self) -> str:
         """A Hydra config file of the overrides (``# @package _global_``: drop it in a config group)."""
