@@ -170,6 +170,14 @@ def test_torchrun_on_two_processes_matches_one_process(tmp_path):
     assert b.status == "finished" and b.steps == 12 and b.bsz == a.bsz
     # Different data order per rank, same model and budget: the same loss within noise.
     assert b.bpb == pytest.approx(a.bpb, rel=0.05)
+    # FSDP2 shards the same model over the two processes: same data order as DDP, same result.
+    fsdp = cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args,
+               "parallel=fsdp", f"hydra.run.dir={tmp_path / 'fsdp'}", env_extra={"OMP_NUM_THREADS": "1"})
+    out_fsdp, _ = fsdp.communicate(timeout=600)
+    assert fsdp.returncode == 0, out_fsdp
+    c = RunRecord.read(tmp_path / "fsdp" / "record.json")
+    assert c.status == "finished" and c.bpb == pytest.approx(b.bpb, rel=1e-3)
+    torch.load(tmp_path / "fsdp" / "model.pt", weights_only=True)  # gathered, unsharded weights
 
 
 def test_bad_inputs_fail_before_training_with_the_reason(tmp_path):
