@@ -4,7 +4,8 @@
     python -m aunet.eval list
     python -m aunet.eval checkpoint=RUN_DIR_OR_MODEL_PT tasks=[hellaswag,cute] limit=200 shots=0 \\
         [seed=0] [out=scores.json] [record=true] [tokenizer=tokenizer.json] [device=cpu] [cache=DIR]
-    python -m aunet.eval harness checkpoint=RUN tasks=[t1,t2] [include_path=DIR] [limit=N] [shots=K]
+    python -m aunet.eval harness checkpoint=RUN tasks=[t1,t2] [include_path=DIR include_defaults=false] \
+        [limit=N] [shots=K]
 
 ``record=true`` merges the flat scores into the run's record.json (``downstream``),
 where the analysis reads them as ``eval_<key>`` columns. Exit status 1 if any task failed.
@@ -21,7 +22,7 @@ from typing import Any
 EVAL_KEYS = {"checkpoint": None, "tasks": "hellaswag,cute", "limit": None, "shots": "0", "seed": "0", "out": None,
              "record": "false", "tokenizer": None, "device": "cpu", "cache": None, "batch_units": "8192"}
 HARNESS_KEYS = {"checkpoint": None, "tasks": None, "limit": None, "shots": None, "include_path": None,
-                "tokenizer": None, "device": "cpu", "out": None}
+                "include_defaults": "true", "tokenizer": None, "device": "cpu", "out": None}
 
 
 def parse_args(argv: list[str], known: dict[str, str | None]) -> dict[str, str | None]:
@@ -172,6 +173,7 @@ def cmd_harness(argv: list[str]) -> int:
     results = run_harness(args["checkpoint"], _list(args["tasks"]),
                           limit=float(limit) if limit and "." in limit else _int_or_none("limit", limit),
                           num_fewshot=_int_or_none("shots", args["shots"]), include_path=args["include_path"],
+                          include_defaults=_bool("include_defaults", args["include_defaults"]),
                           device=args["device"] or "cpu", tokenizer=args["tokenizer"])
     summary = (results or {}).get("results", {})
     print(json.dumps(summary, indent=2, default=str))

@@ -151,13 +151,19 @@ def _cut(text: str, until: list[str]) -> str:
     return text[:cut]
 
 
-def run_harness(checkpoint: str, tasks: list[str], limit: int | float | None = None, num_fewshot: int | None = None,
-                include_path: str | None = None, device: str = "cpu", tokenizer: str | None = None) -> dict:
-    """``lm_eval.simple_evaluate`` on a checkpoint, with tasks from ``include_path`` (local YAMLs) or lm-eval."""
+def run_harness(checkpoint: str | None, tasks: list[str], limit: int | float | None = None,
+                num_fewshot: int | None = None, include_path: str | None = None, include_defaults: bool = True,
+                device: str = "cpu", tokenizer: str | None = None, lm: AUNetLM | None = None) -> dict:
+    """``lm_eval.simple_evaluate`` on a checkpoint (or a ready ``lm``), tasks from ``include_path`` and/or lm-eval's.
+
+    lm-eval's own task configs fetch their data from the Hugging Face hub; offline, give
+    local task YAMLs (``dataset_path: json`` with ``data_files``) in ``include_path``
+    and ``include_defaults=False`` (which also skips indexing lm-eval's ~10k configs).
+    """
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    lm = AUNetLM(checkpoint=checkpoint, device=device, tokenizer=tokenizer)
-    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    lm = lm or AUNetLM(checkpoint=checkpoint, device=device, tokenizer=tokenizer)
+    manager = TaskManager(include_path=include_path, include_defaults=include_defaults or not include_path)
     return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), limit=limit, num_fewshot=num_fewshot,
                                    task_manager=manager, bootstrap_iters=1000, log_samples=False)

