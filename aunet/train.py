@@ -272,7 +272,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, env: pa
     nats, units, n_bytes = totals.tolist()
     if units == 0:
         raise ValueError("the held-out split produced no evaluation targets; give a larger data.valid_bytes")
-    return {"loss": nats / units, "bpb": nats / n_bytes / math.log(2), "eval_units": units, "eval_bytes": n_bytes}
+    return {"loss": nats / units, "bpb": nats / n_bytes / math.log(2), "heldout_units": units, "heldout_bytes": n_bytes}
 
 
 def train(cfg: TrainConfig) -> RunRecord:
@@ -427,7 +427,7 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
     if record.status == "finished":
         metrics = evaluate(model, dataset, cfg, env)
         record.loss, record.bpb = metrics["loss"], metrics["bpb"]
-        record.metrics.update({"eval_units": metrics["eval_units"], "eval_bytes": metrics["eval_bytes"]})
+        record.metrics.update({k: metrics[k] for k in ("heldout_units", "heldout_bytes")})
         if tracker is not None:
             tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
         weights = parallel.full_state_dict(model)
