@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -126,23 +127,31 @@ def test_sweep_refuses_bad_input_before_submitting(tmp_path):
 @pytest.mark.slow
 def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_cluster):
     sweep_dir = tmp_path / "slurm"
-    # Each job gets 1 minute and USR2 45 s before the end; the 1.5e11 trial outlasts 15 s of training,
-    # checkpoints on the signal, is requeued by submitit and resumes from its checkpoint.
-    proc = run_sweep(
-        sweep_dir, "sweep.name=slurm", "sweep.budgets=[2e10,1.5e11]", "sweep.trials=1",
-        "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
-        "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45", "hydra.launcher.max_num_timeout=3",
-        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
-        env=slurm_cluster.env, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    cmd = [sys.executable, "sweep.py", "-m", *TINY_STUDY, f"hydra.sweep.dir={sweep_dir}", "sweep.name=slurm",
+           "sweep.budgets=[2e10,4e11]", "sweep.trials=1", "hydra/launcher=submitit_slurm",
+           f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.timeout_min=20",
+           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+    sweep = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **slurm_cluster.env}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    # Once the long trial (second task of the job array) is training, send it the signal SLURM sends
+    # before a preemption or time-out: it must checkpoint, be requeued by submitit and resume.
+    job_id, deadline = None, time.time() + 600
+    while job_id is None and time.time() < deadline and sweep.poll() is None:
+        for log in sweep_dir.glob(".submitit/*_1/*_log.*"):
+            if re.search(r"step ([2-9]\d|1\d\d)/", log.read_text()):
+                job_id = log.parent.name
+        time.sleep(0.5)
+    assert job_id, "the long trial never started training"
+    subprocess.run(["scancel", "--signal=USR2", job_id], env={**os.environ, **slurm_cluster.env}, check=True)
+    out, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, out[-4000:]
     rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
     assert {r.status for r in rows.values()} == {"finished"}, {k: (r.status, r.error) for k, r in rows.items()}
-    long_trial = sweep_dir / "aunet2" / "C1.5e11" / "t0"
-    log = "".join(p.read_text() for p in sweep_dir.glob(".submitit/*/*.out"))
-    assert "resumed from" in log and "checkpointing at the next step boundary" in log
-    assert (long_trial / "record.json").exists()
-    assert rows["aunet2/C1.5e11/t0"].record["steps"] > 0
+    log = "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{job_id}/*_log.*"))
+    assert "checkpointing at the next step boundary" in log and "resumed from" in log
+    assert "Caught signal SIGUSR2" in log
+    assert rows["aunet2/C4e11/t0"].record["steps"] > 0
+    assert "overhead per trial" in out
 
 
 @pytest.mark.slurm
