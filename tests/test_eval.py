@@ -30,6 +30,15 @@ from aunet.models import build_model
 from tests.test_eval_helpers import BigramLM, ToyCodec
 
 MC = TaskSpec("toy_mc", None, kind="mc")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread (on a busy 2-core machine, thread barriers dominate tiny kernels)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 GEN = TaskSpec("toy_gen", None, kind="gen", chance_override=0.0)
 
 
@@ -320,3 +329,47 @@ def test_cli_bad_input(tmp_path, capsys):
     # missing data: the run is evaluated, the task fails with the fetch command, exit status 1
     assert main([f"checkpoint={run}", "tasks=[hellaswag]", f"cache={tmp_path / 'empty'}"]) == 1
     assert "python -m aunet.eval fetch hellaswag" in capsys.readouterr().out
+
+
+def test_load_checkpoint_byte_model_scores_like_the_original(tmp_path):
+    from aunet.eval import load_checkpoint
+
+    run, model = save_checkpoint(tmp_path)
+    loaded = load_checkpoint(run)
+    assert loaded.codec is None and loaded.record is None and not loaded.model.training
+    pairs = [("The cat", " sat"), ("", "x")]
+    assert score_pairs(loaded.model, pairs) == score_pairs(model, pairs)
+    torch.save({"weights": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a finished run's model.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_load_checkpoint_bpe_rebuilds_and_checks_its_tokenizer(tmp_path):
+    from aunet.data import DataConfig, open_dataset
+    from aunet.eval import load_checkpoint
+    from tests.test_data_sources import make_docs, write_jsonl
+
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "a.jsonl", make_docs(40, seed=5))
+    data = DataConfig(sources=[str(tmp_path / "data")], units="bpe", seq_len=64, valid_bytes=4000, bpe_vocab=300,
+                      cache_dir=str(tmp_path / "cache"))
+    corpus = open_dataset(data)
+    cfg = ModelConfig(arch="transformer", units="bpe", vocab_size=corpus.tokenizer.vocab_size, dims=[32], layers=[1],
+                      head_dims=[16], ffn_dims=[64], seq_len=64, window=None)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict()}, run / "model.pt")
+    record = {"status": "finished", "bytes_per_unit": corpus.bytes_per_unit, "config": {"data": data.to_dict()}}
+    (run / "record.json").write_text(json.dumps(record))
+    loaded = load_checkpoint(run)
+    assert loaded.codec.encode("hello world") == corpus.tokenizer.encode("hello world")
+    (s,) = score_pairs(loaded.model, [("Document 1.", " the end")], codec=loaded.codec)
+    assert s.n_bytes == 8 and s.n_units == len(corpus.tokenizer.encode(" the end"))
+    # a record whose compression does not match: another tokenizer, refused with the way out
+    (run / "record.json").write_text(json.dumps({**record, "bytes_per_unit": record["bytes_per_unit"] * 1.01}))
+    with pytest.raises(ValueError, match="not the tokenizer the model was trained with.*tokenizer=<"):
+        load_checkpoint(run)
+    (run / "record.json").unlink()
+    with pytest.raises(ValueError, match="give tokenizer=<path of tokenizer.json>"):
+        load_checkpoint(run)
+    assert load_checkpoint(run, tokenizer=corpus.tokenizer.path).codec.vocab_size == corpus.tokenizer.vocab_size

@@ -72,3 +72,30 @@ def test_packages_for_tasks():
     assert len(packages_for([])) == 3
     with pytest.raises(ValueError, match="unknown task"):
         packages_for(["bogus"])
+
+
+def test_cli_evaluates_a_run_and_merges_the_record(fetched, tmp_path, capsys):
+    import json
+
+    import torch
+
+    from aunet.config import ModelConfig
+    from aunet.eval.__main__ import main
+    from aunet.models import build_model
+
+    cfg = ModelConfig(arch="transformer", dims=[32], layers=[1], head_dims=[16], ffn_dims=[64], seq_len=256,
+                      window=None)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict()}, run / "model.pt")
+    (run / "record.json").write_text(json.dumps({"status": "finished", "downstream": {}, "metrics": {}}))
+    out = tmp_path / "scores.json"
+    assert main([f"checkpoint={run}", "tasks=[hellaswag,winogrande]", "limit=6", f"out={out}", "record=true"]) == 0
+    table = capsys.readouterr().out
+    assert "hellaswag" in table and "winogrande" in table and "vs chance" in table
+    data = json.loads(out.read_text())
+    assert data["results"]["hellaswag"]["n"] == 6 and data["results"]["hellaswag"]["chance"] == 0.25
+    assert data["results"]["winogrande"]["chance"] == 0.5 and not data["errors"]
+    downstream = json.loads((run / "record.json").read_text())["downstream"]
+    assert downstream["hellaswag"] == data["scores"]["hellaswag"]
+    assert {"hellaswag_ci_low", "hellaswag_ci_high", "hellaswag_chance", "hellaswag_acc_raw"} <= set(downstream)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aunet.config import EOS_ID
-from aunet.eval.scoring import encode, is_bpe, prefix_id
+from aunet.eval.scoring import encode, is_bpe, prefix_id, step_threads
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
@@ -36,8 +36,11 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
 
 @torch.inference_mode()
 def greedy_generations(model: nn.Module, prompts: Sequence[str | bytes], max_new_bytes: Sequence[int] | int,
-                       codec: Any = None) -> list[bytes]:
-    """Greedy continuation of each prompt, up to ``max_new_bytes`` bytes (fewer if EOS comes first)."""
+                       codec: Any = None, threads: int | None = None) -> list[bytes]:
+    """Greedy continuation of each prompt, up to ``max_new_bytes`` bytes (fewer if EOS comes first).
+
+    ``threads``: intra-op threads while stepping (see :func:`step_threads`).
+    """
     bpe = is_bpe(model)
     if bpe and codec is None:
         raise ValueError("a BPE model needs a codec (its tokenizer) to generate bytes")
@@ -49,30 +52,31 @@ def greedy_generations(model: nn.Module, prompts: Sequence[str | bytes], max_new
     # Keep at least one unit per prompt to step after the copy, so each prompt's logits are its own.
     shared = max(0, min(_common_prefix(rows), min((len(r) for r in rows), default=1) - 1))
     allowed = model.cfg.vocab_size if bpe else EOS_ID + 1
-    was_training = model.training
-    model.eval()
-    try:
-        base = model.init_state()
-        for token in rows[0][:shared] if rows else []:
-            model.step(token, base)
-        out = []
-        for row, budget in zip(rows, budgets):
-            state = copy.deepcopy(base)
-            logits = None
-            for token in row[shared:]:
-                logits = model.step(token, state)
-            ids: list[int] = []
-            produced = 0
-            while produced < budget:
-                token = int(logits[:allowed].float().argmax())
-                if token == eos:
-                    break
-                ids.append(token)
-                produced = len(codec.decode(ids)) if bpe else len(ids)
-                if produced >= budget:
-                    break
-                logits = model.step(token, state)
-            out.append(bytes(codec.decode(ids))[:budget] if bpe else bytes(t for t in ids if t < 256))
-        return out
-    finally:
-        model.train(was_training)
+    with step_threads(model, threads):
+        was_training = model.training
+        model.eval()
+        try:
+            base = model.init_state()
+            for token in rows[0][:shared] if rows else []:
+                model.step(token, base)
+            out = []
+            for row, budget in zip(rows, budgets):
+                state = copy.deepcopy(base)
+                logits = None
+                for token in row[shared:]:
+                    logits = model.step(token, state)
+                ids: list[int] = []
+                produced = 0
+                while produced < budget:
+                    token = int(logits[:allowed].float().argmax())
+                    if token == eos:
+                        break
+                    ids.append(token)
+                    produced = len(codec.decode(ids)) if bpe else len(ids)
+                    if produced >= budget:
+                        break
+                    logits = model.step(token, state)
+                out.append(bytes(codec.decode(ids))[:budget] if bpe else bytes(t for t in ids if t < 256))
+            return out
+        finally:
+            model.train(was_training)

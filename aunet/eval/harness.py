@@ -33,7 +33,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("aunet.eval.harness needs EleutherAI's lm-evaluation-harness: `pip install lm_eval` "
                       "(its core does not pull torch)") from err
 
-from aunet.eval.generation import greedy_generations
+from aunet.eval.generation import greedy_generations, step_threads
 from aunet.eval.loading import load_checkpoint
 from aunet.eval.scoring import (
     DEFAULT_BATCH_UNITS,
@@ -126,8 +126,9 @@ class AUNetLM(LM):
             if kwargs.get("do_sample") and temperature > 0:
                 from aunet.generate import generate
 
-                text = generate(self.model, context.encode("utf-8"), budget, temperature=temperature,
-                                top_k=kwargs.get("top_k"), seed=kwargs.get("seed", 0), codec=self.codec)
+                with step_threads(self.model, None):
+                    text = generate(self.model, context.encode("utf-8"), budget, temperature=temperature,
+                                    top_k=kwargs.get("top_k"), seed=kwargs.get("seed", 0), codec=self.codec)
                 out[k] = _cut(text.decode("utf-8", errors="replace"), until)
             else:
                 greedy.append((k, context, budget, until))
