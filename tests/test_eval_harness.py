@@ -33,6 +33,7 @@ def test_loglikelihood_is_the_scorer():
     expected = score_pairs(model, pairs)
     assert [round(lp, 6) for lp, _ in out] == [round(-s.nll, 6) for s in expected]
     assert [g for _, g in out] == [True, False, True]
+    assert lm.loglikelihood([request("loglikelihood", "qwe", ""), request("loglikelihood", "qwe", "r")])[0] == (0.0, True)
 
 
 def test_rolling_windows_predict_every_unit_once_with_bounded_context():

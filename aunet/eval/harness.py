@@ -87,9 +87,12 @@ class AUNetLM(LM):
 
     # -- lm-eval's request types ---------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        pairs = [tuple(req.args) for req in requests]
-        scores = score_pairs(self.model, pairs, self.codec, self.batch_units)
-        out = [(-s.nll, bool(s.greedy)) for s in scores]
+        pairs = [tuple(req.args)[:2] for req in requests]
+        scored = [k for k, (_, cont) in enumerate(pairs) if cont]  # an empty continuation has log-probability 0
+        scores = score_pairs(self.model, [pairs[k] for k in scored], self.codec, self.batch_units)
+        out = [(0.0, True)] * len(pairs)
+        for k, s in zip(scored, scores):
+            out[k] = (-s.nll, bool(s.greedy))
         for pair, result in zip(pairs, out):
             self.cache_hook.add_partial("loglikelihood", pair, result)
         return out
