@@ -18,6 +18,8 @@ from typing import Any
 
 STATUSES = ("pending", "running", "finished", "diverged", "failed", "preempted")
 FINAL_STATUSES = ("finished", "diverged", "failed")
+#: Suffixes of ``downstream`` keys that qualify a task's score (aunet.eval.suite); the rest are scores.
+DOWNSTREAM_DETAILS = ("_ci_low", "_ci_high", "_chance", "_n", "_acc_raw", "_acc_token")
 
 
 @dataclass
@@ -82,8 +84,8 @@ class RunRecord:
         for key in ("lr_box", "bsz_box"):
             box = row.pop(key)
             row[f"{key[:-4]}_min"], row[f"{key[:-4]}_max"] = box if box else (math.nan, math.nan)
-        for task, score in self.downstream.items():
-            row[f"eval_{task}"] = score
+        for key, score in self.downstream.items():  # headline accuracy per task; intervals etc. apart
+            row[f"downstream_{key}" if key.endswith(DOWNSTREAM_DETAILS) else f"eval_{key}"] = score
         for key, value in self.metrics.items():
             if isinstance(value, (int, float)):
                 row.setdefault(key, value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from aunet import checkpoint, parallel
 from aunet.config import ModelConfig
 from aunet.data import DataConfig, Dataset, open_dataset
+from aunet.eval.suite import EvalConfig, run_downstream
 from aunet.flops import count_params, flops_per_unit
 from aunet.ladder import law_compute
 from aunet.laws import PAPER_LAWS, HyperLaws
@@ -52,6 +54,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(enabled=False))  # downstream tasks at the end
     budget: float | None = None  # compute C in FLOPs: sets the number of training units
     steps: int | None = None  # or an explicit number of optimizer steps
     bsz: int | None = None  # input units per optimizer step; None: the law's prior at this budget
@@ -81,7 +84,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, kind in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig),
-                           ("tracking", TrackingConfig)):
+                           ("tracking", TrackingConfig), ("eval", EvalConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, kind(**value))
@@ -434,7 +437,25 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
         if env.is_main:
             checkpoint.save(out / "model.pt", {"fingerprint": fp, "model": weights, "config": cfg.model.to_dict()})
             ckpt_path.unlink(missing_ok=True)
+            if dataset.tokenizer is not None and dataset.tokenizer.path:  # the checkpoint's codec travels with it
+                shutil.copyfile(dataset.tokenizer.path, out / "tokenizer.json")
+            _downstream(cfg, parallel.unwrap(model), dataset, record, tracker, step)
     return None
+
+
+def _downstream(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, record: RunRecord,
+                tracker: Tracker | None, step: int) -> None:
+    """Downstream scores into the record; a failure here is noted, never fatal to the record."""
+    if not cfg.eval.enabled:
+        return
+    started = time.time()
+    scores, errors = run_downstream(model, cfg.eval, codec=dataset.tokenizer)
+    record.downstream.update(scores)
+    record.metrics["downstream_seconds"] = time.time() - started
+    if errors:
+        record.metrics["downstream_errors"] = errors
+    if tracker is not None and scores:
+        tracker.metrics({f"eval_{k}": v for k, v in scores.items()}, step)
 
 
 def _throughput(history: list[dict[str, float]], env: parallel.DistEnv) -> dict[str, float]:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aunet import ladder
 from aunet.data import DataConfig, open_dataset
+from aunet.eval.suite import EvalConfig
 from aunet.optim import OptimConfig
 from aunet.tracking import TrackingConfig
 from aunet.train import TrainConfig, train
@@ -57,6 +58,7 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         data=DataConfig.from_dict({**data.to_dict(), "units": cell.model.units, "seq_len": cell.model.seq_len}),
         optim=OptimConfig(**raw["optim"]),
         tracking=TrackingConfig(**raw["tracking"]),
+        eval=EvalConfig(**raw["eval"]),
         budget=budget,
         bsz=int(raw["bsz"]) if raw.get("bsz") is not None else None,
         ratio=study.ratio,

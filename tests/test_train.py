@@ -235,3 +235,23 @@ def test_small_aunet2_beats_a_unigram_model_by_a_wide_margin(tmp_path):
     assert record.status == "finished"
     print(f"AU-Net 2 held-out {record.bpb:.3f} bits/byte vs unigram {unigram_bpb:.3f}")
     assert record.bpb < unigram_bpb - 1.0
+
+
+def test_downstream_scores_land_in_the_record_and_a_failing_task_never_loses_it(tmp_path):
+    from aunet.eval.suite import EvalConfig
+
+    cfg = tiny_config(tmp_path / "ok", eval=EvalConfig(tasks=["cute_spell_mc"], limit=8, fetch=True))
+    record = train(cfg)
+    assert record.status == "finished"
+    assert 0 <= record.downstream["cute_spell_mc"] <= 1 and record.downstream["cute_spell_mc_n"] == 8
+    row = RunRecord.read(tmp_path / "ok" / "record.json").to_row()
+    assert row["eval_cute_spell_mc"] == record.downstream["cute_spell_mc"]
+    assert "eval_cute_spell_mc_ci_low" not in row and "downstream_cute_spell_mc_ci_low" in row
+    # Benchmark data missing from an empty cache: the tasks fail, saying how to fetch; the record stays.
+    empty = EvalConfig(tasks=["hellaswag"], limit=8, fetch=False, cache_dir=str(tmp_path / "empty"))
+    record = train(tiny_config(tmp_path / "missing", eval=empty))
+    assert record.status == "finished" and record.bpb > 0 and not record.downstream
+    assert "python -m aunet.eval fetch" in str(record.metrics["downstream_errors"])
+    assert RunRecord.read(tmp_path / "missing" / "record.json").status == "finished"
+    with pytest.raises(ValueError, match="unknown task 'no_such_task'"):
+        EvalConfig(tasks=["no_such_task"])

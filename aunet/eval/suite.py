@@ -43,6 +43,10 @@ class EvalConfig:
             raise ValueError(f"eval config: 'limit' is {self.limit}; give a positive number of items or null (all)")
         if self.shots < 0:
             raise ValueError(f"eval config: 'shots' is {self.shots}; must be >= 0")
+        if self.enabled:  # an unknown task name is a config error, caught before any training
+            from aunet.eval.tasks import expand_tasks
+
+            expand_tasks(self.tasks)
 
 
 def run_downstream(model: nn.Module, cfg: EvalConfig | dict[str, Any] | None = None, codec: Any = None,
