@@ -420,7 +420,7 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
         record.steps = step
         record.train_units = units_seen
         record.flops = plan.flops_per_unit * units_seen
-        record.metrics.update(_throughput(history, env))
+        record.metrics.update(_throughput(history, env, dataset.bytes_per_unit))
         record.metrics["history"] = history
         if guard.signum is not None and step < plan.steps:
             save_checkpoint()
@@ -458,9 +458,10 @@ def _downstream(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, reco
         tracker.metrics({f"eval_{k}": v for k, v in scores.items()}, step)
 
 
-def _throughput(history: list[dict[str, float]], env: parallel.DistEnv) -> dict[str, float]:
+def _throughput(history: list[dict[str, float]], env: parallel.DistEnv, bytes_per_unit: float) -> dict[str, float]:
     rates = [h["units_per_s"] for h in history if h.get("units_per_s")]
     metrics = {"units_per_s": sorted(rates)[len(rates) // 2] if rates else 0.0}
+    metrics["bytes_per_s"] = metrics["units_per_s"] * bytes_per_unit
     if env.device.type == "cuda":
         metrics["peak_memory_bytes"] = float(torch.cuda.max_memory_allocated(env.device))
     else:

@@ -64,7 +64,6 @@ class StudyConfig:
     seed: int = 0
     max_attempts: int = 2  # runs of a failed or preempted trial before it is left as it is
     batch_size: int = 0  # jobs handed to the launcher at once (0: all pending trials)
-    tuned_trials: int = 0  # optional second phase: TPE trials per cell near the optimum
 
     def __post_init__(self) -> None:
         if isinstance(self.budgets, (int, float, str)):
@@ -100,13 +99,12 @@ class StudyConfig:
                 fail(name, f"is {factor}; the search box [x/f, x·f] needs a factor f > 1 (1 is a degenerate box)")
         if self.max_attempts < 1:
             fail("max_attempts", f"is {self.max_attempts}; must be >= 1")
-        if self.batch_size < 0 or self.tuned_trials < 0:
-            fail("batch_size", "and tuned_trials must be >= 0")
+        if self.batch_size < 0:
+            fail("batch_size", f"is {self.batch_size}; must be >= 0 (0: all pending trials at once)")
 
     def fingerprint(self) -> str:
         """What must not change under the same study name (trial points depend on it)."""
-        fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials",
-                                                                      "tuned_trials")}
+        fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials")}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def prior_laws(self, arch: str) -> HyperLaws:
