@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from aunet.config import ModelConfig
+from aunet.generate import step_threads
 from aunet.models import build_model
 
 
@@ -62,12 +63,13 @@ def generation_cost(cfg: ModelConfig, data: bytes, context: int, new: int) -> tu
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     state = model.init_state()
-    for byte in data[:context]:
-        model.step(byte, state)
-    start = time.perf_counter()
-    for byte in data[context : context + new]:
-        model.step(byte, state)
-    cached = (time.perf_counter() - start) / new
+    with step_threads(model, None):  # as generate() steps: one thread for small CPU models
+        for byte in data[:context]:
+            model.step(byte, state)
+        start = time.perf_counter()
+        for byte in data[context : context + new]:
+            model.step(byte, state)
+        cached = (time.perf_counter() - start) / new
     full_times = []
     for i in range(3):
         ids = torch.tensor([list(data[: context + i])])

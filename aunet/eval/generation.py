@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from aunet.config import EOS_ID
-from aunet.eval.scoring import encode, is_bpe, prefix_id, step_threads
+from aunet.eval.scoring import encode, is_bpe, prefix_id
+from aunet.generate import step_threads
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:

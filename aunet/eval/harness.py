@@ -33,7 +33,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("aunet.eval.harness needs EleutherAI's lm-evaluation-harness: `pip install lm_eval` "
                       "(its core does not pull torch)") from err
 
-from aunet.eval.generation import greedy_generations, step_threads
+from aunet.eval.generation import greedy_generations
 from aunet.eval.loading import load_checkpoint
 from aunet.eval.scoring import (
     DEFAULT_BATCH_UNITS,
@@ -45,6 +45,7 @@ from aunet.eval.scoring import (
     score_ids,
     score_pairs,
 )
+from aunet.generate import step_threads
 
 BYTES_PER_TOKEN_BUDGET = 4
 

@@ -22,7 +22,6 @@ models are causal). Contexts longer than the model's ``seq_len`` are cut on the 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from torch import nn
 
 from aunet.config import EOS_ID, PAD_ID
 from aunet.eval.tasks import Item, TaskSpec, build_items, expand_tasks, get_task
+from aunet.generate import step_threads
 
 DEFAULT_BATCH_UNITS = 8192
 
@@ -121,31 +121,6 @@ def encode_pair(model: nn.Module, context: str | bytes, continuation: str | byte
 
 
 # ---------------------------------------------------------------------------- scoring
-SMALL_MODEL_PARAMS = 100_000_000
-
-
-@contextlib.contextmanager
-def step_threads(model: nn.Module, threads: int | None):
-    """Run a small model on ``threads`` intra-op threads (then restore the setting).
-
-    A step (and a forward pass of a tiny model) is a chain of small kernels; on a busy
-    CPU every kernel's thread barrier can wait for a descheduled worker. Measured on this
-    2-core machine with other jobs running: one attention call of a generation step
-    0.014 ms on 1 thread, 20 ms on 2; HellaSwag scoring with aunet2_tiny 11 items/s on
-    1 thread, 1.6 on 2. None: 1 thread for CPU models under 100M parameters, the
-    current setting otherwise; 0: the current setting.
-    """
-    device = next(model.parameters()).device
-    if threads is None:
-        small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
-        threads = 1 if device.type == "cpu" and small else 0
-    before = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.inference_mode()
