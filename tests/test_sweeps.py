@@ -128,7 +128,7 @@ def test_sweep_refuses_bad_input_before_submitting(tmp_path):
 def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_cluster):
     sweep_dir = tmp_path / "slurm"
     cmd = [sys.executable, "sweep.py", "-m", *TINY_STUDY, f"hydra.sweep.dir={sweep_dir}", "sweep.name=slurm",
-           "sweep.budgets=[2e10,4e11]", "sweep.trials=1", "hydra/launcher=submitit_slurm",
+           "sweep.budgets=[2e10,1.5e11]", "sweep.trials=1", "hydra/launcher=submitit_slurm",
            f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.timeout_min=20",
            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
     sweep = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **slurm_cluster.env}, stdout=subprocess.PIPE,
@@ -138,7 +138,7 @@ def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_clus
     job_id, deadline = None, time.time() + 600
     while job_id is None and time.time() < deadline and sweep.poll() is None:
         for log in sweep_dir.glob(".submitit/*_1/*_log.*"):
-            if re.search(r"step ([2-9]\d|1\d\d)/", log.read_text()):
+            if re.search(r"step ([89]|[1-9]\d+)/", log.read_text()):
                 job_id = log.parent.name
         time.sleep(0.5)
     assert job_id, "the long trial never started training"
@@ -150,7 +150,7 @@ def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_clus
     log = "".join(p.read_text() for p in sweep_dir.glob(f".submitit/{job_id}/*_log.*"))
     assert "checkpointing at the next step boundary" in log and "resumed from" in log
     assert "Caught signal SIGUSR2" in log
-    assert rows["aunet2/C4e11/t0"].record["steps"] > 0
+    assert rows["aunet2/C1.5e11/t0"].record["steps"] > 0
     assert "overhead per trial" in out
 
 
