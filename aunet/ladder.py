@@ -448,11 +448,11 @@ def plan(arch: str, budget: float, ratio: float, laws: HyperLaws | str | Path | 
     any other law at the budget).
     """
     fam = get_family(arch)
-    budget = _positive("budget", budget, "a compute budget in FLOPs, e.g. 1e20")
-    ratio = _positive("ratio", ratio, "a data-to-model ratio in LLaMA-3 tokens per FLOP/token, e.g. 10")
-    bytes_per_token = _positive("bytes_per_token", bytes_per_token, "bytes per LLaMA-3 token, e.g. 4.56")
+    budget = positive_number("budget", budget, "a compute budget in FLOPs, e.g. 1e20")
+    ratio = positive_number("ratio", ratio, "a data-to-model ratio in LLaMA-3 tokens per FLOP/token, e.g. 10")
+    bytes_per_token = positive_number("bytes_per_token", bytes_per_token, "bytes per LLaMA-3 token, e.g. 4.56")
     if bpe_bytes_per_token is not None:
-        bpe_bytes_per_token = _positive("bpe_bytes_per_token", bpe_bytes_per_token, "e.g. 3.8 for a 4k BPE")
+        bpe_bytes_per_token = positive_number("bpe_bytes_per_token", bpe_bytes_per_token, "e.g. 3.8 for a 4k BPE")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention {convention!r}: use one of {sorted(CONVENTIONS)}")
     if law_at not in LAW_AT:
@@ -552,7 +552,7 @@ def law_compute(cfg: ModelConfig, budget: float, laws: HyperLaws, contraction: S
     return float(budget) * b.without_head / b.total
 
 
-def _positive(name: str, value: Any, example: str) -> float:
+def positive_number(name: str, value: Any, example: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):

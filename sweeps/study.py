@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
+from aunet.ladder import positive_number
 from aunet.laws import PAPER_LAWS, HyperLaws
 
 ARCHS = ("aunet2", "aunet3", "aunet4", "transformer_bytes", "transformer_bpe", "mamba_bytes")
@@ -119,13 +120,7 @@ class StudyConfig:
 
 def parse_budget(value: Any) -> float:
     """1e11, "1e11", "3e11" -> float FLOPs, with a clear error for anything else."""
-    try:
-        budget = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"budget {value!r} is not a number of FLOPs; write it like 1e12 or 3.5e11") from None
-    if not math.isfinite(budget) or budget <= 0:
-        raise ValueError(f"budget {value!r} must be a positive, finite number of FLOPs")
-    return budget
+    return positive_number("budget", value, "a compute budget in FLOPs, e.g. 1e12 or 3.5e11")
 
 
 def unit_points(arch: str, budget: float, seed: int, n: int) -> np.ndarray:

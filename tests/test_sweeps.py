@@ -47,7 +47,7 @@ def test_trials_are_reproducible_quasi_random_points_inside_the_box():
         (dict(trials=0), "at least one trial"),
         (dict(archs=["aunet9"]), "unknown architecture"),
         (dict(archs=[]), "is empty"),
-        (dict(budgets=["lots"]), "not a number of FLOPs"),
+        (dict(budgets=["lots"]), "budget 'lots' is not a number"),
         (dict(budgets=[-1e12]), "positive"),
         (dict(ratio=0), "ratio"),
     ],
