@@ -303,7 +303,7 @@ def train(cfg: TrainConfig) -> RunRecord:
         if not math.isfinite(record.budget):  # steps were given instead of a budget
             record.budget = plan.flops
         if env.is_main:
-            tracker = Tracker(cfg.tracking, out.parent if cfg.study else out,
+            tracker = Tracker(cfg.tracking, out,
                               {"config": cfg.to_dict(), "plan": asdict(plan), "arch": record.arch})
         hand_on = _train_loop(cfg, plan, dataset, env, record, tracker, out, started)
     except Exception as err:  # the record says what went wrong; a sweep goes on
