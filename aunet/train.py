@@ -311,6 +311,7 @@ def train(cfg: TrainConfig) -> RunRecord:
         record.status, record.error = "failed", f"{type(err).__name__}: {err}"
         record.metrics["traceback"] = traceback.format_exc()[-4000:]
     record.metrics["wall_time"] = time.time() - started
+    record.metrics["world_size"] = env.world_size
     if "train_seconds" in record.metrics:  # what the run spent neither training nor getting ready
         record.metrics["teardown_seconds"] = (record.metrics["wall_time"] - record.metrics["train_seconds"]
                                               - record.metrics["setup_seconds"])

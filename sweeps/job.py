@@ -8,6 +8,7 @@ trains the same model on the same number of units.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -76,4 +77,15 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
 
 def run_trial(cfg: DictConfig) -> dict[str, Any]:
     """The task function body of ``sweep.py``: train one trial and return its record."""
+    export_slurm_distributed_env()
     return train(trial_config(cfg)).to_dict()
+
+
+def export_slurm_distributed_env() -> None:
+    """A trial over several SLURM tasks (one per GPU) is one torch.distributed run: give every task
+    its rank and its peers, as torchrun would, so the trainer joins the process group."""
+    in_submitit_job = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # not a sweep run inside an salloc
+    if in_submitit_job and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "RANK" not in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()

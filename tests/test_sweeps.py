@@ -155,6 +155,23 @@ def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_clus
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
+def test_a_slurm_trial_spans_two_tasks_as_one_distributed_run(tmp_path, slurm_cluster):
+    sweep_dir = tmp_path / "ddp"
+    proc = run_sweep(sweep_dir, "sweep.name=ddp", "sweep.budgets=[2e10]", "sweep.trials=1",
+                     "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
+                     "hydra.launcher.timeout_min=20", "hydra.launcher.tasks_per_node=2",
+                     "hydra.launcher.cpus_per_task=1", env=slurm_cluster.env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (row,) = Ledger(sweep_dir / "ledger.sqlite").rows()
+    assert row.status == "finished", row.error
+    # Both tasks trained the same run: one process group of two, each process a share of the batch.
+    assert row.record["metrics"]["world_size"] == 2
+    assert len(list(sweep_dir.glob(".submitit/*/*_1_log.out"))) == 1  # task 1 ran too
+    assert row.record["bsz"] % (2 * 1024) == 0
+
+
+@pytest.mark.slurm
 def test_slurm_launcher_settings_are_checked_before_submitting(tmp_path, slurm_cluster):
     proc = run_sweep(tmp_path / "s", "sweep.name=p", "hydra/launcher=submitit_slurm",
                      "hydra.launcher.partition=no_such_partition", env=slurm_cluster.env, timeout=120)
