@@ -90,21 +90,31 @@ def generate(model: nn.Module, prompt: bytes, max_new_bytes: int, temperature: f
     # Byte models sample bytes, and EOS only when it may end the text (never BOS or PAD).
     allowed = model.cfg.vocab_size if bpe else (EOS_ID + 1 if stop_at_eos else 256)
     state = model.init_state()
-    out_ids: list[int] = []
     with step_threads(model, None):
         for token in [eos, *context]:
             logits = model.step(token, state)
-        produced = 0
-        while produced < max_new_bytes:
-            token = sample_next(logits, temperature, top_k, generator, allowed)
-            if token == eos and stop_at_eos:
-                break
-            out_ids.append(token)
-            produced = len(codec.decode(out_ids)) if bpe else len(out_ids)
-            if produced >= max_new_bytes:
-                break
-            logits = model.step(token, state)
+        out = continue_from(model, state, logits, max_new_bytes, eos=eos, allowed=allowed, codec=codec if bpe else None,
+                            temperature=temperature, top_k=top_k, generator=generator, stop_at_eos=stop_at_eos)
     model.train(was_training)
-    if bpe:
+    return out
+
+
+def continue_from(model: nn.Module, state, logits: torch.Tensor, max_new_bytes: int, *, eos: int, allowed: int,
+                  codec: TokenCodec | None = None, temperature: float = 0.0, top_k: int | None = None,
+                  generator: torch.Generator | None = None, stop_at_eos: bool = True) -> bytes:
+    """Sample from a model state whose next-unit ``logits`` are given, until ``max_new_bytes`` bytes
+    (or EOS). ``codec``: the BPE tokenizer of a BPE model, None for byte models."""
+    out_ids: list[int] = []
+    produced = 0
+    while produced < max_new_bytes:
+        token = sample_next(logits, temperature, top_k, generator, allowed)
+        if token == eos and stop_at_eos:
+            break
+        out_ids.append(token)
+        produced = len(codec.decode(out_ids)) if codec is not None else len(out_ids)
+        if produced >= max_new_bytes:
+            break
+        logits = model.step(token, state)
+    if codec is not None:
         return codec.decode(out_ids)[:max_new_bytes]
     return bytes(t for t in out_ids if t < 256)

@@ -19,7 +19,7 @@ from torch import nn
 
 from aunet.config import EOS_ID
 from aunet.eval.scoring import encode, is_bpe, prefix_id
-from aunet.generate import step_threads
+from aunet.generate import continue_from, step_threads
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
@@ -66,18 +66,8 @@ def greedy_generations(model: nn.Module, prompts: Sequence[str | bytes], max_new
                 logits = None
                 for token in row[shared:]:
                     logits = model.step(token, state)
-                ids: list[int] = []
-                produced = 0
-                while produced < budget:
-                    token = int(logits[:allowed].float().argmax())
-                    if token == eos:
-                        break
-                    ids.append(token)
-                    produced = len(codec.decode(ids)) if bpe else len(ids)
-                    if produced >= budget:
-                        break
-                    logits = model.step(token, state)
-                out.append(bytes(codec.decode(ids))[:budget] if bpe else bytes(t for t in ids if t < 256))
+                out.append(bytes(continue_from(model, state, logits, budget, eos=eos, allowed=allowed,
+                                               codec=codec if bpe else None)))
             return out
         finally:
             model.train(was_training)
