@@ -11,6 +11,7 @@ import sys
 
 import hydra
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from aunet.train import TrainConfig, train
 
@@ -19,11 +20,11 @@ from aunet.train import TrainConfig, train
 def main(cfg: DictConfig) -> None:
     try:
         train_cfg = TrainConfig.from_hydra(cfg)
-    except ValueError as err:
+    except (ValueError, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     record = train(train_cfg)
-    summary = (f"{record.status}: {record.arch} {record.model} budget={record.budget:.3g} lr={record.lr:.3g} "
+    summary = (f"{record.status}: {record.family} {record.model} budget={record.budget:.3g} lr={record.lr:.3g} "
                f"bsz={record.bsz:.0f} steps={record.steps} bpb={record.bpb:.4f}")
     logging.getLogger("aunet.train").info(summary)
     print(summary)

@@ -27,7 +27,7 @@ class RunRecord:
     """One run. Units: compute in FLOPs; batch size in input units per optimizer step."""
 
     status: str
-    arch: str  # family: aunet2, aunet3, aunet4, transformer_bytes, transformer_bpe, mamba_bytes
+    family: str  # aunet2, aunet3, aunet4, transformer_bytes, transformer_bpe, mamba_bytes
     budget: float  # target compute C (FLOPs)
     lr: float  # peak learning rate
     bsz: float  # input units (bytes or tokens) per optimizer step

@@ -1,9 +1,9 @@
 """One training run: budget in, one result record out.
 
-The run turns its compute budget C into a number of training units with the exact
-FLOPs per unit of its model (contraction measured on the held-out bytes), takes its
-batch size and peak LR from a hyperparameter law unless they are given (a sweep
-gives them), trains with AdamW and the paper's schedule, and ends with a record
+The run takes its plan (model, batch size in whole sequences, steps, peak LR) from the
+sweep that shipped it, or asks the ladder for one (``aunet.ladder.plan_model``, with
+contraction and BPE compression measured on the data), adapts it to the number of
+processes, trains with AdamW and the paper's schedule, and ends with a record
 (finished, diverged, failed or preempted) written atomically.
 
 It survives interruption: SIGUSR2/SIGTERM (what SLURM and submitit send before a
@@ -22,20 +22,20 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from aunet import checkpoint, parallel
 from aunet.config import ModelConfig
-from aunet.data import DataConfig, Dataset, open_dataset
+from aunet.data import Corpus, DataConfig, prepare_data
 from aunet.eval.suite import EvalConfig, run_downstream
-from aunet.flops import count_params, flops_per_unit
-from aunet.ladder import law_compute
-from aunet.laws import PAPER_LAWS, HyperLaws
+from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
 from aunet.models import build_model
 from aunet.optim import OptimConfig, build_optimizer, lr_at
 from aunet.record import RunRecord
@@ -48,7 +48,10 @@ PREEMPT_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 @dataclass
 class TrainConfig:
-    """Everything one run needs. Groups are Hydra config groups; the rest is the run itself."""
+    """Everything one run needs; also the structured config of ``conf/train.yaml`` (``train_schema``).
+
+    Groups are Hydra config groups; the rest is the run itself.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -62,6 +65,7 @@ class TrainConfig:
     max_micro_batch: int = 8
     law: str = "paper"  # "paper" or the path of a fitted law (JSON from `python -m analysis fit`)
     ratio: float | None = None  # data-to-model ratio the budget was planned with (recorded)
+    plan: RunPlan | None = None  # a sweep's trial ships its plan (model, bsz, steps, LR); None: plan here
     seed: int = 0
     device: str = "auto"
     compile: str = "auto"  # "auto": torch.compile on CUDA only; "on" / "off"
@@ -76,18 +80,15 @@ class TrainConfig:
     output_dir: str = "outputs/run"
     progress: str = "auto"  # "auto": a bar on terminals, log lines otherwise; "bar" / "log" / "off"
     # Labels a sweep fills in, so that the record stands alone.
-    arch: str = ""
+    family: str = ""  # empty: the model's (aunet2, transformer_bpe, ...)
     study: str = ""
     trial: int = -1
     lr_box: list[float] | None = None
     bsz_box: list[float] | None = None
 
     def __post_init__(self) -> None:
-        for name, kind in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig),
-                           ("tracking", TrackingConfig), ("eval", EvalConfig)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, kind(**value))
+        if self.plan is not None:  # a planned run trains the model of its plan
+            self.model = self.plan.model
         self.validate()
 
     def validate(self) -> None:
@@ -106,6 +107,10 @@ class TrainConfig:
             fail("micro_batch", "must be >= 0 (0: automatic) and max_micro_batch >= 1")
         if self.ratio is not None and self.ratio <= 0:
             fail("ratio", f"is {self.ratio}; a data-to-model ratio must be positive")
+        if self.plan is not None:
+            for name, value in (("bsz", self.bsz), ("steps", self.steps), ("optim.lr", self.optim.lr)):
+                if value is not None:
+                    fail(name, f"is {value}, but this run has a plan: its batch size, steps and LR come from it")
         if self.model.units != self.data.units:
             fail("data.units", f"is {self.data.units!r} but the model reads {self.model.units!r}; make them agree")
         if self.data.seq_len != self.model.seq_len:
@@ -123,89 +128,33 @@ class TrainConfig:
 
     @classmethod
     def from_hydra(cls, cfg: Any) -> TrainConfig:
-        """From a composed Hydra config (or a plain dict), with unknown keys named."""
-        from omegaconf import OmegaConf
-
-        data = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        for name, kind in (("model", ModelConfig), ("data", DataConfig)):
-            if isinstance(data.get(name), dict):
-                data[name] = kind.from_dict(data[name])
-        return cls(**data)
-
-    @property
-    def arch_label(self) -> str:
-        if self.arch:
-            return self.arch
-        m = self.model
-        if m.arch == "aunet":
-            return f"aunet{m.n_stages}"
-        return f"{m.arch}_{'bpe' if m.units == 'bpe' else 'bytes'}"
+        """From a composed Hydra config (or a plain dict): type-checked by OmegaConf against this schema,
+        then validated by the dataclasses themselves."""
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), cfg))
 
 
-def resolve_laws(spec: str, units: str) -> HyperLaws:
-    """The paper's law for the model's units, or a fitted law from a file."""
-    if spec == "paper":
-        return PAPER_LAWS["bpe" if units == "bpe" else "aunet"]
-    laws = HyperLaws.from_file(spec)
-    wanted = "tokens" if units == "bpe" else "bytes"
-    if laws.units != wanted:
-        raise ValueError(f"law {spec} counts batch size in {laws.units}, but this model's units are {wanted}")
-    return laws
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
-@dataclass
-class Plan:
-    """What the budget buys: FLOPs per unit, units, batch geometry, steps, peak LR."""
-
-    flops_per_unit: float
-    contraction: list[float]
-    bsz: int  # input units per optimizer step
-    micro_batch: int  # sequences per forward, per process
-    accumulation: int
-    steps: int
-    lr: float
-    units: float  # training units the run consumes
-
-    @property
-    def flops(self) -> float:
-        return self.flops_per_unit * self.units
+def make_plan(cfg: TrainConfig, corpus: Corpus) -> RunPlan:
+    """The shipped plan, or the ladder's plan of ``cfg.model`` at ``cfg.budget`` measured on ``corpus``."""
+    if cfg.plan is not None:
+        return cfg.plan
+    return plan_model(cfg.model, cfg.budget, laws=cfg.law, ratio=cfg.ratio or math.nan, family=cfg.family or None,
+                      measured=DataMeasurements.of(corpus, cfg.model), bsz=cfg.bsz, lr=cfg.optim.lr, steps=cfg.steps)
 
 
-def make_plan(cfg: TrainConfig, dataset: Dataset, world_size: int) -> Plan:
-    model_cfg = cfg.model
-    contraction = dataset.contraction(model_cfg) if model_cfg.arch == "aunet" else []
-    fpu = flops_per_unit(model_cfg, contraction or None)
-    laws = resolve_laws(cfg.law, model_cfg.units)
-    # The paper's laws were fitted on compute without the output head (see aunet.ladder).
-    law_budget = law_compute(model_cfg, cfg.budget, laws, contraction or None) if cfg.budget else None
-    seq = model_cfg.seq_len
-    if cfg.bsz is not None:
-        wanted_bsz = cfg.bsz
-    elif law_budget is not None:
-        wanted_bsz = laws.bsz(law_budget)
-    else:
-        raise ValueError("train config: 'bsz' is needed when no budget is given (the law needs a budget)")
-    # Whole sequences, the same number on every process.
-    seqs_per_step = max(world_size, round(wanted_bsz / seq / world_size) * world_size)
-    per_rank = seqs_per_step // world_size
+def batch_geometry(plan: RunPlan, world_size: int, micro_batch: int, max_micro_batch: int) -> tuple[int, int]:
+    """(sequences per forward pass and process, micro-batches per step) of a plan on ``world_size`` processes."""
+    per_rank = plan.sequences_per_step // world_size
     # Automatic: the largest micro-batch within max_micro_batch that divides the per-process batch.
-    micro = cfg.micro_batch or max(m for m in range(1, min(per_rank, cfg.max_micro_batch) + 1) if per_rank % m == 0)
+    micro = micro_batch or max(m for m in range(1, min(per_rank, max_micro_batch) + 1) if per_rank % m == 0)
     if per_rank % micro:
         raise ValueError(
             f"train config: batch of {per_rank} sequences per process is not a multiple of micro_batch={micro}; "
             f"choose a micro_batch that divides it, or 0 for automatic"
         )
-    bsz = seqs_per_step * seq
-    if cfg.steps is not None:
-        steps = cfg.steps
-    else:
-        steps = max(1, round(cfg.budget / fpu / bsz))
-    lr = cfg.optim.lr if cfg.optim.lr is not None else laws.lr(law_budget if law_budget else fpu * bsz * steps)
-    return Plan(fpu, contraction, bsz, micro, per_rank // micro, steps, lr, float(bsz * steps))
+    return micro, per_rank // micro
 
 
 class PreemptionGuard:
@@ -255,11 +204,11 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], pad_id: int)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, env: parallel.DistEnv) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, corpus: Corpus, cfg: TrainConfig, env: parallel.DistEnv) -> dict[str, float]:
     """Held-out loss per unit and bits per byte, over the same bytes for every architecture."""
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64)  # nats, units, bytes
-    for batch in dataset.heldout_batches(cfg.model, cfg.max_micro_batch, env.rank, env.world_size, cfg.eval_bytes):
+    for batch in corpus.heldout_batches(cfg.model, cfg.max_micro_batch, env.rank, env.world_size, cfg.eval_bytes):
         batch = {k: v.to(env.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with autocast(env.device, cfg.precision):
             ids = batch["ids"]
@@ -283,7 +232,7 @@ def train(cfg: TrainConfig) -> RunRecord:
     out = Path(cfg.output_dir)
     env = parallel.init_distributed(cfg.device)
     started = time.time()
-    record = RunRecord(status="running", arch=cfg.arch_label, budget=float(cfg.budget or "nan"),
+    record = RunRecord(status="running", family=cfg.family or family_of(cfg.model), budget=float(cfg.budget or "nan"),
                        lr=float(cfg.optim.lr or "nan"), bsz=float(cfg.bsz or "nan"),
                        units="tokens" if cfg.model.units == "bpe" else "bytes", study=cfg.study, trial=cfg.trial,
                        model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
@@ -292,20 +241,18 @@ def train(cfg: TrainConfig) -> RunRecord:
     tracker: Tracker | None = None
     hand_on = None
     try:
-        dataset = open_dataset(cfg.data, world_size=env.world_size)
-        cfg.model = dataset.fit_model_config(cfg.model)
-        plan = make_plan(cfg, dataset, env.world_size)
-        dataset.check_size(plan.units)
-        record.lr, record.bsz, record.steps = plan.lr, float(plan.bsz), plan.steps
-        record.flops_per_unit, record.contraction = plan.flops_per_unit, plan.contraction
-        record.bytes_per_unit = dataset.bytes_per_unit
-        record.params = float(count_params(cfg.model))
-        if not math.isfinite(record.budget):  # steps were given instead of a budget
-            record.budget = plan.flops
+        corpus = prepare_data(cfg.data)
+        cfg.model = corpus.fit_model_config(cfg.model)
+        plan = make_plan(cfg, corpus).for_world(env.world_size)
+        micro_batch, accumulation = batch_geometry(plan, env.world_size, cfg.micro_batch, cfg.max_micro_batch)
+        corpus.check(plan.train_units)
+        for name, value in plan.record_fields().items():
+            setattr(record, name, value)
         if env.is_main:
-            tracker = Tracker(cfg.tracking, out,
-                              {"config": cfg.to_dict(), "plan": asdict(plan), "arch": record.arch})
-        hand_on = _train_loop(cfg, plan, dataset, env, record, tracker, out, started)
+            tracker = Tracker(cfg.tracking, out, {"config": cfg.to_dict(), "plan": plan.to_dict(),
+                                                  "family": record.family})
+        state = TrainState(cfg, plan, corpus, env, out, micro_batch, accumulation)
+        hand_on = run(state, record, tracker, started)
     except Exception as err:  # the record says what went wrong; a sweep goes on
         log.error("run failed: %s", err)
         record.status, record.error = "failed", f"{type(err).__name__}: {err}"
@@ -326,131 +273,157 @@ def train(cfg: TrainConfig) -> RunRecord:
     return record
 
 
-def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.DistEnv, record: RunRecord,
-                tracker: Tracker | None, out: Path, started: float):
-    """Train, filling ``record``. Returns the signal hand-on callback when preempted, else None."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(env.device)
-    model = parallel.wrap(model, env, cfg.parallel)
-    optimizer = build_optimizer(model, cfg.optim, plan.lr)
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and env.device.type == "cuda")
-    forward_model = torch.compile(model) if use_compile else model
-    loader = dataset.train_loader(cfg.model, plan.micro_batch, env.rank, env.world_size, seed=cfg.seed)
-    fp = checkpoint.fingerprint({"model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "plan": asdict(plan),
-                                 "optim": asdict(cfg.optim), "seed": cfg.seed, "world": env.world_size})
-    ckpt_path = out / "checkpoint.pt"
-    history: list[dict[str, float]] = []
-    step, first_loss, units_seen = 0, None, 0.0
-    state = checkpoint.load(ckpt_path, fp)
-    if state is not None:
-        parallel.load_full_state_dict(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["loader"])
+class TrainState:
+    """The model, optimizer, loader and counters of a run: what a checkpoint holds, and one step of training."""
+
+    def __init__(self, cfg: TrainConfig, plan: RunPlan, corpus: Corpus, env: parallel.DistEnv, out: Path,
+                 micro_batch: int, accumulation: int):
+        self.cfg, self.plan, self.corpus, self.env = cfg, plan, corpus, env
+        self.accumulation = accumulation
+        torch.manual_seed(cfg.seed)
+        self.model = parallel.wrap(build_model(cfg.model).to(env.device), env, cfg.parallel)
+        self.optimizer = build_optimizer(self.model, cfg.optim, plan.lr)
+        use_compile = cfg.compile == "on" or (cfg.compile == "auto" and env.device.type == "cuda")
+        self.forward_model = torch.compile(self.model) if use_compile else self.model
+        self.loader = corpus.train_loader(cfg.model, micro_batch, env.rank, env.world_size, seed=cfg.seed)
+        self.fingerprint = checkpoint.fingerprint({
+            "model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "plan": plan.to_dict(),
+            "geometry": [micro_batch, accumulation], "optim": asdict(cfg.optim), "seed": cfg.seed,
+            "world": env.world_size})
+        self.path = out / "checkpoint.pt"
+        self.step, self.first_loss, self.units_seen = 0, None, 0.0
+        self.history: list[dict[str, float]] = []
+        self.last_checkpoint = time.time()
+
+    def resume(self) -> None:
+        """Continue from this run's checkpoint, if there is one (refused if another config wrote it)."""
+        state = checkpoint.load(self.path, self.fingerprint)
+        if state is None:
+            return
+        parallel.load_full_state_dict(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"])
-        step, first_loss, units_seen = state["step"], state["first_loss"], state["units_seen"]
-        history = state["history"]
-        log.info("resumed from %s at step %d", ckpt_path, step)
+        self.step, self.first_loss, self.units_seen = state["step"], state["first_loss"], state["units_seen"]
+        self.history = state["history"]
+        log.info("resumed from %s at step %d", self.path, self.step)
 
-    def save_checkpoint() -> None:
-        model_state = parallel.full_state_dict(model)
-        if env.is_main:
-            checkpoint.save(ckpt_path, {
-                "fingerprint": fp, "model": model_state, "optimizer": optimizer.state_dict(),
-                "loader": loader.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                "first_loss": first_loss, "units_seen": units_seen, "history": history})
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimizer step over ``accumulation`` micro-batches; returns (mean loss, LR, grad norm)."""
+        lr = lr_at(self.step, self.plan.steps, self.plan.lr, self.cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.env.device)
+        for micro in range(self.accumulation):
+            batch = {k: v.to(self.env.device, non_blocking=True) for k, v in next(self.loader).items()}
+            sync = contextlib.nullcontext()
+            if self.env.distributed and micro < self.accumulation - 1 and hasattr(self.model, "no_sync"):
+                sync = self.model.no_sync()
+            with sync, autocast(self.env.device, self.cfg.precision):
+                loss = lm_loss(self.forward_model, batch, self.corpus.pad_id) / self.accumulation
+            loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.units_seen += self.plan.bsz
+        loss_value = float(parallel.all_reduce_sum(loss_sum.clone()) / self.env.world_size)
+        self.first_loss = self.first_loss if self.first_loss is not None else loss_value
+        return loss_value, lr, float(grad_norm)
+
+    def maybe_checkpoint(self, force: bool = False) -> None:
+        """Checkpoint when forced, every ``checkpoint_every`` steps, or ``checkpoint_seconds`` after the last one."""
+        now = time.time()
+        periodic = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
+        if not (force or periodic or now - self.last_checkpoint > self.cfg.checkpoint_seconds):
+            return
+        model_state = parallel.full_state_dict(self.model)
+        if self.env.is_main:
+            checkpoint.save(self.path, {
+                "fingerprint": self.fingerprint, "model": model_state, "optimizer": self.optimizer.state_dict(),
+                "loader": self.loader.state_dict(), "rng": torch.get_rng_state(), "step": self.step,
+                "first_loss": self.first_loss, "units_seen": self.units_seen, "history": self.history})
         parallel.barrier()
+        self.last_checkpoint = now
 
-    progress = _Progress(cfg.progress, plan.steps, step, env.is_main)
-    pad_id = dataset.pad_id
-    last_ckpt = time.time()
-    tick = time.time()
-    units_per_step = plan.bsz
+
+def run(state: TrainState, record: RunRecord, tracker: Tracker | None, started: float):
+    """Train ``state`` to the end of its plan, filling ``record``. Returns the signal hand-on when preempted."""
+    cfg, plan, env = state.cfg, state.plan, state.env
+    state.resume()
+    progress = _Progress(cfg.progress, plan.steps, state.step, env.is_main)
+    tick = loop_start = time.time()
     record.status = "finished"
-    loop_start = time.time()
     record.metrics["setup_seconds"] = loop_start - started  # run start to the first step
     with PreemptionGuard() as guard:
-        while step < plan.steps:
-            lr = lr_at(step, plan.steps, plan.lr, cfg.optim)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=env.device)
-            for micro in range(plan.accumulation):
-                batch = {k: v.to(env.device, non_blocking=True) for k, v in next(loader).items()}
-                sync = contextlib.nullcontext()
-                if env.distributed and micro < plan.accumulation - 1 and hasattr(model, "no_sync"):
-                    sync = model.no_sync()
-                with sync, autocast(env.device, cfg.precision):
-                    loss = lm_loss(forward_model, batch, pad_id) / plan.accumulation
-                loss.backward()
-                loss_sum += loss.detach()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            units_seen += units_per_step
-            loss_value = float(parallel.all_reduce_sum(loss_sum.clone()) / env.world_size)
-            first_loss = first_loss if first_loss is not None else loss_value
-            if not math.isfinite(loss_value) or loss_value > cfg.diverge_factor * first_loss:
+        while state.step < plan.steps:
+            loss, lr, grad_norm = state.train_step()
+            step = state.step
+            if not math.isfinite(loss) or loss > cfg.diverge_factor * state.first_loss:
                 record.status = "diverged"
-                record.error = f"training loss {loss_value:.4g} at step {step} (first loss {first_loss:.4g})"
+                record.error = f"training loss {loss:.4g} at step {step} (first loss {state.first_loss:.4g})"
                 break
-            now = time.time()
             if step % cfg.log_every == 0 or step == plan.steps:
-                rate = units_per_step * cfg.log_every / max(now - tick, 1e-9) if step % cfg.log_every == 0 else 0.0
+                now = time.time()
+                rate = plan.bsz * cfg.log_every / max(now - tick, 1e-9) if step % cfg.log_every == 0 else 0.0
                 tick = now
-                entry = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                         "units_per_s": rate}
-                history.append(entry)
+                entry = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "units_per_s": rate}
+                state.history.append({"step": step, **entry})
                 if tracker is not None:
-                    tracker.metrics({"train_loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                                     "units_per_s": rate}, step)
-            progress.update(step, loss_value, units_per_step * dataset.bytes_per_unit)
+                    tracker.metrics({"train_loss": loss, **{k: v for k, v in entry.items() if k != "loss"}}, step)
+            progress.update(step, loss, plan.bsz * state.corpus.bytes_per_unit)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < plan.steps:
-                metrics = evaluate(model, dataset, cfg, env)
-                history.append({"step": step, "eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]})
+                metrics = evaluate(state.model, state.corpus, cfg, env)
+                state.history.append({"step": step, "eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]})
                 if tracker is not None:
                     tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
-            periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-            if periodic or now - last_ckpt > cfg.checkpoint_seconds:
-                save_checkpoint()
-                last_ckpt = now
+            state.maybe_checkpoint()
             if guard.signum is not None:
                 break
         progress.close()
         record.metrics["train_seconds"] = time.time() - loop_start
-        record.steps = step
-        record.train_units = units_seen
-        record.flops = plan.flops_per_unit * units_seen
-        record.metrics.update(_throughput(history, env, dataset.bytes_per_unit))
-        record.metrics["history"] = history
-        if guard.signum is not None and step < plan.steps:
-            save_checkpoint()
+        record.steps, record.train_units = state.step, state.units_seen
+        record.flops = plan.flops_per_unit * state.units_seen
+        record.metrics.update(_throughput(state.history, env, state.corpus.bytes_per_unit))
+        record.metrics["history"] = state.history
+        if guard.signum is not None and state.step < plan.steps:
+            state.maybe_checkpoint(force=True)
             record.status = "preempted"
-            record.error = f"signal {guard.signum} at step {step}; rerun with the same config to resume"
+            record.error = f"signal {guard.signum} at step {state.step}; rerun with the same config to resume"
             return guard.hand_on
     if record.status == "finished":
-        metrics = evaluate(model, dataset, cfg, env)
-        record.loss, record.bpb = metrics["loss"], metrics["bpb"]
-        record.metrics.update({k: metrics[k] for k in ("heldout_units", "heldout_bytes")})
-        if tracker is not None:
-            tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
-        weights = parallel.full_state_dict(model)
-        if env.is_main:
-            checkpoint.save(out / "model.pt", {"fingerprint": fp, "model": weights, "config": cfg.model.to_dict()})
-            ckpt_path.unlink(missing_ok=True)
-            if dataset.tokenizer is not None and dataset.tokenizer.path:  # the checkpoint's codec travels with it
-                shutil.copyfile(dataset.tokenizer.path, out / "tokenizer.json")
-            _downstream(cfg, parallel.unwrap(model), dataset, record, tracker, step)
+        finish(state, record, tracker)
     return None
 
 
-def _downstream(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, record: RunRecord,
+def finish(state: TrainState, record: RunRecord, tracker: Tracker | None) -> None:
+    """Final held-out evaluation, the final weights (the checkpoint goes), downstream tasks."""
+    cfg, env, step = state.cfg, state.env, state.step
+    metrics = evaluate(state.model, state.corpus, cfg, env)
+    record.loss, record.bpb = metrics["loss"], metrics["bpb"]
+    record.metrics.update({k: metrics[k] for k in ("heldout_units", "heldout_bytes")})
+    if tracker is not None:
+        tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
+    weights = parallel.full_state_dict(state.model)
+    if env.is_main:
+        out = state.path.parent
+        checkpoint.save(out / "model.pt", {"fingerprint": state.fingerprint, "model": weights,
+                                           "config": cfg.model.to_dict()})
+        state.path.unlink(missing_ok=True)
+        tokenizer = state.corpus.tokenizer
+        if tokenizer is not None and tokenizer.path:  # the checkpoint's codec travels with it
+            shutil.copyfile(tokenizer.path, out / "tokenizer.json")
+        _downstream(cfg, parallel.unwrap(state.model), state.corpus, record, tracker, step)
+
+
+def _downstream(cfg: TrainConfig, model: torch.nn.Module, corpus: Corpus, record: RunRecord,
                 tracker: Tracker | None, step: int) -> None:
     """Downstream scores into the record; a failure here is noted, never fatal to the record."""
     if not cfg.eval.enabled:
         return
     started = time.time()
-    scores, errors = run_downstream(model, cfg.eval, codec=dataset.tokenizer)
+    scores, errors = run_downstream(model, cfg.eval, codec=corpus.tokenizer)
     record.downstream.update(scores)
     record.metrics["downstream_seconds"] = time.time() - started
     if errors:

@@ -26,9 +26,9 @@ def prose(path: str | None, n_bytes: int) -> bytes:
     if path:
         data = Path(path).read_bytes()
     else:
-        from aunet.data import DataConfig, open_dataset
+        from aunet.data import DataConfig, prepare_data
 
-        data = b"\n".join(open_dataset(DataConfig()).heldout_docs())
+        data = b"\n".join(prepare_data(DataConfig()).heldout_docs())
     return (data * (n_bytes // max(1, len(data)) + 1))[:n_bytes]
 
 

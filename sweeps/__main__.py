@@ -25,7 +25,7 @@ def find_ledger(study: str) -> Ledger:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="trials per state and the best loss, per architecture and budget")
+    status = sub.add_parser("status", help="trials per state and the best loss, per family and budget")
     status.add_argument("study", help="a study name (outputs/sweeps/<name>) or its folder or ledger file")
     export = sub.add_parser("export", help="the results table (CSV or Parquet) the analysis reads")
     export.add_argument("study")

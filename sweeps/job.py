@@ -1,78 +1,81 @@
-"""One trial of a study, as a job: (arch, budget, LR, BSZ) -> ladder model -> training run.
+"""One trial of a study, as a job: each (family, budget) cell is planned once by the ladder, with
+contraction and BPE compression measured on the data; each trial's plan (the cell's model, the
+trial's LR and BSZ, the steps they buy) ships with its job as ``plan={...}``, and the job trains it.
 
-The job's overrides carry its real LR and BSZ (``optim.lr=... bsz=...``); the model
-and the number of steps follow from the architecture and budget through the ladder,
-with contraction and BPE compression measured on the data, so every trial of a cell
-trains the same model on the same number of units.
+A job's composed config (``conf/sweep.yaml``, schema ``TrialConfig``) is a training config plus the
+study it belongs to; the training config is that config without the study, type-checked by OmegaConf.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from aunet import ladder
-from aunet.data import DataConfig, open_dataset
-from aunet.eval.suite import EvalConfig
-from aunet.optim import OptimConfig
-from aunet.tracking import TrackingConfig
+from aunet.data import DataConfig, prepare_data
+from aunet.ladder import DataMeasurements, RunPlan
 from aunet.train import TrainConfig, train
-from sweeps.study import StudyConfig, box
+from sweeps.study import StudyConfig, Trial, box, cell_trials
 
 
-def plan_cell(study: StudyConfig, arch: str, budget: float, data: DataConfig | None = None) -> ladder.RunPlan:
-    """The ladder's plan for one cell; with ``data``, contraction and compression are measured on it."""
-    laws = study.prior_laws(arch)
-    first = ladder.plan(arch, budget, study.ratio, laws=laws)
-    if data is None:
-        return first
-    model = first.model
-    dataset = open_dataset(DataConfig.from_dict({**data.to_dict(), "units": model.units, "seq_len": model.seq_len}))
-    bpe = model.units == "bpe"
-    return ladder.plan(arch, budget, study.ratio, laws=laws,
-                       contraction=dataset.contraction(model) if model.arch == "aunet" else None,
-                       bpe_bytes_per_token=dataset.bytes_per_unit if bpe else None,
-                       vocab_size=dataset.vocab_size if bpe else None)
+@dataclass
+class TrialConfig(TrainConfig):
+    """The schema of ``conf/sweep.yaml``: a training config, the study, and the trial's folder."""
+
+    sweep: StudyConfig = field(default_factory=StudyConfig)
+    trial_dir: str = ""
 
 
-def cell_center(study: StudyConfig, arch: str, budget: float, cell: ladder.RunPlan) -> tuple[float, float]:
-    """The prior (LR, BSZ) at the centre of a cell's search box."""
-    laws = study.prior_laws(arch)
-    at = ladder.law_compute(cell.model, budget, laws, cell.contraction or None)
-    return laws.lr(at), laws.bsz(at)
+ConfigStore.instance().store(name="sweep_schema", node=TrialConfig)
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 
-def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+@dataclass(frozen=True)
+class Cell:
+    """One (family, budget) of a study, planned once: its trials differ only in LR and BSZ."""
+
+    study: StudyConfig
+    prior: RunPlan  # the plan at the prior's LR and BSZ: the centre of the search box
+    measured: DataMeasurements
+
+    def trials(self) -> list[Trial]:
+        return cell_trials(self.study, self.prior.family, self.prior.budget, self.prior.seq_len, self.prior.lr,
+                           self.prior.law_bsz)
+
+    def trial_plan(self, trial: Trial) -> RunPlan:
+        """The plan of one trial: the cell's model at the trial's LR and BSZ."""
+        return plan_family(self.study, trial.family, trial.budget, self.measured, bsz=trial.bsz, lr=trial.lr)
+
+    def overrides(self, trial: Trial) -> list[str]:
+        """The overrides of the trial's job: its name, its search box, its plan."""
+        lr_box, bsz_box = box(self.prior.lr, self.study.lr_factor), box(self.prior.law_bsz, self.study.bsz_factor)
+        return [*trial.overrides(), f"lr_box={ladder.hydra_value(lr_box)}",
+                f"bsz_box={ladder.hydra_value(bsz_box)}", self.trial_plan(trial).to_override()]
+
+
+def plan_family(study: StudyConfig, family: str, budget: float, measured: DataMeasurements,
+                bsz: int | None = None, lr: float | None = None) -> RunPlan:
+    return ladder.plan(family, budget, study.ratio, laws=study.prior_laws(family), contraction=measured.contraction,
+                       bpe_bytes_per_token=measured.bpe_bytes_per_token, vocab_size=measured.vocab_size,
+                       bsz=bsz, lr=lr)
+
+
+def plan_cell(study: StudyConfig, family: str, budget: float, data: DictConfig | DataConfig) -> Cell:
+    """Measure the data for the family at this budget and plan the cell (refuses a budget too small)."""
+    probe = ladder.get_family(family).probe(budget)
+    cell_data = OmegaConf.to_object(OmegaConf.merge(data, {"units": probe.units, "seq_len": probe.seq_len}))
+    measured = DataMeasurements.of(prepare_data(cell_data), probe)
+    return Cell(study, plan_family(study, family, budget, measured), measured)
+
+
+def trial_config(cfg: DictConfig) -> TrainConfig:
     """The training config of the trial a job's composed config describes."""
-    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    study = StudyConfig(**raw["sweep"])
-    arch, budget = raw["arch"], float(raw["budget"])
-    if arch not in study.archs:
-        raise ValueError(f"arch {arch!r} is not one of study {study.name!r}'s architectures {study.archs}")
-    data = DataConfig.from_dict(raw["data"])
-    cell = plan_cell(study, arch, budget, data)
-    lr0, bsz0 = cell_center(study, arch, budget, cell)
-    return TrainConfig(
-        model=cell.model,
-        data=DataConfig.from_dict({**data.to_dict(), "units": cell.model.units, "seq_len": cell.model.seq_len}),
-        optim=OptimConfig(**raw["optim"]),
-        tracking=TrackingConfig(**raw["tracking"]),
-        eval=EvalConfig(**raw["eval"]),
-        budget=budget,
-        bsz=int(raw["bsz"]) if raw.get("bsz") is not None else None,
-        ratio=study.ratio,
-        seed=int(raw.get("seed", 0)),
-        output_dir=raw["output_dir"],
-        arch=arch,
-        study=study.name,
-        trial=int(raw["trial"]),
-        lr_box=list(box(lr0, study.lr_factor)),
-        bsz_box=list(box(bsz0, study.bsz_factor)),
-        **{k: raw[k] for k in ("device", "compile", "precision", "parallel", "max_micro_batch", "eval_bytes",
-                               "progress", "log_every") if k in raw},
-    )
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    return TrainConfig.from_hydra({key: raw[key] for key in TRAIN_KEYS if key in raw})
 
 
 def run_trial(cfg: DictConfig) -> dict[str, Any]:

@@ -25,7 +25,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
     key TEXT PRIMARY KEY,
-    arch TEXT NOT NULL,
+    family TEXT NOT NULL,
     budget REAL NOT NULL,
     idx INTEGER NOT NULL,
     lr REAL NOT NULL,
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS trials (
 @dataclass
 class Row:
     key: str
-    arch: str
+    family: str
     budget: float
     index: int
     lr: float
@@ -60,7 +60,7 @@ class Row:
 
     @property
     def trial(self) -> Trial:
-        return Trial(self.arch, self.budget, self.index, self.lr, self.bsz)
+        return Trial(self.family, self.budget, self.index, self.lr, self.bsz)
 
 
 class Ledger:
@@ -109,9 +109,9 @@ class Ledger:
         now = time.time()
         with self._connect() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO trials (key, arch, budget, idx, lr, bsz, status, updated) "
+                "INSERT OR IGNORE INTO trials (key, family, budget, idx, lr, bsz, status, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(t.key, t.arch, t.budget, t.index, t.lr, t.bsz, now) for t in trials],
+                [(t.key, t.family, t.budget, t.index, t.lr, t.bsz, now) for t in trials],
             )
 
     def mark(self, key: str, status: str, *, record: dict[str, Any] | None = None, error: str = "",
@@ -131,8 +131,8 @@ class Ledger:
     def rows(self) -> list[Row]:
         with self._connect() as db:
             found = db.execute(
-                "SELECT key, arch, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir "
-                "FROM trials ORDER BY arch, budget, idx"
+                "SELECT key, family, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir "
+                "FROM trials ORDER BY family, budget, idx"
             ).fetchall()
         return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12]) for r in found]
 
@@ -147,6 +147,6 @@ class Ledger:
             if row.record is not None:
                 rows.append(RunRecord.from_dict(row.record).to_row())
             else:
-                rows.append({"status": row.status, "arch": row.arch, "budget": row.budget, "lr": row.lr,
+                rows.append({"status": row.status, "family": row.family, "budget": row.budget, "lr": row.lr,
                              "bsz": row.bsz, "trial": row.index, "error": row.error})
         return pd.DataFrame(rows)

@@ -13,15 +13,15 @@ STATES = ("pending", "running", "finished", "diverged", "failed", "preempted")
 def status_table(ledger: Ledger) -> str:
     cells: dict[tuple[str, float], list] = defaultdict(list)
     for row in ledger.rows():
-        cells[(row.arch, row.budget)].append(row)
-    header = f"{'arch':<18} {'budget':>8} " + " ".join(f"{s:>9}" for s in STATES) + f" {'best loss':>10} {'best bpb':>9}"
+        cells[(row.family, row.budget)].append(row)
+    header = f"{'family':<18} {'budget':>8} " + " ".join(f"{s:>9}" for s in STATES) + f" {'best loss':>10} {'best bpb':>9}"
     lines = [header, "-" * len(header)]
-    for (arch, budget), rows in sorted(cells.items()):
+    for (family, budget), rows in sorted(cells.items()):
         counts = Counter(r.status for r in rows)
         done = [r for r in rows if r.status == "finished" and r.loss is not None]
         best = min(done, key=lambda r: r.loss) if done else None
         loss = f"{best.loss:10.4f}" if best else f"{'-':>10}"
         bpb = f"{best.bpb:9.4f}" if best and best.bpb is not None else f"{'-':>9}"
-        lines.append(f"{arch:<18} {budget_tag(budget):>8} " + " ".join(f"{counts.get(s, 0):>9}" for s in STATES)
+        lines.append(f"{family:<18} {budget_tag(budget):>8} " + " ".join(f"{counts.get(s, 0):>9}" for s in STATES)
                      + f" {loss} {bpb}")
     return "\n".join(lines)

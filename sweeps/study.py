@@ -1,6 +1,6 @@
-"""A study: architectures × compute budgets × quasi-random (LR, BSZ) trials.
+"""A study: families × compute budgets × quasi-random (LR, BSZ) trials.
 
-Each (architecture, budget) cell gets its own scrambled Sobol sequence, seeded from
+Each (family, budget) cell gets its own scrambled Sobol sequence, seeded from
 the study seed and the cell, over a box in log LR × log BSZ centred on the prior
 law's values at that budget (widths are factors: LR ×/÷ 4 means [LR/4, 4·LR]).
 The same seed always yields the same trials, and adding trials to a cell extends
@@ -19,17 +19,15 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from aunet.ladder import positive_number
-from aunet.laws import PAPER_LAWS, HyperLaws
-
-ARCHS = ("aunet2", "aunet3", "aunet4", "transformer_bytes", "transformer_bpe", "mamba_bytes")
+from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws
+from aunet.laws import HyperLaws
 
 
 @dataclass(frozen=True)
 class Trial:
     """One point of the study: what a job trains."""
 
-    arch: str
+    family: str
     budget: float
     index: int
     lr: float
@@ -38,11 +36,11 @@ class Trial:
     @property
     def key(self) -> str:
         """Stable name, also the trial's folder under the study: ``aunet2/C1e11/t3``."""
-        return f"{self.arch}/C{budget_tag(self.budget)}/t{self.index}"
+        return f"{self.family}/C{budget_tag(self.budget)}/t{self.index}"
 
     def overrides(self) -> list[str]:
-        return [f"arch={self.arch}", f"budget={self.budget:.6g}", f"trial={self.index}", f"trial_dir={self.key}",
-                f"optim.lr={self.lr:.6g}", f"bsz={self.bsz}"]
+        """What names the trial's job; the sweeper adds its search box and its plan (``sweeps.job.Cell``)."""
+        return [f"family={self.family}", f"budget={self.budget:.6g}", f"trial={self.index}", f"trial_dir={self.key}"]
 
 
 def budget_tag(budget: float) -> str:
@@ -55,13 +53,13 @@ class StudyConfig:
     """What `conf/sweep/<study>.yaml` describes."""
 
     name: str = "demo"
-    archs: list[str] = field(default_factory=lambda: ["aunet2"])
+    families: list[str] = field(default_factory=lambda: ["aunet2"])
     budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 1e12])
     ratio: float = 1.0  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
-    trials: int = 6  # quasi-random trials per (arch, budget)
+    trials: int = 6  # quasi-random trials per (family, budget)
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
-    prior: str | dict[str, Any] = "paper"  # "paper", a law file, or {aunet: {...}, bpe: {...}} inline
+    prior: Any = "paper"  # "paper", a law file, or {aunet: {...}, bpe: {...}} inline (aunet.ladder.resolve_laws)
     seed: int = 0
     max_attempts: int = 2  # runs of a failed or preempted trial before it is left as it is
     batch_size: int = 0  # jobs handed to the launcher at once (0: all pending trials)
@@ -70,7 +68,7 @@ class StudyConfig:
         if isinstance(self.budgets, (int, float, str)):
             self.budgets = [self.budgets]
         self.budgets = [parse_budget(b) for b in self.budgets]
-        self.archs = list(self.archs)
+        self.families = list(self.families)
         self.validate()
 
     def validate(self) -> None:
@@ -79,13 +77,13 @@ class StudyConfig:
 
         if not self.name or "/" in self.name:
             fail("name", f"is {self.name!r}; give a plain name (it names the study's folder and ledger)")
-        if not self.archs:
-            fail("archs", f"is empty; name at least one of {ARCHS}")
-        for arch in self.archs:
-            if arch not in ARCHS:
-                fail("archs", f"has unknown architecture {arch!r}; use any of {ARCHS}")
-        if len(set(self.archs)) != len(self.archs):
-            fail("archs", f"repeats an architecture: {self.archs}")
+        if not self.families:
+            fail("families", f"is empty; name at least one of {tuple(FAMILIES)}")
+        for family in self.families:
+            if family not in FAMILIES:
+                fail("families", f"has unknown family {family!r}; use any of {tuple(FAMILIES)}")
+        if len(set(self.families)) != len(self.families):
+            fail("families", f"repeats a family: {self.families}")
         if not self.budgets:
             fail("budgets", "is empty; give at least one compute budget in FLOPs, e.g. [1e11, 3e11, 1e12]")
         if len(set(self.budgets)) != len(self.budgets):
@@ -108,14 +106,8 @@ class StudyConfig:
         fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials")}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def prior_laws(self, arch: str) -> HyperLaws:
-        family = "bpe" if arch == "transformer_bpe" else "aunet"
-        if self.prior == "paper":
-            return PAPER_LAWS[family]
-        if isinstance(self.prior, str):
-            return HyperLaws.from_file(self.prior)
-        spec = self.prior.get(family, self.prior)
-        return HyperLaws.from_dict(spec)
+    def prior_laws(self, family: str) -> HyperLaws:
+        return resolve_laws(self.prior, get_family(family).units)
 
 
 def parse_budget(value: Any) -> float:
@@ -123,9 +115,9 @@ def parse_budget(value: Any) -> float:
     return positive_number("budget", value, "a compute budget in FLOPs, e.g. 1e12 or 3.5e11")
 
 
-def unit_points(arch: str, budget: float, seed: int, n: int) -> np.ndarray:
+def unit_points(family: str, budget: float, seed: int, n: int) -> np.ndarray:
     """The first ``n`` points of the cell's scrambled Sobol sequence in [0, 1)²."""
-    cell = hashlib.sha256(f"{seed}:{arch}:{budget:.6g}".encode()).digest()
+    cell = hashlib.sha256(f"{seed}:{family}:{budget:.6g}".encode()).digest()
     sampler = qmc.Sobol(d=2, scramble=True, seed=int.from_bytes(cell[:8], "little"))
     with warnings.catch_warnings():  # a prefix of any length is wanted: trials extend their cell's sequence
         warnings.filterwarnings("ignore", message="The balance properties of Sobol")
@@ -136,16 +128,16 @@ def box(center: float, factor: float) -> tuple[float, float]:
     return center / factor, center * factor
 
 
-def cell_trials(study: StudyConfig, arch: str, budget: float, seq_len: int, lr0: float, bsz0: float,
+def cell_trials(study: StudyConfig, family: str, budget: float, seq_len: int, lr0: float, bsz0: float,
                 n: int | None = None) -> list[Trial]:
     """The quasi-random trials of one cell around the prior (``lr0``, ``bsz0``); BSZ snapped to
     whole sequences of ``seq_len`` units."""
-    points = unit_points(arch, budget, study.seed, n or study.trials)
+    points = unit_points(family, budget, study.seed, n or study.trials)
     lr_lo, lr_hi = box(lr0, study.lr_factor)
     bsz_lo, bsz_hi = box(bsz0, study.bsz_factor)
     trials = []
     for index, (u_lr, u_bsz) in enumerate(points):
         lr = math.exp(math.log(lr_lo) + u_lr * (math.log(lr_hi) - math.log(lr_lo)))
         bsz = math.exp(math.log(bsz_lo) + u_bsz * (math.log(bsz_hi) - math.log(bsz_lo)))
-        trials.append(Trial(arch, budget, index, float(f"{lr:.4g}"), max(1, round(bsz / seq_len)) * seq_len))
+        trials.append(Trial(family, budget, index, float(f"{lr:.4g}"), max(1, round(bsz / seq_len)) * seq_len))
     return trials

@@ -21,17 +21,16 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
-from aunet.data import DataConfig
 from aunet.record import RunRecord
-from sweeps.job import cell_center, plan_cell
+from sweeps.job import plan_cell
 from sweeps.ledger import Ledger, Row
 from sweeps.report import status_table
-from sweeps.study import StudyConfig, cell_trials
+from sweeps.study import StudyConfig
 
 log = logging.getLogger(__name__)
 
 #: Overrides the sweeper sets per trial; on the command line they would fight it.
-TRIAL_KEYS = ("arch", "budget", "trial", "trial_dir", "bsz", "optim.lr")
+TRIAL_KEYS = ("family", "budget", "trial", "trial_dir", "plan", "model", "lr_box", "bsz_box", "bsz", "optim.lr")
 
 
 def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: bool = True) -> list[JobReturn]:
@@ -41,17 +40,12 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         if key in TRIAL_KEYS:
             raise ValueError(f"'{argument}': {key} is set by the study for each trial; change the study "
                              f"(conf/sweep/) instead")
-    study = StudyConfig(**OmegaConf.to_container(config.sweep, resolve=True))
-    data = DataConfig.from_dict(OmegaConf.to_container(config.data, resolve=True))
+    study: StudyConfig = OmegaConf.to_object(config.sweep)
     check_launcher(config.hydra.launcher)
-    trials = []
-    for arch in study.archs:
-        for budget in study.budgets:
-            # The trial's own plan (contraction measured on the data): refuses a budget too small
-            # for the family here, before anything is submitted.
-            cell = plan_cell(study, arch, budget, data)
-            lr0, bsz0 = cell_center(study, arch, budget, cell)
-            trials += cell_trials(study, arch, budget, cell.seq_len, lr0, bsz0)
+    # Each cell planned once, with contraction measured on the data: a budget too small for the
+    # family is refused here, before anything is submitted. Each job gets its trial's plan.
+    cells = {(f, b): plan_cell(study, f, b, config.data) for f in study.families for b in study.budgets}
+    trials = [trial for cell in cells.values() for trial in cell.trials()]
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
@@ -69,7 +63,7 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         batch = todo[start : start + size]
         for row in batch:
             ledger.mark(row.key, "running", attempt=True, output_dir=str(sweep_dir / row.key))
-        overrides = [[*arguments, *row.trial.overrides(), *extra] for row in batch]
+        overrides = [[*arguments, *cells[row.family, row.budget].overrides(row.trial), *extra] for row in batch]
         tic = time.time()
         try:
             results = list(launcher.launch(overrides, initial_job_idx=start))

@@ -345,7 +345,7 @@ def test_load_checkpoint_byte_model_scores_like_the_original(tmp_path):
 
 
 def test_load_checkpoint_bpe_rebuilds_and_checks_its_tokenizer(tmp_path):
-    from aunet.data import DataConfig, open_dataset
+    from aunet.data import DataConfig, prepare_data
     from aunet.eval import load_checkpoint
     from tests.test_data_sources import make_docs, write_jsonl
 
@@ -353,7 +353,7 @@ def test_load_checkpoint_bpe_rebuilds_and_checks_its_tokenizer(tmp_path):
     write_jsonl(tmp_path / "data" / "a.jsonl", make_docs(40, seed=5))
     data = DataConfig(sources=[str(tmp_path / "data")], units="bpe", seq_len=64, valid_bytes=4000, bpe_vocab=300,
                       cache_dir=str(tmp_path / "cache"))
-    corpus = open_dataset(data)
+    corpus = prepare_data(data)
     cfg = ModelConfig(arch="transformer", units="bpe", vocab_size=corpus.tokenizer.vocab_size, dims=[32], layers=[1],
                       head_dims=[16], ffn_dims=[64], seq_len=64, window=None)
     run = tmp_path / "run"

@@ -19,10 +19,8 @@ from aunet.data.config import DEFAULT_SEQ_LEN, DataConfig, default_cache_dir
 from aunet.data.corpus import (
     Corpus,
     CorpusTooSmallError,
-    Dataset,
     check_corpus,
     heldout_docs,
-    open_dataset,
     prepare_data,
 )
 from aunet.data.default_corpus import default_corpus_dir, prepare_default_corpus
@@ -48,7 +46,6 @@ __all__ = [
     "CorpusInfo",
     "CorpusTooSmallError",
     "DataConfig",
-    "Dataset",
     "DocStream",
     "EvalSet",
     "PackedLoader",
@@ -62,7 +59,6 @@ __all__ = [
     "iter_docs",
     "load_tokenizer",
     "make_eval_set",
-    "open_dataset",
     "measure_compression",
     "prepare_data",
     "prepare_default_corpus",

@@ -281,10 +281,6 @@ class Corpus:
         total = levels.numel()
         return [total / max(1, int((levels >= k).sum())) for k in range(model_cfg.n_stages)]
 
-    def check_size(self, units_needed: float) -> dict[str, Any]:
-        """Alias of :meth:`check` (the trainer's name)."""
-        return self.check(int(math.ceil(units_needed)))
-
     def summary(self) -> dict[str, Any]:
         out = {**self.info.summary(), "units": self.units, "seq_len": self.cfg.seq_len,
                "vocab_size": self.vocab_size, "bytes_per_unit": self.bytes_per_unit,
@@ -299,20 +295,11 @@ def replace_seed(stream: DocStream, seed: int) -> DocStream:
                      stream.shuffle_bytes, stream.text_field, stream.max_doc_bytes)
 
 
-#: The trainer's name for a prepared corpus.
-Dataset = Corpus
-
-
-def open_dataset(cfg: DataConfig, world_size: int = 1, progress: bool | None = None) -> Corpus:
-    """Prepare the corpus for a run (``world_size`` is accepted for symmetry; every rank prepares).
+def prepare_data(cfg: DataConfig, progress: bool | None = None) -> Corpus:
+    """Check and prepare everything a run needs (see :class:`Corpus`).
 
     Caches are written under file locks and atomically, so concurrent ranks are safe.
     """
-    return Corpus.prepare(cfg, progress)
-
-
-def prepare_data(cfg: DataConfig, progress: bool | None = None) -> Corpus:
-    """Check and prepare everything the run needs (see :class:`Corpus`)."""
     return Corpus.prepare(cfg, progress)
 
 

@@ -51,7 +51,7 @@ def load_codec(record: dict[str, Any] | None, tokenizer: str | None = None, run_
     ValueError says how to give the right one (a different $AUNET_CACHE or corpus
     version trains a different BPE with the same vocabulary size).
     """
-    from aunet.data import DataConfig, load_tokenizer, open_dataset
+    from aunet.data import DataConfig, load_tokenizer, prepare_data
 
     if tokenizer:
         return load_tokenizer(tokenizer)
@@ -65,7 +65,7 @@ def load_codec(record: dict[str, Any] | None, tokenizer: str | None = None, run_
     cfg = DataConfig.from_dict(data)
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer, cfg.eos_token)
-    corpus = open_dataset(cfg)  # the cached BPE trained on that corpus (retrained identically if missing)
+    corpus = prepare_data(cfg)  # the cached BPE trained on that corpus (retrained identically if missing)
     expected = record.get("bytes_per_unit")
     if isinstance(expected, (int, float)) and expected > 0:
         found = corpus.bytes_per_unit

@@ -1,0 +1,5 @@
+import sys
+
+from aunet.ladder.cli import main
+
+sys.exit(main())

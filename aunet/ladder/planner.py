@@ -1,0 +1,369 @@
+"""Plans: (family or model, budget, ratio, law, data measurements) -> RunPlan.
+
+``plan_model`` is the one function that turns a budget into a batch size (whole
+sequences) and a number of steps; ``plan`` picks a family's model for the budget and
+ratio, then calls it. ``resolve_laws`` is the one place a hyperparameter law is chosen.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from aunet.config import ModelConfig
+from aunet.flops import count_params, flops_breakdown, resolve_contraction
+from aunet.ladder.families import LLAMA3_BYTES_PER_TOKEN, Rung, family_config, family_of, get_family, rungs
+from aunet.laws import PAPER_LAWS, HyperLaws
+
+CONVENTIONS = {
+    "total": "compute spent, head included: N x F",
+    "paper": "the paper's C: N x F_no-head",
+}
+LAW_AT = ("auto", "paper", "budget")
+#: The paper's law for a model's units (the byte law for every byte model, the BPE law for tokens).
+PAPER_LAW_FOR_UNITS = {"bytes": "aunet", "bpe": "bpe"}
+
+
+@dataclass
+class RunPlan:
+    """One training run as planned (all counts in the model's input units). Also a structured config:
+    a sweep ships it with each trial, and the trainer runs it."""
+
+    name: str
+    family: str
+    model: ModelConfig
+    budget: float  # FLOPs: the compute spent (convention "total") or the paper's C ("paper")
+    ratio: float  # requested γ, LLaMA-3-token units (nan: none requested)
+    flops_per_unit: float  # F, output head included (Table 10's FLOPs/token)
+    flops_per_unit_ratio: float  # F_γ: without the output head, the F of the ratio
+    units: str  # "bytes" or "tokens"
+    bytes_per_unit: float
+    train_units: int  # steps x bsz
+    bsz: int  # input units per optimizer step (whole sequences)
+    steps: int
+    lr: float
+    law_source: str
+    achieved_ratio: float  # γ actually trained (train_units / F_γ), LLaMA-3-token units
+    total_flops: float  # train_units x F: compute spent, head included
+    paper_compute: float  # train_units x F_γ: the paper's C
+    law_compute: float  # where the law was evaluated
+    params: int
+    contraction: list[float] = field(default_factory=list)
+    bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN
+    convention: str = "total"
+    law_bsz: float = 0.0  # the law's BSZ before rounding to sequences, model units
+    steps_given: bool = False  # steps were fixed, not derived from the budget
+
+    @property
+    def seq_len(self) -> int:
+        return self.model.seq_len
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.bsz // self.model.seq_len
+
+    def for_world(self, world_size: int) -> RunPlan:
+        """This plan on ``world_size`` processes: the batch rounded to whole sequences on every process,
+        the steps re-derived from the budget (unless they were fixed)."""
+        n = self.sequences_per_step
+        if n % world_size == 0:
+            return self
+        bsz = max(world_size, round(n / world_size) * world_size) * self.seq_len
+        per_unit = self.flops_per_unit if self.convention == "total" else self.flops_per_unit_ratio
+        steps = self.steps if self.steps_given else whole_steps(self.budget, per_unit, bsz)
+        scale = steps * bsz / self.train_units
+        return replace(self, bsz=bsz, steps=steps, train_units=steps * bsz, total_flops=self.total_flops * scale,
+                       paper_compute=self.paper_compute * scale, achieved_ratio=self.achieved_ratio * scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        out["model"] = self.model.to_dict()
+        return out
+
+    def record_fields(self) -> dict[str, Any]:
+        """The fields of ``aunet.record.RunRecord`` this plan fixes."""
+        return dict(family=self.family, budget=self.budget, lr=self.lr, bsz=float(self.bsz), units=self.units,
+                    bytes_per_unit=self.bytes_per_unit, model=self.model.name, ratio=self.ratio,
+                    flops_per_unit=self.flops_per_unit, params=float(self.params), steps=self.steps,
+                    train_units=float(self.train_units), contraction=list(self.contraction))
+
+    def to_overrides(self) -> list[str]:
+        """Hydra overrides of ``conf/train.yaml`` (``aunet.train.TrainConfig``) that run this plan.
+
+        ``++`` sets a key whether or not the composed config has it (a preset may leave
+        fields at their defaults).
+        """
+        out = [f"++model.{k}={hydra_value(v)}" for k, v in self.model.to_dict().items()]
+        out += [f"++{k}={hydra_value(v)}" for k, v in (
+            ("family", self.family), ("budget", self.budget), ("ratio", self.ratio), ("bsz", self.bsz),
+            ("steps", self.steps), ("optim.lr", self.lr))]
+        return out
+
+    def table(self) -> str:
+        m = self.model
+        rows = [
+            ("plan", self.name),
+            ("family", f"{self.family} ({m.arch}, {self.units})"),
+            ("budget", f"{self.budget:.3g} FLOPs ({CONVENTIONS[self.convention]})"),
+            ("ratio", f"{self.ratio:g} requested, {self.achieved_ratio:.3g} achieved (LLaMA-3-token units)"),
+            ("dims", _fmt_list(m.dims)),
+            ("layers", _fmt_list(m.layers)),
+            ("head_dims", _fmt_list(m.head_dims)),
+            ("ffn_dims", _fmt_list(m.ffn_dims)),
+            ("seq_len / window", f"{m.seq_len} / {m.window if m.arch == 'aunet' else 'full'}"),
+            ("vocab_size", str(m.vocab_size)),
+            ("params", f"{self.params:,}"),
+            (f"FLOPs/{self.units[:-1]}", f"{self.flops_per_unit:.4g} (head included)"),
+            (f"FLOPs/{self.units[:-1]} no head", f"{self.flops_per_unit_ratio:.4g} (the paper's F of the ratio)"),
+            ("contraction", _fmt_list([round(c, 3) for c in self.contraction])),
+            (f"train {self.units}", f"{self.train_units:.4g}"),
+            (f"batch ({self.units}/step)", f"{self.bsz:,} = {self.sequences_per_step} x {m.seq_len} (law: {self.law_bsz:.4g})"),
+            ("steps", f"{self.steps:,}"),
+            ("peak LR", f"{self.lr:.4g}"),
+            ("law", f"{self.law_source}, at C = {self.law_compute:.3g}"),
+            ("compute spent", f"{self.total_flops:.3g} FLOPs (head included); paper's C {self.paper_compute:.3g}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def to_override(self) -> str:
+        """The whole plan as one Hydra override, ``plan={...}`` (how a sweep ships it with a trial)."""
+        return f"plan={hydra_value(self.to_dict())}"
+
+
+def hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar (strings quoted, floats exact)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and not (_BARE.fullmatch(value) and value.lower() not in _KEYWORDS):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
+
+
+_BARE = re.compile(r"[A-Za-z_][\w\-]*")
+_KEYWORDS = ("null", "true", "false", "inf", "nan")
+
+
+def _fmt_list(values: Sequence) -> str:
+    return "; ".join(str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class DataMeasurements:
+    """What the planner needs from the data: AU-Net's contraction, a BPE's bytes per token and vocabulary."""
+
+    contraction: list[float] | None = None
+    bpe_bytes_per_token: float | None = None
+    vocab_size: int | None = None
+
+    @classmethod
+    def of(cls, corpus: Any, model: ModelConfig) -> DataMeasurements:
+        """Measured on a prepared corpus (``aunet.data.Corpus``) for ``model``'s units, sequences and splits."""
+        bpe = model.units == "bpe"
+        return cls(corpus.contraction(model) if model.arch == "aunet" else None,
+                   corpus.bytes_per_unit if bpe else None, corpus.vocab_size if bpe else None)
+
+
+def resolve_laws(spec: HyperLaws | str | Path | dict | None, units: str) -> HyperLaws:
+    """The hyperparameter law for a model reading ``units`` ("bytes" or "bpe").
+
+    ``spec``: None or "paper" (the paper's law for those units), a HyperLaws, a JSON file of
+    one, one law as a dict, or a dict of laws keyed like ``PAPER_LAWS`` ("aunet", "bpe").
+    """
+    key = PAPER_LAW_FOR_UNITS[units]
+    if spec is None or spec == "paper":
+        return PAPER_LAWS[key]
+    if isinstance(spec, HyperLaws):
+        return spec
+    if isinstance(spec, dict):
+        return HyperLaws.from_dict(spec.get(key, spec))
+    return HyperLaws.from_file(spec)
+
+
+def is_paper_law(law: HyperLaws) -> bool:
+    return any(law == paper for paper in PAPER_LAWS.values())
+
+
+def positive_number(name: str, value: Any, example: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not a number; give {example}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}; give {example}")
+    return number
+
+
+def whole_steps(budget: float, per_unit: float, bsz: int) -> int:
+    """Optimizer steps of ``bsz`` units that spend ``budget`` FLOPs at ``per_unit`` FLOPs per unit."""
+    return round(budget / per_unit / bsz)
+
+
+def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | str | Path | dict | None = None,
+               ratio: float = math.nan, family: str | None = None, measured: DataMeasurements | None = None,
+               bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN, convention: str = "total", law_at: str = "auto",
+               bsz: int | None = None, lr: float | None = None, steps: int | None = None) -> RunPlan:
+    """Plan a run of ``model``: batch size in whole sequences, steps that spend ``budget``, peak LR.
+
+    ``bsz``/``lr`` default to the law's at the budget (see the package docstring for where the
+    law is evaluated); ``steps`` fixes the number of steps (``budget`` None: it is what they spend).
+    Refuses a budget that buys less than one step, naming the smallest one that works.
+    """
+    measured = measured or DataMeasurements()
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r}: use one of {sorted(CONVENTIONS)}")
+    if law_at not in LAW_AT:
+        raise ValueError(f"law_at {law_at!r}: use one of {LAW_AT}")
+    law = resolve_laws(laws, model.units)
+    breakdown = flops_breakdown(model, measured.contraction)
+    f_total, f_gamma = breakdown.total, breakdown.without_head
+    per_unit = f_total if convention == "total" else f_gamma
+    bpe = model.units == "bpe"
+    units = "tokens" if bpe else "bytes"
+    b_unit = (measured.bpe_bytes_per_token or bytes_per_token) if bpe else 1.0
+    seq = model.seq_len
+    if budget is None:
+        if steps is None or bsz is None:
+            raise ValueError("train config: give a budget, or both steps and bsz (the law needs a budget)")
+        budget = per_unit * max(1, round(bsz / seq)) * seq * steps
+    at_paper = law_at == "paper" or (law_at == "auto" and is_paper_law(law))
+
+    def law_point(c: float) -> tuple[float, float]:
+        """(the compute the law is evaluated at, its BSZ in model units) for a budget c."""
+        at = c * f_gamma / f_total if at_paper and convention == "total" else c
+        law_bsz = law.bsz(at)
+        if law.units != units:
+            law_bsz = law_bsz * (bytes_per_token if law.units == "tokens" else 1.0) / b_unit
+        return at, law_bsz
+
+    def batch(c: float) -> int:
+        return max(1, round((bsz if bsz is not None else law_point(c)[1]) / seq)) * seq
+
+    law_c, law_bsz = law_point(budget)
+    n_units = batch(budget)
+    n_steps = steps if steps is not None else whole_steps(budget, per_unit, n_units)
+    if n_steps < 1:
+        raise ValueError(_too_small(budget, model, family or family_of(model), per_unit, n_units, units,
+                                    lambda c: whole_steps(c, per_unit, batch(c)) >= 1))
+    train_units = n_steps * n_units
+    unit_factor = (bytes_per_token / b_unit) ** 2  # γ_unit / γ
+    return RunPlan(
+        name=model.name, family=family or family_of(model), model=model, budget=float(budget), ratio=float(ratio),
+        flops_per_unit=f_total, flops_per_unit_ratio=f_gamma, units=units, bytes_per_unit=b_unit,
+        train_units=train_units, bsz=n_units, steps=n_steps, lr=float(lr) if lr is not None else law.lr(law_c),
+        law_source=law.source or "custom law", achieved_ratio=train_units / f_gamma / unit_factor,
+        total_flops=train_units * f_total, paper_compute=train_units * f_gamma, law_compute=law_c,
+        params=count_params(model), contraction=list(breakdown.contraction), bytes_per_token=bytes_per_token,
+        convention=convention, law_bsz=law_bsz, steps_given=steps is not None,
+    )
+
+
+def _too_small(budget: float, model: ModelConfig, family: str, per_unit: float, bsz: int, units: str,
+               works) -> str:
+    """The refusal of a budget that buys no whole step, with the smallest budget that does."""
+    hi = budget * 2
+    while not works(hi):
+        hi *= 2
+    lo = hi / 2
+    for _ in range(60):  # bisect in log space: more budget never buys fewer steps
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    exponent = math.floor(math.log10(hi)) - 2
+    need = math.ceil(hi / 10**exponent) * 10**exponent  # 3 significant digits, rounded up
+    return (f"budget {budget:.3g} FLOPs is too small for model {model.name or family!r} ({per_unit:.3g} FLOPs per "
+            f"{units[:-1]}): one step of {bsz:,} {units} costs {per_unit * bsz:.3g} FLOPs and this budget buys "
+            f"{budget / per_unit / bsz:.3g} of one; the smallest budget that buys a whole step is {need:.3g} FLOPs")
+
+
+def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path | dict | None = None,
+         seq_len: int | None = None, contraction: Sequence[float] | None = None,
+         bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN, *, window: int | None = None,
+         vocab_size: int | None = None, bpe_bytes_per_token: float | None = None,
+         convention: str = "total", law_at: str = "auto", bsz: int | None = None, lr: float | None = None) -> RunPlan:
+    """Choose the model, data, batch size, steps and prior LR for budget C and ratio γ.
+
+    ``family``: a family of ``FAMILIES``. ``budget``: FLOPs, the compute spent
+    (``convention="total"``) or the paper's C = N x F_no-head (``"paper"``); see the
+    package docstring. ``ratio``: γ in LLaMA-3-token units. ``laws``: see ``resolve_laws``.
+    ``seq_len``/``window``/``vocab_size``: None picks the regime's (paper sizes from 1e16
+    FLOPs up, CPU sizes below). ``contraction``: AU-Net's bytes per vector per stage (None:
+    ``aunet.flops.DEFAULT_CONTRACTION``). ``bytes_per_token``: k, bytes per LLaMA-3
+    token on the data. ``bpe_bytes_per_token``: bytes per token of a BPE model's own
+    tokenizer (None: a LLaMA-3-like tokenizer, k). ``law_at``: where to evaluate the
+    law: "paper" (N x F_no-head), "budget", or "auto" (the paper's laws at N x F_no-head,
+    any other law at the budget). ``bsz``/``lr``: a trial's own, instead of the law's.
+    """
+    fam = get_family(family)
+    budget = positive_number("budget", budget, "a compute budget in FLOPs, e.g. 1e20")
+    ratio = positive_number("ratio", ratio, "a data-to-model ratio in LLaMA-3 tokens per FLOP/token, e.g. 10")
+    bytes_per_token = positive_number("bytes_per_token", bytes_per_token, "bytes per LLaMA-3 token, e.g. 4.56")
+    if bpe_bytes_per_token is not None:
+        bpe_bytes_per_token = positive_number("bpe_bytes_per_token", bpe_bytes_per_token, "e.g. 3.8 for a 4k BPE")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r}: use one of {sorted(CONVENTIONS)}")
+    regime_seq, regime_window, regime_vocab = fam.regime(budget)
+    seq_len = regime_seq if seq_len is None else seq_len
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len {seq_len!r} must be a positive whole number of input units")
+    window = (window if window is not None else regime_window) if fam.arch == "aunet" else None
+    if window is not None and window < 1:
+        raise ValueError(f"window {window} must be a positive number of bytes")
+    vocab = (vocab_size or regime_vocab) if fam.units == "bpe" else None
+    b_unit = (bpe_bytes_per_token or bytes_per_token) if fam.units == "bpe" else 1.0
+    unit_factor = (bytes_per_token / b_unit) ** 2  # γ_unit / γ
+    gamma_unit = ratio * unit_factor
+    contraction_key = None
+    probe = family_config(fam, 256, 1, seq_len, window, vocab)
+    if fam.arch == "aunet":
+        contraction_key = tuple(resolve_contraction(probe, contraction))
+    elif contraction is not None:
+        resolve_contraction(probe, contraction)  # raises: only AU-Net pools
+    ladder = rungs(fam.name, seq_len, window, vocab, contraction_key, bytes_per_token / b_unit)
+
+    def cost(r: Rung) -> float:  # budget / γ_unit for this rung
+        return r.flops_ratio * (r.flops if convention == "total" else r.flops_ratio)
+
+    # Keep a chain on which cost, F and F_no-head all grow, so that every one of them
+    # grows with the budget (a wide shallow rung can cost more yet have a smaller F_no-head).
+    chain: list[Rung] = []
+    for r in sorted(ladder, key=lambda r: (cost(r), r.main)):
+        if not chain or (r.flops_ratio >= chain[-1].flops_ratio and r.flops >= chain[-1].flops):
+            chain.append(r)
+    unit = "byte" if fam.units == "bytes" else "token"
+    what = "F x F_no-head" if convention == "total" else "F_no-head²"
+    smallest, largest = chain[0], chain[-1]
+    if budget < gamma_unit * cost(smallest):
+        need = gamma_unit * cost(smallest)
+        raise ValueError(
+            f"budget {budget:.3g} FLOPs is too small for the smallest {fam.name} model (main width "
+            f"{smallest.main}, depth {smallest.depth}: {smallest.flops:.3g} FLOPs/{unit}, seq_len {seq_len}) "
+            f"at ratio {ratio:g}: it needs at least {need:.3g} FLOPs (ratio x {unit_factor:.4g} x {what}); "
+            f"raise the budget to >= {need:.3g} or lower the ratio to <= {budget / (unit_factor * cost(smallest)):.3g}"
+        )
+    if budget > gamma_unit * cost(largest) * 1.1:
+        most = gamma_unit * cost(largest)
+        raise ValueError(
+            f"budget {budget:.3g} FLOPs at ratio {ratio:g} is beyond the largest {fam.name} model of the ladder "
+            f"(main width {largest.main}, {largest.flops:.3g} FLOPs/{unit}); use a budget of at most "
+            f"{most:.3g} FLOPs or a larger ratio"
+        )
+    log_t = math.log(budget / gamma_unit)
+    best = min(chain, key=lambda r: (abs(math.log(cost(r)) - log_t), cost(r)))
+    model = family_config(fam, best.main, best.depth, seq_len, window, vocab)
+    model.name = f"{fam.name}_C{budget:.2g}_r{ratio:g}".replace("+", "")
+    return plan_model(model, budget, laws=laws, ratio=ratio, family=fam.name,
+                      measured=DataMeasurements(list(contraction_key) if contraction_key else None, bpe_bytes_per_token),
+                      bytes_per_token=bytes_per_token, convention=convention, law_at=law_at, bsz=bsz, lr=lr)
+
