@@ -68,7 +68,8 @@ def test_presets_load_into_model_config(name):
     if cfg.units == "bpe":
         assert cfg.arch == "transformer" and cfg.vocab_size in (128256, 4096)
     if name in TABLE9_PRESETS:
-        assert cfg.seq_len == (8192 if cfg.units == "bytes" else cfg.seq_len)
+        bpe_seq = 4096 if name in ("transformer_bpe_1b", "transformer_bpe_7b") else 2048  # Table 10
+        assert cfg.seq_len == (8192 if cfg.units == "bytes" else bpe_seq)
         if cfg.arch == "aunet":
             assert cfg.window == 512
         if name.startswith("scaling_baseline"):
@@ -232,7 +233,7 @@ def test_overrides_table_and_record():
     overrides = p.to_overrides()
     assert any(o.startswith("++model.dims=[") for o in overrides)
     assert f"++steps={p.steps}" in overrides and "++model.window=512" in overrides
-    assert f"++optim.lr={p.lr!r}" in overrides and "++arch=aunet2" in overrides
+    assert f"++optim.lr={p.lr!r}" in overrides and "++family=aunet2" in overrides
     text = p.table()
     for word in ("dims", "steps", "peak LR", "contraction", "compute spent"):
         assert word in text
@@ -242,10 +243,10 @@ def test_overrides_table_and_record():
 
 
 def test_cli_prints_a_plan(capsys):
-    assert main(["--arch", "aunet2", "--budget", "1e20", "--ratio", "10"]) == 0
+    assert main(["--family", "aunet2", "--budget", "1e20", "--ratio", "10"]) == 0
     out = capsys.readouterr().out
     assert "aunet2" in out and "peak LR" in out
-    assert main(["--arch", "transformer_bpe", "--budget", "1e19", "1e20", "--ratio", "10"]) == 0
+    assert main(["--family", "transformer_bpe", "--budget", "1e19", "1e20", "--ratio", "10"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
     assert main(["--presets"]) == 0
     assert "scaling_aunet3_1e22" in capsys.readouterr().out
@@ -296,9 +297,9 @@ def test_bad_contraction_and_seq_len():
 
 
 def test_cli_errors_exit_2(capsys):
-    assert main(["--arch", "aunet2", "--budget", "1e11", "--ratio", "10"]) == 2
+    assert main(["--family", "aunet2", "--budget", "1e11", "--ratio", "10"]) == 2
     assert "too small" in capsys.readouterr().err
-    assert main(["--arch", "aunet2", "--budget", "1e20", "--ratio", "-1"]) == 2
+    assert main(["--family", "aunet2", "--budget", "1e20", "--ratio", "-1"]) == 2
     assert "ratio" in capsys.readouterr().err
 
 
@@ -324,3 +325,45 @@ def test_overrides_compose_into_the_training_config(tmp_path):
     run = train.TrainConfig.from_hydra(cfg)
     assert run.model == p.model and (run.steps, run.bsz, run.budget) == (p.steps, p.bsz, p.budget)
     assert run.optim.lr == pytest.approx(p.lr)
+
+
+# ---- one planner: plan_model for a given model -------------------------------------------
+
+
+def test_a_budget_below_one_step_is_refused_with_the_smallest_that_works():
+    from aunet.ladder import plan_model
+
+    tiny = load_preset("aunet2_tiny")
+    with pytest.raises(ValueError, match="too small for model 'aunet2_tiny'") as err:
+        plan_model(tiny, 1e3)
+    need = float(str(err.value).split("buys a whole step is ")[1].split(" ")[0])
+    assert plan_model(tiny, need).steps == 1  # what it names works
+    with pytest.raises(ValueError, match="too small"):
+        plan_model(tiny, need / 1.1)  # and is the smallest, to its 3 significant digits
+    with pytest.raises(ValueError, match="too small"):
+        plan_model(tiny, 1e3, bsz=4096, lr=1e-3)  # a given batch size too
+
+
+def test_a_law_in_tokens_is_converted_for_a_byte_model_as_in_the_ladder():
+    from aunet.ladder import plan_model
+
+    tokens = HyperLaws(PowerLaw(1000.0, 0.0), PowerLaw(1e-3, 0.0), "tokens", "in tokens")
+    p = plan_model(load_preset("aunet2_tiny"), 1e12, laws=tokens)
+    assert p.law_bsz == pytest.approx(4560) and p.bsz == 4096 and p.lr == pytest.approx(1e-3)
+
+
+def test_the_family_plan_is_the_model_plan_of_its_model():
+    from aunet.ladder import DataMeasurements, plan_model
+
+    p = plan("aunet3", 1e13, 0.5)
+    q = plan_model(p.model, 1e13, ratio=0.5, measured=DataMeasurements(p.contraction))
+    assert q == p
+
+
+def test_a_plan_on_several_processes_keeps_whole_sequences_per_process_and_its_budget():
+    p = plan("aunet2", 1e13, 0.3, bsz=3 * 1024)
+    assert p.sequences_per_step == 3 and p.for_world(1) is p
+    q = p.for_world(2)
+    assert q.sequences_per_step == 4 and q.steps == round(p.budget / p.flops_per_unit / q.bsz)
+    assert q.train_units == q.steps * q.bsz and q.total_flops == pytest.approx(q.train_units * q.flops_per_unit)
+    assert (q.lr, q.model) == (p.lr, p.model)

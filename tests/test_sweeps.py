@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from sweeps.ledger import Ledger
-from sweeps.study import StudyConfig, Trial, cell_trials, parse_budget
+from sweeps.study import StudyConfig, Trial, box, cell_trials, parse_budget
 
 REPO = Path(__file__).resolve().parents[1]
 
 # A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB.
-TINY_STUDY = ["sweep.archs=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
+TINY_STUDY = ["sweep.families=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
               "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
 
 
@@ -36,7 +36,7 @@ def test_trials_are_reproducible_quasi_random_points_inside_the_box():
     assert all(2.5e-4 <= t.lr <= 4e-3 and t.bsz % 1024 == 0 and 4096 <= t.bsz <= 16384 for t in a)
     assert len({t.lr for t in a}) == 8  # spread out, not a grid
     assert cell_trials(study, "aunet2", 1e12, 1024, 1e-3, 8192, n=12)[:8] == a  # more trials extend the set
-    assert a[0].overrides()[:4] == ["arch=aunet2", "budget=1e+12", "trial=0", "trial_dir=aunet2/C1e12/t0"]
+    assert a[0].overrides()[:4] == ["family=aunet2", "budget=1e+12", "trial=0", "trial_dir=aunet2/C1e12/t0"]
 
 
 @pytest.mark.parametrize(
@@ -45,8 +45,8 @@ def test_trials_are_reproducible_quasi_random_points_inside_the_box():
         (dict(lr_factor=1.0), "degenerate"),
         (dict(bsz_factor=0.5), "factor f > 1"),
         (dict(trials=0), "at least one trial"),
-        (dict(archs=["aunet9"]), "unknown architecture"),
-        (dict(archs=[]), "is empty"),
+        (dict(families=["aunet9"]), "unknown family"),
+        (dict(families=[]), "is empty"),
         (dict(budgets=["lots"]), "budget 'lots' is not a number"),
         (dict(budgets=[-1e12]), "positive"),
         (dict(ratio=0), "ratio"),
@@ -176,3 +176,39 @@ def test_slurm_launcher_settings_are_checked_before_submitting(tmp_path, slurm_c
     proc = run_sweep(tmp_path / "s", "sweep.name=p", "hydra/launcher=submitit_slurm",
                      "hydra.launcher.partition=no_such_partition", env=slurm_cluster.env, timeout=120)
     assert proc.returncode != 0 and "partition 'no_such_partition' does not exist" in proc.stderr
+
+
+def test_the_sweeper_plans_a_trial_once_and_the_trainer_runs_that_plan(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from aunet.data import prepare_data
+    from aunet.optim import OptimConfig
+    from aunet.train import TrainConfig, make_plan, train
+    from sweeps.job import plan_cell, trial_config
+
+    study_args = ["sweep.name=one", "sweep.budgets=[2e10]", "sweep.trials=2", "data.valid_bytes=65536"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        base = compose("sweep", overrides=study_args)
+        study = OmegaConf.to_object(base.sweep)
+        assert isinstance(study, StudyConfig) and study.ratio == 0.005
+        cell = plan_cell(study, "aunet2", 2e10, base.data)
+        trial = cell.trials()[1]
+        shipped = cell.trial_plan(trial)
+        job = compose("sweep", overrides=[*study_args, *cell.overrides(trial), "tracking=off", "eval=none",
+                                          "eval_bytes=4096", f"output_dir={tmp_path}"])
+    cfg = trial_config(job)
+    assert cfg.plan == shipped and cfg.model == shipped.model  # shipped exactly, through Hydra's grammar
+    assert (shipped.bsz, shipped.lr) == (trial.bsz, trial.lr) and cfg.lr_box == list(box(cell.prior.lr, 4.0))
+    # The trainer planning by itself from the same model, budget, LR and BSZ finds the same plan.
+    own = TrainConfig(model=shipped.model, data=cfg.data, budget=2e10, bsz=trial.bsz, optim=OptimConfig(lr=trial.lr),
+                      ratio=0.005, family="aunet2")
+    mine = make_plan(own, prepare_data(own.data))
+    for key in ("model", "budget", "bsz", "steps", "lr", "flops_per_unit", "train_units", "contraction", "params"):
+        assert getattr(mine, key) == getattr(shipped, key), key
+    record = train(cfg)  # and it trains exactly the shipped plan
+    assert record.status == "finished", record.error
+    assert (record.steps, record.bsz, record.lr) == (shipped.steps, shipped.bsz, shipped.lr)
+    assert (record.flops_per_unit, record.contraction, record.family) == (shipped.flops_per_unit,
+                                                                          shipped.contraction, "aunet2")
+    assert record.study == "one" and record.ratio == shipped.ratio == 0.005

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from aunet.config import ModelConfig
-from aunet.data import DataConfig, open_dataset
+from aunet.data import DataConfig, prepare_data
 from aunet.flops import flops_per_unit
 from aunet.record import RunRecord
 from aunet.tracking import TrackingConfig
@@ -56,7 +56,7 @@ def test_a_run_spends_its_budget_and_writes_a_complete_record(tmp_path):
     stored = json.loads((tmp_path / "record.json").read_text())  # strict JSON: no NaN
     assert stored["status"] == "finished" and stored["config"]["model"]["dims"] == [32, 64]
     # The budget buys C / F units, rounded to whole steps of whole sequences.
-    contraction = open_dataset(cfg.data).contraction(cfg.model)
+    contraction = prepare_data(cfg.data).contraction(cfg.model)
     fpu = flops_per_unit(cfg.model, contraction)
     assert record.flops_per_unit == pytest.approx(fpu)
     assert record.train_units == record.steps * record.bsz
@@ -217,7 +217,7 @@ def test_train_cli_reports_bad_config_clearly(tmp_path):
 @pytest.mark.slow
 def test_small_aunet2_beats_a_unigram_model_by_a_wide_margin(tmp_path):
     data = DataConfig(seq_len=512, valid_bytes=65536)
-    corpus = open_dataset(data)
+    corpus = prepare_data(data)
     counts = Counter()
     for doc in corpus.train_docs():
         counts.update(doc)
@@ -255,3 +255,25 @@ def test_downstream_scores_land_in_the_record_and_a_failing_task_never_loses_it(
     assert RunRecord.read(tmp_path / "missing" / "record.json").status == "finished"
     with pytest.raises(ValueError, match="unknown task 'no_such_task'"):
         EvalConfig(tasks=["no_such_task"])
+
+
+def test_wrong_types_on_the_command_line_get_omegaconfs_one_line_message(tmp_path):
+    for override, key in (("budget=abc", "budget"), ("optim.lr=abc", "optim.lr")):
+        proc = cli("train.py", override, "tracking=off", f"hydra.run.dir={tmp_path}")
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        assert "Value 'abc' of type 'str' could not be converted to Float" in out and f"full_key: {key}" in out
+        assert "Traceback" not in out
+    assert not (tmp_path / "record.json").exists()
+
+
+def test_a_budget_too_small_for_the_model_is_refused_before_training(tmp_path):
+    proc = cli("train.py", "model=aunet2_tiny", "budget=1e3", "tracking=off", "data.valid_bytes=65536",
+               f"hydra.run.dir={tmp_path}")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert "budget 1e+03 FLOPs is too small for model 'aunet2_tiny'" in out
+    assert "the smallest budget that buys a whole step is" in out
+    record = RunRecord.read(tmp_path / "record.json")
+    assert record.status == "failed" and record.steps == 0 and "too small" in record.error
+    assert not (tmp_path / "model.pt").exists() and "train_seconds" not in record.metrics
