@@ -15,6 +15,8 @@ from aunet.splitting import default_rules, parse_rule
 
 ARCHS = ("aunet", "transformer", "mamba")
 UNITS = ("bytes", "bpe")
+#: What a batch size, a law or a record counts for a model of each ``units``: bytes, or BPE tokens.
+COUNTED_IN = {"bytes": "bytes", "bpe": "tokens"}
 UPSAMPLING = ("multilinear", "simple", "repeat")
 POOLING = ("select", "average")
 

@@ -32,7 +32,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from aunet import checkpoint, parallel
-from aunet.config import ModelConfig
+from aunet.config import COUNTED_IN, ModelConfig
 from aunet.data import Corpus, DataConfig, prepare_data
 from aunet.eval.suite import EvalConfig, run_downstream
 from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
@@ -234,7 +234,7 @@ def train(cfg: TrainConfig) -> RunRecord:
     started = time.time()
     record = RunRecord(status="running", family=cfg.family or family_of(cfg.model), budget=float(cfg.budget or "nan"),
                        lr=float(cfg.optim.lr or "nan"), bsz=float(cfg.bsz or "nan"),
-                       units="tokens" if cfg.model.units == "bpe" else "bytes", study=cfg.study, trial=cfg.trial,
+                       units=COUNTED_IN[cfg.model.units], study=cfg.study, trial=cfg.trial,
                        model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
                        lr_box=tuple(cfg.lr_box) if cfg.lr_box else None,
                        bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from aunet.config import ModelConfig
+from aunet.config import COUNTED_IN, ModelConfig
 from aunet.flops import count_params, flops_breakdown, resolve_contraction
 from aunet.ladder.families import LLAMA3_BYTES_PER_TOKEN, Rung, family_config, family_of, get_family, rungs
 from aunet.laws import PAPER_LAWS, HyperLaws
@@ -231,7 +231,7 @@ def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | st
     f_total, f_gamma = breakdown.total, breakdown.without_head
     per_unit = f_total if convention == "total" else f_gamma
     bpe = model.units == "bpe"
-    units = "tokens" if bpe else "bytes"
+    units = COUNTED_IN[model.units]
     b_unit = (measured.bpe_bytes_per_token or bytes_per_token) if bpe else 1.0
     seq = model.seq_len
     if budget is None:
