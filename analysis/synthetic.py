@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
-from aunet.laws import PAPER_LAWS, HyperLaws
+from aunet.ladder import get_family, resolve_laws
+from aunet.laws import HyperLaws
 
 BPE_BYTES_PER_TOKEN = 4.56  # DCLM compression of the LLaMA 3 tokenizer (Sec. 2.3)
 TASKS = {"hellaswag": 0.25, "arc_easy": 0.25, "piqa": 0.5}  # task -> chance accuracy
@@ -44,7 +45,7 @@ _LOSS_E = {"aunet2": 0.55, "aunet3": 0.54, "aunet4": 0.545, "transformer_bpe": 0
 
 def default_truth(arch: str) -> SyntheticTruth:
     """The paper's law of the architecture's family (BPE for token models); slightly different E per arch."""
-    laws = PAPER_LAWS["bpe" if arch == "transformer_bpe" else "aunet"]
+    laws = resolve_laws("paper", get_family(arch).units)
     return SyntheticTruth(laws, loss_e=_LOSS_E.get(arch, 0.57))
 
 
