@@ -160,6 +160,7 @@ def char_class(ch: str) -> int:
     return PUNCT
 
 
+_ASCII_CHARS = [chr(c) for c in range(128)]
 _ASCII_CLASS = np.array([char_class(chr(c)) for c in range(128)], dtype=np.uint8)
 
 
@@ -188,6 +189,7 @@ class Splitter:
         self._buffer = bytearray()
         self._chunk_start = [0] * len(self.rules)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self._pending = False  # the decoder holds the start of a multibyte character
         self._prev_class = _NO_CHAR
         self._run = 0  # characters so far in the current number or punctuation group
         self._absorbing = False  # line breaks right after punctuation join its group
@@ -225,8 +227,12 @@ class Splitter:
 
     def _push_characters(self, byte: int, marked: list[bool]) -> None:
         """Feed the word-count rules the characters this byte completes; mark the one ending here."""
-        text = self._decoder.decode(bytes((byte,)))
-        ends_here = not self._decoder.getstate()[0]  # else every character is an earlier invalid byte
+        if byte < 128 and not self._pending:
+            text, ends_here = _ASCII_CHARS[byte], True
+        else:
+            text = self._decoder.decode(bytes((byte,)))
+            self._pending = bool(self._decoder.getstate()[0])
+            ends_here = not self._pending  # else every character is an earlier invalid byte
         for j, ch in enumerate(text):
             group, word_end = self._step(char_class(ch))
             if j == len(text) - 1 and ends_here:
@@ -287,6 +293,10 @@ def _warn_no_fast_path(specs: list[str]) -> None:
 def _as_bytes(data: bytes | bytearray | list[int]) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
+    try:
+        return bytes(data)  # ids all below 256: the common row
+    except ValueError:
+        pass
     ids = np.asarray(data, dtype=np.int64)
     return np.where(ids >= 256, SPECIAL_AS_BYTE, ids).astype(np.uint8).tobytes()
 
@@ -381,18 +391,23 @@ def _characters(data: bytes, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | 
     return cls, np.cumsum(n_bytes) - 1
 
 
-def _group_marks(cls: np.ndarray) -> np.ndarray:
-    """Characters that start a number, punctuation or line-break group (every ``words:N`` stage)."""
+def _word_count_marks(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What every ``words:N`` rule needs, computed once per string.
+
+    Returns the characters that start a number, punctuation or line-break group (a mask),
+    the characters (whitespace) that end a word, and each word's index in its run of words
+    separated by single whitespace characters (longer whitespace restarts the count).
+    """
     prev = _shifted(cls, 1, _NO_CHAR)
     ws = cls >= SPACE
     prev_ws = (prev >= SPACE) & (prev != _NO_CHAR)
     grouped = (cls == NUMBER) | (cls == PUNCT)
-    marks = grouped & (cls != prev)
-    _mark_long_runs(cls, _GROUP_RUN_LIMIT, marks)
+    groups = grouped & (cls != prev)
+    _mark_long_runs(cls, _GROUP_RUN_LIMIT, groups)
     # Line breaks: the first of a whitespace run, unless it follows punctuation (then it joins
     # that group, and the first break after a later space of the run is marked).
     newline = cls == NEWLINE
-    marks |= newline & ~prev_ws & (prev != PUNCT)
+    groups |= newline & ~prev_ws & (prev != PUNCT)
     after_space = np.flatnonzero(newline & (prev == SPACE))
     if len(after_space):
         ws_runs = np.flatnonzero(ws & ~prev_ws)
@@ -400,23 +415,12 @@ def _group_marks(cls: np.ndarray) -> np.ndarray:
         first_in_run = np.append(True, run[1:] != run[:-1])
         run_start = ws_runs[run]
         began_with_break = newline[run_start] & (prev[run_start] != PUNCT)
-        marks[after_space[first_in_run & ~began_with_break]] = True
-    return marks
-
-
-def _word_group_ends(cls: np.ndarray, every: int) -> np.ndarray:
-    """Characters (whitespace) that end every ``every``-th word, counted between longer whitespace."""
-    prev = _shifted(cls, 1, _NO_CHAR)
-    ws = cls >= SPACE
-    prev_ws = (prev >= SPACE) & (prev != _NO_CHAR)
+        groups[after_space[first_in_run & ~began_with_break]] = True
     word_ends = np.flatnonzero(ws & ~prev_ws & (prev != _NO_CHAR))
-    if every == 1 or not len(word_ends):
-        return word_ends
-    restarts = np.flatnonzero(ws & prev_ws)
-    segment = np.searchsorted(restarts, word_ends)
+    segment = np.searchsorted(np.flatnonzero(ws & prev_ws), word_ends)
     index = np.arange(len(word_ends))
     first = np.maximum.accumulate(np.where(np.append(True, segment[1:] != segment[:-1]), index, 0))
-    return word_ends[(index - first) % every == every - 1]
+    return groups, word_ends, index - first
 
 
 def level_array(data: bytes, n_stages: int, rules: list[_Rule]) -> np.ndarray:
@@ -432,10 +436,10 @@ def level_array(data: bytes, n_stages: int, rules: list[_Rule]) -> np.ndarray:
             continue
         if chars is None:
             cls, last_byte = _characters(data, arr)
-            chars = cls, last_byte, _group_marks(cls)
-        cls, last_byte, groups = chars
+            chars = last_byte, *_word_count_marks(cls)
+        last_byte, groups, word_ends, rank = chars
         marks = groups.copy()
-        marks[_word_group_ends(cls, rule.every)] = True
+        marks[word_ends[rank % rule.every == rule.every - 1]] = True
         marks = np.flatnonzero(marks)
         levels[marks if last_byte is None else last_byte[marks]] = k
     levels[0] = n_stages - 1
