@@ -103,6 +103,7 @@ def test_the_papers_example_keeps_digits_and_punctuation_at_every_stage():
     (b"a\n\nb", [1, 3]),  # line breaks form one chunk
     (b"a \n b", [1, 3]),  # " \n" then " b"
     (b"a\r\nb", [1, 3]),  # CR LF is one chunk
+    (b"a\rb", [1, 2]),  # a lone CR is a line break
     (b"x  y", [1, 3]),  # "  " then "y": only a single space joins the next word
     (b" caf\xc3\xa9 ok", [6]),  # non-ASCII bytes are letters
     (b"a" * 20, [16]),  # 16 letters at most
@@ -124,6 +125,7 @@ def test_word_rule_by_hand(text, starts):
     (b"a - b c ", 2, [2, 3, 7]),  # punctuation is a group and counts as a word
     (b"a\nb", 2, [1]),  # a line break is a group (and ends the first word)
     (b"a\r\nb", 2, [1]),  # CR LF: the CR starts the group
+    (b"a b\rc d ", 2, [3, 7]),  # a lone CR is a line break: a group, and it ends the pair "a b"
     (b"a.\n\nb", 2, [1]),  # line breaks right after punctuation join its group
     (b"Stop. Go on now ", 4, [4, 15]),  # a sentence end: its period, at every stage
     (b"a b c d e ", 2, [3, 7]),
