@@ -47,9 +47,9 @@ Two ways to the same levels
 ---------------------------
 :class:`Splitter` ``.push`` decides byte by byte in O(1) per byte: it is the reference
 that generation uses. :func:`pool_levels` and ``Splitter.levels`` compute a whole byte
-string at once, vectorised over the document (numpy over character classes, the
-``regex`` engine for the rare long runs), about 20-50x faster; the tests assert that
-both give identical levels on random, adversarial and real text. A ``regex:<pattern>``
+string at once, vectorised over the document (numpy over character classes, the rare
+long runs one by one), over 100x faster (benchmarks/bench_splitting.py); the tests
+assert that both give identical levels on random, adversarial and real text. A ``regex:<pattern>``
 rule has no fast path: it falls back to ``push`` with a one-time warning.
 """
 
