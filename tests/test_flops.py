@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from aunet.config import ModelConfig
+from aunet.data import DataConfig, prepare_data
 from aunet.flops import (
     DEFAULT_CONTRACTION,
     PAPER_CONTRACTION,
@@ -89,11 +90,35 @@ def test_aunet_rows_match_table10_with_the_paper_convention(name):
     assert b.total - b.resampling == pytest.approx(TABLE10_AUNET[name], rel=0.05)
 
 
-def test_measured_contraction_makes_deep_aunets_cheaper_than_table10():
-    # Documented finding: with contraction measured on prose, stages 3-4 cost less than the paper says.
-    for name, low, high in (("aunet2_1b", 0.9, 1.05), ("aunet3_1b", 0.7, 0.85), ("aunet4_1b", 0.6, 0.75)):
+def test_prose_contraction_makes_deep_aunets_cheaper_than_table10():
+    # Documented finding: speeches contract more than the paper's web text at the deep stages.
+    for name, low, high in (("aunet2_1b", 0.9, 1.05), ("aunet3_1b", 0.8, 0.92), ("aunet4_1b", 0.78, 0.9)):
         ratio = flops_per_unit(load_preset(name)) / TABLE10_AUNET[name]
         assert low < ratio < high, (name, ratio)
+
+
+@pytest.fixture(scope="module")
+def default_corpus():
+    return prepare_data(DataConfig())
+
+
+def test_deep_stages_contract_on_the_default_corpus_as_table10_implies(default_corpus):
+    # The contraction every run measures (held-out split of the default corpus), stages 3 and 4.
+    measured = default_corpus.contraction(load_preset("aunet4_1b"))
+    assert measured[2:] == pytest.approx(PAPER_CONTRACTION[2:4], rel=0.10)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TABLE10_AUNET if "aunet2" not in n))
+def test_deep_aunets_give_table10_flops_with_stages_3_4_measured_on_the_default_corpus(default_corpus, name):
+    """Paper counting (no projections), Table 10's word stage (4.91): the deep rules alone.
+
+    The word stage of the default corpus (3.9 bytes, Bible verses and plays) puts AU-Net 2
+    itself 20-29% above Table 10; it is not what stages 3 and 4 change.
+    """
+    cfg = load_preset(name)
+    measured = default_corpus.contraction(cfg)
+    b = flops_breakdown(cfg, [1.0, PAPER_CONTRACTION[1], *measured[2:]])
+    assert b.total - b.resampling == pytest.approx(TABLE10_AUNET[name], rel=0.10)
 
 
 @pytest.mark.parametrize("name", sorted(TABLE2_PARAMS))
