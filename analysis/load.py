@@ -170,7 +170,7 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     if diverged_above is not None and not diverged_above > 1:
         raise ValueError(f"diverged_above {diverged_above} must exceed 1 (a multiple of the best loss, e.g. 1.5), "
                          "or be None to keep every finished run")
-    df = table.reset_index(drop=True).rename(columns={a: FAMILY for a in FAMILY_ALIASES if a not in table.columns}
+    df = table.reset_index(drop=True).rename(columns={a: FAMILY for a in FAMILY_ALIASES if a in table.columns}
                                              if FAMILY not in table.columns else {})
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
