@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
+from analysis.load import FAMILY
 from aunet.laws import PAPER_LAWS, HyperLaws
 
 BPE_BYTES_PER_TOKEN = 4.56  # DCLM compression of the LLaMA 3 tokenizer (Sec. 2.3)
@@ -105,7 +106,7 @@ def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, 
             ok = status[t] == "finished"
             run_bpb = bpb[t] if ok else math.nan
             row = {
-                "status": status[t], "arch": arch, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
+                "status": status[t], FAMILY: arch, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
                 "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
                 "trial": b * trials + t, "model": f"{arch}-{compute:.0e}", "ratio": design.ratio,
                 "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
