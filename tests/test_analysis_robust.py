@@ -370,3 +370,11 @@ def test_seed_noise_is_measured_and_compared_with_the_band():
     quiet_result = quiet(analyse, _seeded([0.0, 0.004]), n_boot=20)
     assert quiet_result.seed_noise["vs_band"].iloc[0] == pytest.approx(0.4)
     assert not any("seed noise" in w for w in quiet_result.warnings)
+
+
+def test_synthetic_full_grid_design():
+    df = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e18, 1e19), grid=(12, 10), fail_rate=0.0), seed=17)
+    for _, runs in df.groupby("budget"):
+        assert len(runs) == 120 and runs["lr"].round(12).nunique() == 12 and runs["bsz"].round(6).nunique() == 10
+        assert runs["lr"].min() == pytest.approx(runs["lr_min"].iloc[0]) and runs["bsz"].max() == pytest.approx(
+            runs["bsz_max"].iloc[0])
