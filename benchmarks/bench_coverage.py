@@ -9,6 +9,10 @@ analysis must set aside. For every design, budget count and estimator it prints 
 share of seeds whose 95% interval covers the true alpha (BSZ) and beta (LR), the median
 interval widths, and the ratio of the median width with divergences to the clean one.
 Targets (issue 13): coverage in [0.90, 0.98] everywhere, width ratio at most 1.25.
+Measured here (200 seeds, about 37 minutes on a shared 2-core machine): coverage 0.985
+to 1.000 in every row, so every row misses the upper bound. The reason: intervals never
+narrow below the plain bootstrap, and on these designs the plain bootstrap's standard
+error is 1.0-2.2x the spread of the exponents across seeds (band on a fixed grid: ~2x).
 """
 
 from __future__ import annotations
