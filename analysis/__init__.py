@@ -1,7 +1,7 @@
 """Scaling-law analysis of sweeps: hyperparameter laws, loss against compute, extrapolation.
 
 Entry points (figures and reports live in ``analysis.plots`` and ``analysis.report``;
-the command line is ``python -m analysis {fit,report,extrapolate}``)::
+the command line is ``python -m analysis {fit,report,extrapolate,validate,import}``)::
 
     from analysis import load_results, analyse, extrapolate
     result = analyse(load_results("multirun/"))       # every arch, band and bowl, L(C), iso-FLOP
@@ -9,6 +9,7 @@ the command line is ``python -m analysis {fit,report,extrapolate}``)::
     print(extrapolate(result, "aunet2", 1e22).text())
 """
 
+from analysis.external import import_table
 from analysis.extrapolate import Extrapolation, extrapolate
 from analysis.fits import (
     Analysis,
@@ -20,10 +21,13 @@ from analysis.fits import (
     fit_loss_curve,
     fit_power_law,
     isoflop_curves,
+    seed_noise,
 )
-from analysis.load import AnalysisWarning, load_results, validate_results
+from analysis.holdout import HoldoutCheck, validate_holdout
+from analysis.load import FAMILY, AnalysisWarning, load_results, validate_results
 
 __all__ = [
-    "Analysis", "AnalysisWarning", "Extrapolation", "HyperFit", "LawFit", "LossFit", "analyse", "extrapolate",
-    "fit_hyper_laws", "fit_loss_curve", "fit_power_law", "isoflop_curves", "load_results", "validate_results",
+    "FAMILY", "Analysis", "AnalysisWarning", "Extrapolation", "HoldoutCheck", "HyperFit", "LawFit", "LossFit", "analyse",
+    "extrapolate", "fit_hyper_laws", "fit_loss_curve", "fit_power_law", "import_table", "isoflop_curves",
+    "load_results", "seed_noise", "validate_holdout", "validate_results",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {fit,report,extrapolate}``.
+"""Command line: ``python -m analysis {fit,report,extrapolate,validate,import}``.
 
 Results come from a path (a study's output directory or ledger, a results
 CSV/Parquet/JSONL, a folder of record.json files), ``mlflow:<experiment>`` with
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.external import FLOPS_PER_PARAM_TOKEN, import_table
 from analysis.extrapolate import extrapolate
 from analysis.fits import LEVEL, Analysis, analyse
-from analysis.load import AnalysisWarning, load_results
+from analysis.holdout import validate_holdout
+from analysis.load import DIVERGED_ABOVE, FAMILY, AnalysisWarning, load_results
 from analysis.report import write_report
 
 SWEEPS = Path("outputs/sweeps")  # where `python sweep.py -m` writes one folder per study
@@ -33,7 +35,8 @@ def default_results() -> str:
                      f"the directory holding {SWEEPS} (python sweep.py -m)")
 
 
-def resolve(source: str | None, study: str | None, tracking_uri: str | None) -> pd.DataFrame:
+def resolve(source: str | None, study: str | None, tracking_uri: str | None,
+            diverged_above: float | None = DIVERGED_ABOVE) -> pd.DataFrame:
     """A path or mlflow:<experiment> is the results; any other word is a study (its folder, or its rows)."""
     if source is not None and not source.startswith("mlflow:") and not Path(source).exists():
         if study is not None:
@@ -42,7 +45,8 @@ def resolve(source: str | None, study: str | None, tracking_uri: str | None) -> 
             source, study = str(SWEEPS / source), None
         else:
             source, study = default_results(), source
-    return load_results(source or default_results(), tracking_uri=tracking_uri, study=study)
+    return load_results(source or default_results(), tracking_uri=tracking_uri, study=study,
+                        diverged_above=diverged_above)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +58,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bsz-in", choices=("units", "bytes"), default="units",
                         help="fit batch size in input units (bytes or tokens, as the paper) or in bytes")
+    parser.add_argument("--diverged-above", type=_diverged_rule, default=DIVERGED_ABOVE,
+                        help=f"set aside finished runs whose loss exceeds this multiple of their budget's best "
+                             f"(default {DIVERGED_ABOVE}; 'none' keeps every finished run)")
+
+
+def _diverged_rule(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _load(args: argparse.Namespace, source: str | None = None) -> pd.DataFrame:
+    return resolve(source if source is not None else args.source, args.study, args.tracking_uri, args.diverged_above)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {"tolerance": args.tolerance, "n_boot": args.bootstrap, "seed": args.seed, "bsz_in": args.bsz_in,
+            "diverged_above": args.diverged_above}
 
 
 def cmd_fit(args: argparse.Namespace) -> Analysis:
-    df = resolve(args.source, args.study, args.tracking_uri)
-    result = analyse(df, archs=args.arch, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
-                     bsz_in=args.bsz_in)
+    result = analyse(_load(args), archs=args.arch, **_options(args))
     if not result.laws:
         raise ValueError("no law could be fitted:\n" + "\n".join(result.warnings))
     if args.law_out:
@@ -75,23 +93,24 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
         for estimator, fit in fits.items():
             path = out / f"{arch}_{estimator}.json"
             fit.write_laws(path)
-            print(f"{arch} [{estimator}, {fit.tolerance:.2%} band, BSZ in {fit.units}] -> {path}")
+            how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic"
+            print(f"{arch} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
                 print(f"  {name:<3} = {law.coef:.4g}·C^{law.exponent:.4f}   exponent {LEVEL:.0%} CI "
                       f"[{law.exponent_ci[0]:.4f}, {law.exponent_ci[1]:.4f}]   coef CI "
                       f"[{law.coef_ci[0]:.3g}, {law.coef_ci[1]:.3g}]   dispersion {law.dispersion:.2f}")
-            columns = ["budget", "finished", "near_optimal", "best_loss", "lr_opt", "bsz_opt", "lr_resid",
-                       "bsz_resid", "edge"]
-            print(fit.budgets[[c for c in columns if c in fit.budgets]].to_string(index=False, float_format="%.4g"))
+            columns = ["budget", "group", "finished", "set_aside", "near_optimal", "best_loss", "lr_opt",
+                       "bsz_opt", "lr_resid", "bsz_resid", "edge"]
+            shown = [c for c in columns if c != "group" or fit.budgets["group"].ne("").any()]
+            print(fit.budgets[shown].to_string(index=False, float_format="%.4g"))
     for arch, loss in result.loss.items():
-        print(f"{arch}: {loss.metric} = {loss.e:.4g} + {loss.a:.4g}·C^-{loss.alpha:.4f}  (alpha CI "
+        print(f"{arch}: loss ({loss.label}) = {loss.e:.4g} + {loss.a:.4g}·C^-{loss.alpha:.4f}  (alpha CI "
               f"[{loss.alpha_ci[0]:.4f}, {loss.alpha_ci[1]:.4f}])")
     return result
 
 
 def cmd_report(args: argparse.Namespace) -> Analysis:
-    df = resolve(args.source, args.study, args.tracking_uri)
-    result = analyse(df, tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed, bsz_in=args.bsz_in)
+    result = analyse(_load(args), **_options(args))
     path = write_report(result, args.out, fmt=args.format, targets=args.budgets,
                         source=args.source or default_results())
     print(f"report written to {path}")
@@ -101,9 +120,7 @@ def cmd_report(args: argparse.Namespace) -> Analysis:
 def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     if args.source and args.results:
         raise ValueError(f"give the results once: {args.source!r} or --results {args.results!r}")
-    df = resolve(args.source or args.results, args.study, args.tracking_uri)
-    result = analyse(df, archs=[args.arch], tolerance=args.tolerance, n_boot=args.bootstrap, seed=args.seed,
-                     bsz_in=args.bsz_in)
+    result = analyse(_load(args, args.source or args.results), archs=[args.arch], **_options(args))
     recipe = extrapolate(result, args.arch, args.budget, estimator=args.estimator, ratio=args.ratio)
     if args.format == "yaml":
         text = recipe.yaml()
@@ -116,6 +133,28 @@ def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     else:
         print(recipe.text())
     return result
+
+
+def cmd_validate(args: argparse.Namespace) -> list[str]:
+    checks = validate_holdout(_load(args), args.holdout, archs=args.arch, estimator=args.estimator,
+                              **_options(args))
+    print("\n\n".join(check.text() for check in checks))
+    return []
+
+
+def cmd_import(args: argparse.Namespace) -> list[str]:
+    columns = dict(_pair(text) for text in args.column or [])
+    path = import_table(args.table, args.out, columns=columns, units=args.units, bytes_per_unit=args.bytes_per_unit,
+                        family=args.family, study=args.study, flops_per_param_token=args.flops_per_param_token)
+    print(f"{path}: {len(pd.read_csv(path))} runs; analyse with: python -m analysis report {args.out}")
+    return []
+
+
+def _pair(text: str) -> tuple[str, str]:
+    ours, sep, theirs = text.partition("=")
+    if not sep or not ours or not theirs:
+        raise ValueError(f"--column {text!r}: write OURS=THEIRS, e.g. --column loss=final_loss")
+    return ours, theirs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     _common(ex)
     ex.set_defaults(run=cmd_extrapolate)
 
+    val = commands.add_parser("validate", help="fit below a held-out budget, predict it, compare with its trials")
+    val.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    val.add_argument("--holdout", type=float, required=True, help="the held-out budget in FLOPs (one of the study's)")
+    val.add_argument("--arch", nargs="+", help=f"{FAMILY} values to check (default: all with runs at the hold-out)")
+    val.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
+    _common(val)
+    val.set_defaults(run=cmd_validate)
+
+    imp = commands.add_parser("import", help="turn an external CSV/Parquet table of runs into a study folder")
+    imp.add_argument("table", help="one row per run: family, compute (or params and tokens), lr, bsz, loss, units")
+    imp.add_argument("--out", required=True, help="the study folder to write (results.csv)")
+    imp.add_argument("--column", action="append", metavar="OURS=THEIRS",
+                     help="map a column of the table to ours, e.g. --column loss=final_loss (repeatable)")
+    imp.add_argument("--units", choices=("bytes", "tokens"), help="what lr/bsz/loss count, if no 'units' column")
+    imp.add_argument("--bytes-per-unit", type=float, help="bytes per token, if no column (losses then also in bpb)")
+    imp.add_argument("--family", help="the model family of every run, if no 'family' column")
+    imp.add_argument("--study", help="the study name (default: the folder's name)")
+    imp.add_argument("--flops-per-param-token", type=float, default=FLOPS_PER_PARAM_TOKEN,
+                     help="compute from params N and tokens D as this x N x D (default 6)")
+    imp.set_defaults(run=cmd_import)
+
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)  # the analysis keeps them; printed once below
@@ -159,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    for message in result.warnings:
+    for message in result if isinstance(result, list) else result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     return 0
 

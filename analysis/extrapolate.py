@@ -3,13 +3,12 @@
 LR and BSZ come from the fitted laws, the loss from L(C), each with the interval of
 its bootstrap replicates. The model, data size and steps come from the ladder
 (``aunet.ladder.plan``), which turns a budget, a data-to-model ratio and a law into a
-concrete run; its overrides are what a training config needs.
+concrete run; its overrides are what a training config needs. A family the ladder
+does not know (an external sweep's) gets the law-only answer, and a note says why.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from analysis.fits import Analysis
+from analysis.load import FAMILY
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Extrapolation:
     level: float
     lr: Estimate
     bsz: Estimate
-    bpb: Estimate | None
+    bpb: Estimate | None  # None when bytes per unit are unknown
     loss: Estimate | None  # nats per input unit
     ratio: float | None
     plan: Any | None = None  # aunet.ladder.RunPlan
@@ -58,8 +58,9 @@ class Extrapolation:
                      ("batch", f"{p.bsz:,}", f"{p.units} per step = {p.sequences_per_step} x {p.model.seq_len}")]
         if self.steps is not None:
             rows.append(("steps", str(self.steps), "optimizer steps"))
-        if self.loss is not None and self.bpb is not None:
-            rows.append(("loss", str(self.loss), "nats per input unit"))
+        if self.loss is not None:
+            rows.append(("loss", str(self.loss), f"nats per {self.units.removesuffix('s')}"))
+        if self.bpb is not None:
             rows.append(("bpb", str(self.bpb), "bits per byte"))
         return rows
 
@@ -115,12 +116,16 @@ def extrapolate(analysis: Analysis, arch: str, budget: float, *, estimator: str 
         raise ValueError(f"target budget {budget} must be a positive number of FLOPs, e.g. 1e22")
     fit = analysis.law(arch, estimator)
     lr, bsz = (Estimate(*(float(v[0]) for v in law.predict(budget))) for law in (fit.lr, fit.bsz))
-    runs = analysis.results[analysis.results["arch"] == arch]
+    runs = analysis.results[analysis.results[FAMILY] == arch]
     bpb = loss = None
     if arch in analysis.loss:
-        bpb = Estimate(*(float(v[0]) for v in analysis.loss[arch].predict(budget)))
-        to_loss = math.log(2) * float(runs["bytes_per_unit"].median())
-        loss = Estimate(bpb.value * to_loss, bpb.lo * to_loss, bpb.hi * to_loss)
+        curve = analysis.loss[arch]
+        predicted = Estimate(*(float(v[0]) for v in curve.predict(budget)))
+        if curve.metric == "bpb":
+            bpb, to_loss = predicted, math.log(2) * float(runs["bytes_per_unit"].median())
+            loss = Estimate(bpb.value * to_loss, bpb.lo * to_loss, bpb.hi * to_loss)
+        else:  # nats per unit: bytes per unit unknown, so no bits per byte
+            loss = predicted
     if ratio is None and "ratio" in runs.columns and np.isfinite(runs["ratio"]).any():
         ratio = float(runs["ratio"].median())
     result = Extrapolation(arch, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss, ratio)
@@ -129,11 +134,13 @@ def extrapolate(analysis: Analysis, arch: str, budget: float, *, estimator: str 
 
 
 def _add_plan(result: Extrapolation, fit) -> None:
-    """Model, data and steps from the ladder, when it exists."""
-    if importlib.util.find_spec("aunet.ladder") is None:
-        result.note = "model, data size and steps wait for aunet.ladder (not in this checkout yet)"
+    """Model, data and steps from the ladder, for the families it knows."""
+    from aunet import ladder
+
+    if result.arch not in ladder.FAMILIES:
+        result.note = (f"no model shape, data size or steps: the ladder knows no family {result.arch!r} (it knows "
+                       f"{', '.join(sorted(ladder.FAMILIES))}); LR, BSZ and loss come from the fitted laws alone")
         return
-    ladder = importlib.import_module("aunet.ladder")
     if result.ratio is None or not math.isfinite(result.ratio):
         result.note = "model, data size and steps need a data-to-model ratio: pass --ratio"
         return

@@ -4,9 +4,10 @@ Uncertainty comes from one bootstrap design used everywhere: the runs of each bu
 are resampled with replacement (as multinomial weights, so a thousand replicates are
 a few matrix products) and each replicate re-estimates every budget's optimum. The
 budgets' bootstrap variances propagate into the law, whose scale is then checked
-against the budgets' actual scatter around it (see ``_law_from_estimates``), so the
-intervals stay calibrated when the bootstrap is conservative (it is, for space-filling
-Sobol designs) or the law does not fit.
+against the budgets' actual scatter around it (see ``_law_from_estimates``): the
+intervals widen when the law does not fit, and never narrow below the plain
+bootstrap (with 3-5 budgets the scatter has 1-3 degrees of freedom: too few to trust
+a smaller scale).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.load import NOT_TASKS, load_results, warn
+from analysis.load import DIVERGED_ABOVE, FAMILY, GROUP_KEYS, NOT_TASKS, load_results, warn
 from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
 
 LEVEL = 0.95
@@ -25,6 +26,7 @@ MIN_BUDGETS = 3  # a slope and one degree of freedom for its scatter
 BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
 EDGE = 0.1  # the outer tenth of a log box counts as its edge
+BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum
 HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
 ESTIMATORS = ("band", "bowl")
 LAW_DRAWS = 4000  # draws of (log coef, exponent) behind every law interval and prediction
@@ -58,7 +60,8 @@ class LawFit:
         logc = np.log(np.atleast_1d(np.asarray(compute, dtype=float)))
         draws = self.samples[:, :1] + self.samples[:, 1:] * logc
         lo, hi = np.nanquantile(draws, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
-        return self.coef * np.exp(self.exponent * logc), np.exp(lo), np.exp(hi)
+        with np.errstate(over="ignore"):  # a 3-budget law may know nothing: its interval reaches infinity
+            return self.coef * np.exp(self.exponent * logc), np.exp(lo), np.exp(hi)
 
 
 @dataclass
@@ -91,7 +94,8 @@ class LossFit:
     """L(C) = E + A·C^-alpha fitted to the best loss of each budget."""
 
     arch: str
-    metric: str
+    metric: str  # the fitted column: "bpb", or "loss" (nats per unit) when bytes per unit are unknown
+    label: str  # what the metric measures, for tables and axes ("bits per byte", "nats per token")
     e: float
     a: float
     alpha: float
@@ -108,7 +112,8 @@ class LossFit:
         c = np.atleast_1d(np.asarray(compute, dtype=float))
         point = self.e + self.a * c**-self.alpha
         s = self.samples
-        draws = np.exp(s[:, :1]) + np.exp(s[:, 1:2]) * c ** -s[:, 2:3]
+        with np.errstate(over="ignore"):
+            draws = np.exp(s[:, :1]) + np.exp(s[:, 1:2]) * c ** -s[:, 2:3]
         lo, hi = np.nanquantile(draws, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
         return point, lo, hi
 
@@ -122,8 +127,13 @@ def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndar
     return np.vstack([np.ones((1, n)), counts]).astype(float)
 
 
+def _exp(x: float) -> float:
+    """exp that says infinity instead of raising: heavy-tailed draws of a 3-budget law reach e^1000."""
+    return math.exp(x) if x < 709.0 else math.inf
+
+
 def _ci(values: np.ndarray, level: float, transform=float) -> tuple[float, float]:
-    """Percentile interval of ``values`` (NaN replicates ignored), through ``transform`` (e.g. math.exp)."""
+    """Percentile interval of ``values`` (NaN replicates ignored), through ``transform`` (e.g. _exp)."""
     if not np.isfinite(values).any():
         return math.nan, math.nan
     lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
@@ -148,17 +158,21 @@ def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weigh
     against how far the budgets actually scatter around the law: the dispersion phi
     (residuals in units of their bootstrap spread, normalised to 1 in expectation; B-2
     degrees of freedom) multiplies the covariance, each draw taking phi from its
-    inverse chi-square. The interval is thus Student-t calibrated whether the bootstrap
-    is conservative (it is, for space-filling Sobol designs) or the law does not fit
-    (budgets scatter more than their noise). With nothing to resample (one run per
-    budget) every budget gets the same variance: the classical regression interval.
+    inverse chi-square (Student-t), so the interval widens when the law does not fit
+    (budgets scatter more than their noise). A draw's scale is floored at 1: with 3-5
+    budgets phi has 1-3 degrees of freedom and often comes out small by chance, so the
+    interval never narrows below the plain bootstrap (on a real sweep of 17 settings,
+    5 of 6 misses came from that narrowing). With nothing to resample (one run per
+    budget) every budget gets the same variance, set by the residuals alone: the
+    classical regression interval, with no floor.
     """
     x = np.log(budgets)
     y = np.log(est[0])
     nb = len(x)
     var = _robust_var(np.log(est[1:])) if len(est) > 1 else np.zeros(nb)
     var = np.where(np.isfinite(var), var, 0.0)
-    var = np.maximum(var, 0.1 * np.median(var[var > 0])) if (var > 0).any() else np.ones(nb)
+    resampled = bool((var > 0).any())
+    var = np.maximum(var, 0.1 * np.median(var[var > 0])) if resampled else np.ones(nb)
     w = weights / weights.sum()
     xm = float(w @ x)
     slope_map = w * (x - xm) / float(w @ (x - xm) ** 2)
@@ -172,8 +186,10 @@ def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weigh
     maps = np.stack([intercept_map, slope_map])
     chol = np.linalg.cholesky((maps * var) @ maps.T)
     phi = dispersion * np.sqrt((nb - 2) / rng.chisquare(nb - 2, size=(LAW_DRAWS, 1)))
+    if resampled:
+        phi = np.maximum(phi, 1.0)
     samples = np.array([a0, b0]) + phi * (rng.standard_normal((LAW_DRAWS, 2)) @ chol.T)
-    return LawFit(target, math.exp(a0), b0, _ci(samples[:, 0], level, math.exp), _ci(samples[:, 1], level),
+    return LawFit(target, math.exp(a0), b0, _ci(samples[:, 0], level, _exp), _ci(samples[:, 1], level),
                   budgets, np.exp(y), resid, dispersion, samples, level)
 
 
@@ -264,19 +280,21 @@ def _table(results) -> pd.DataFrame:
 
 def _arch_runs(results, arch: str) -> pd.DataFrame:
     df = _table(results)
-    runs = df[df["arch"] == arch]
+    runs = df[df[FAMILY] == arch]
     if runs.empty:
-        raise ValueError(f"no runs of arch {arch!r}; the table holds {sorted(df['arch'].unique())}")
+        raise ValueError(f"no runs of {FAMILY} {arch!r}; the table holds {sorted(df[FAMILY].unique())}")
     return runs
 
 
 def _box(group: pd.DataFrame, column: str) -> tuple[float, float]:
-    """The search box of a budget: the recorded one, else the range its runs actually sampled."""
+    """The search box of a budget: the recorded one widened to every value actually run.
+
+    Batch sizes are snapped to whole sequences after sampling, so a run can sit just
+    outside the recorded box; the box, the runs and the edge warning must agree.
+    """
     recorded = group[[f"{column}_min", f"{column}_max"]].dropna()
-    lo, hi = recorded.median() if len(recorded) else (math.nan, math.nan)
-    if not hi > lo:
-        lo, hi = group[column].min(), group[column].max()
-    return float(lo), float(hi)
+    lo, hi = recorded.median() if len(recorded) else (math.inf, -math.inf)
+    return float(min(lo, group[column].min())), float(max(hi, group[column].max()))
 
 
 def _edge(value: float, lo: float, hi: float) -> str:
@@ -286,9 +304,14 @@ def _edge(value: float, lo: float, hi: float) -> str:
     return "lower" if position < EDGE else "upper" if position > 1 - EDGE else ""
 
 
-def _box_checks(arch: str, budget: float, box: list[tuple[float, float]], best: np.ndarray,
-                bowl: np.ndarray | None) -> tuple[list[str], list[str]]:
-    """Flags (for the table) and warnings: the best run on the edge of its box, the bowl's optimum outside it."""
+def _where(arch: str, budget: float, group: str) -> str:
+    return f"{arch} budget {budget:.3g}" + (f" ({group})" if group else "")
+
+
+def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bowl: np.ndarray | None,
+                near: int, finished: int, tolerance: float) -> tuple[list[str], list[str]]:
+    """Flags (for the table) and warnings: the best run on the edge of its box, the bowl's optimum outside
+    it, a band so full that the box cannot locate the optimum."""
     flags, messages = [], []
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
@@ -296,13 +319,18 @@ def _box_checks(arch: str, budget: float, box: list[tuple[float, float]], best: 
         if side:
             flags.append(f"{name} {side}")
             messages.append(warn(
-                f"{arch} budget {budget:.3g}: the best run's {name} {best[k]:.3g} sits on the {side} edge of the "
+                f"{where}: the best run's {name} {best[k]:.3g} sits on the {side} edge of the "
                 f"search box [{lo:.3g}, {hi:.3g}]; the optimum may lie outside it, so widen the box"))
         if bowl is not None and not lo <= bowl[k] <= hi:
             flags.append(f"bowl {name} outside")
             messages.append(warn(
-                f"{arch} budget {budget:.3g}: the bowl's optimal {name} {bowl[k]:.3g} lies outside the search box "
+                f"{where}: the bowl's optimal {name} {bowl[k]:.3g} lies outside the search box "
                 f"[{lo:.3g}, {hi:.3g}]; it is an extrapolation, so widen the box"))
+    if finished >= 4 and near >= BAND_FILLS * finished:
+        flags.append("band fills box")
+        messages.append(warn(
+            f"{where}: {near} of {finished} finished runs are within {tolerance:.2%} of the best; the loss is flat "
+            "across the box, which is too narrow to locate the optimum: widen the box"))
     return flags, messages
 
 
@@ -313,8 +341,10 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
     ``estimator="band"``: per budget, the runs within ``tolerance`` of the best loss
     (0.01 as in the paper, 0.0025 as in DeepSeek LLM). ``"bowl"``: the minimum of a
     robust quadratic fitted to all finished runs of the budget. ``bsz_in`` is "units"
-    (bytes or tokens, as the paper) or "bytes". Only finished runs with a finite loss
-    enter; diverged and failed runs stay in ``runs`` for the plots.
+    (bytes or tokens, as the paper) or "bytes". Only usable runs enter (finished, finite
+    loss, not set aside as diverged); the rest stay in ``runs`` for the plots. Several
+    groups at one budget (model sizes, ratios: ``analysis.load.RUN_DEFINING``) are
+    separate points of the law, never merged.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator {estimator!r} is not one of {ESTIMATORS}")
@@ -323,32 +353,39 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
     if bsz_in not in ("units", "bytes"):
         raise ValueError(f"bsz_in {bsz_in!r} must be 'units' or 'bytes'")
     runs = _arch_runs(results, arch).copy()
+    if bsz_in == "bytes" and not np.isfinite(runs["bytes_per_unit"]).all():
+        raise ValueError(f"{arch}: batch size in bytes needs every run's bytes_per_unit; the table lacks it "
+                         "(add the column, or fit in units)")
     units = "bytes" if bsz_in == "bytes" else runs["units"].iloc[0]
     bsz_col = "bsz_bytes" if bsz_in == "bytes" else "bsz"
     usable = runs[runs["usable"]]
-    counts = usable.groupby("budget").size().reindex(sorted(runs["budget"].unique()), fill_value=0)
+    keys = ["budget", "group"]
+    counts = usable.groupby(keys).size().reindex(
+        pd.MultiIndex.from_frame(runs[keys].drop_duplicates().sort_values(keys)), fill_value=0)
     need = BOWL_MIN_RUNS if estimator == "bowl" else 1
     messages: list[str] = []
     short = counts[counts < need]
     if estimator == "bowl" and len(short):
-        listing = ", ".join(f"{b:.3g} ({n} runs)" for b, n in short.items())
+        listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''} ({n} runs)" for (b, g), n in short.items())
         messages.append(warn(f"{arch}: the bowl needs {BOWL_MIN_RUNS} finished runs per budget; budgets {listing} "
                              "are left out (add trials there, or use the band estimator)"))
     kept = counts[counts >= need]
-    if len(kept) < MIN_BUDGETS:
-        listing = ", ".join(f"{b:.3g}: {n}" for b, n in counts.items())
+    if kept.index.get_level_values("budget").nunique() < MIN_BUDGETS:
+        listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''}: {n}" for (b, g), n in counts.items())
         raise ValueError(
             f"{arch}: the {estimator} fit needs at least {MIN_BUDGETS} budgets with {need} or more finished runs "
             f"each; finished runs per budget are {{{listing}}}; run more budgets or trials"
         )
     rng = np.random.default_rng(seed)
-    budgets = kept.index.to_numpy(dtype=float)
-    est = np.full((n_boot + 1, len(budgets), 2), np.nan)
-    weight = np.ones(len(budgets))  # band: its near-optimal count (the paper fits every near-optimal run)
+    points = list(kept.index)
+    budgets = np.array([b for b, _ in points], dtype=float)
+    est = np.full((n_boot + 1, len(points), 2), np.nan)
+    weight = np.ones(len(points))  # band: its near-optimal count (the paper fits every near-optimal run)
     runs["near_optimal"] = False
     rows = []
-    for j, budget in enumerate(budgets):
-        group = usable[usable["budget"] == budget]
+    for j, (budget, label) in enumerate(points):
+        where = _where(arch, budget, label)
+        group = usable[(usable["budget"] == budget) & (usable["group"] == label)]
         loss = group["loss"].to_numpy()
         values = group[["lr", bsz_col]].to_numpy()
         logv = np.log(values)
@@ -356,7 +393,7 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
         best = int(np.argmin(loss))
         near = loss <= loss[best] * (1 + tolerance)
         runs.loc[group.index[near], "near_optimal"] = True
-        everything = runs[runs["budget"] == budget]
+        everything = runs[(runs["budget"] == budget) & (runs["group"] == label)]
         to_bsz = float(everything["bytes_per_unit"].iloc[0]) if bsz_in == "bytes" else 1.0
         box = [_box(everything, "lr"), tuple(v * to_bsz for v in _box(everything, "bsz"))]
         if estimator == "band":
@@ -365,14 +402,16 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
         else:
             est[:, j] = _bowl(loss, logv, w, np.log(np.array(box)))
         has_bowl = estimator == "bowl" and np.isfinite(est[0, j]).all()
-        edges, found = _box_checks(arch, budget, box, values[best], est[0, j] if has_bowl else None)
+        edges, found = _box_checks(where, box, values[best], est[0, j] if has_bowl else None, int(near.sum()),
+                                   len(group), tolerance)
         messages += found
         if estimator == "bowl" and not has_bowl:
-            messages.append(warn(f"{arch} budget {budget:.3g}: the robust quadratic has no minimum near the box "
+            messages.append(warn(f"{where}: the robust quadratic has no minimum near the box "
                                  "(no bowl); this budget is left out of the bowl law"))
         lr_ci, bsz_ci = _ci(est[1:, j, 0], level), _ci(est[1:, j, 1], level)
         rows.append({
-            "budget": budget, "runs": int((runs["budget"] == budget).sum()), "finished": len(group),
+            "budget": budget, "group": label, "runs": len(everything), "finished": len(group),
+            "set_aside": int(everything["set_aside"].sum()),
             "near_optimal": int(near.sum()), "best_loss": float(loss[best]),
             "best_lr": float(values[best, 0]), "best_bsz": float(values[best, 1]),
             "lr_opt": est[0, j, 0], "lr_lo": lr_ci[0], "lr_hi": lr_ci[1],
@@ -383,9 +422,9 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
         })
     table = pd.DataFrame(rows)
     fitted = np.isfinite(est[0]).all(axis=1)
-    if fitted.sum() < MIN_BUDGETS:
-        raise ValueError(f"{arch}: only {int(fitted.sum())} budget(s) have a bowl minimum; the law needs "
-                         f"{MIN_BUDGETS} (use the band estimator, or more trials per budget)")
+    if len(np.unique(budgets[fitted])) < MIN_BUDGETS:
+        raise ValueError(f"{arch}: only {len(np.unique(budgets[fitted]))} budget(s) have a bowl minimum; the law "
+                         f"needs {MIN_BUDGETS} (use the band estimator, or more trials per budget)")
     single = table.loc[table["near_optimal"] < 2, "budget"]
     if estimator == "band" and len(single):
         messages.append(warn(f"{arch}: the {tolerance:.2%} band holds a single run at budget(s) "
@@ -451,9 +490,20 @@ def _fit_curves(starts: np.ndarray, x: np.ndarray, ly: np.ndarray, delta: float,
     return p, current
 
 
-def fit_loss_curve(results, arch: str, *, metric: str = "bpb", n_boot: int = 1000, seed: int = 0,
+def loss_metric(runs: pd.DataFrame) -> tuple[str, str]:
+    """The loss column a family is compared in, and its label: bits per byte when every usable run knows
+    its bytes per unit, else the loss itself, in nats per input unit (never relabelled as per byte)."""
+    usable = runs[runs["usable"]]
+    if len(usable) and np.isfinite(usable["bpb"]).all():
+        return "bpb", "bits per byte"
+    return "loss", f"nats per {str(runs['units'].iloc[0]).removesuffix('s')}"
+
+
+def fit_loss_curve(results, arch: str, *, metric: str | None = None, n_boot: int = 1000, seed: int = 0,
                    level: float = LEVEL) -> LossFit:
-    """Fit the envelope (best ``metric`` per budget) as L(C) = E + A·C^-alpha.
+    """Fit the envelope (best ``metric`` per budget, over its groups) as L(C) = E + A·C^-alpha.
+
+    ``metric``: a column; default :func:`loss_metric` (bits per byte where known).
 
     Huber loss on log residuals (threshold 1.345 times the residual scale of a first
     least-squares pass), minimised from a grid of starting points since the fit has
@@ -463,6 +513,11 @@ def fit_loss_curve(results, arch: str, *, metric: str = "bpb", n_boot: int = 100
     Student-t width), and is refitted from the point estimate.
     """
     runs = _arch_runs(results, arch)
+    default, label = loss_metric(runs)
+    if metric is None or metric == default:
+        metric = default
+    else:
+        label = metric
     usable = runs[runs["usable"] & np.isfinite(runs[metric])] if metric in runs.columns else runs.iloc[:0]
     if usable.empty:
         raise ValueError(f"{arch}: no finished run has a finite {metric!r}; nothing to fit against compute")
@@ -488,8 +543,8 @@ def fit_loss_curve(results, arch: str, *, metric: str = "bpb", n_boot: int = 100
     reps, _ = _fit_curves(np.repeat(p[None], n_boot, axis=0), x, _log_curve(p, x)[0] + noise, delta)
     samples = np.column_stack([reps[:, 0], reps[:, 1] + reps[:, 2] * pivot, reps[:, 2]])
     log_a = p[1] + p[2] * pivot
-    return LossFit(arch, metric, math.exp(p[0]), math.exp(log_a), float(p[2]),
-                   _ci(samples[:, 0], level, math.exp), _ci(samples[:, 1], level, math.exp),
+    return LossFit(arch, metric, label, math.exp(p[0]), math.exp(log_a), float(p[2]),
+                   _ci(samples[:, 0], level, _exp), _ci(samples[:, 1], level, _exp),
                    _ci(samples[:, 2], level), budgets, best, resid, samples, level)
 
 
@@ -497,10 +552,11 @@ def fit_loss_curve(results, arch: str, *, metric: str = "bpb", n_boot: int = 100
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    """bits per byte and every downstream score present in the table."""
+    """The loss (:func:`loss_metric` of each family) and every downstream score present in the table."""
     evals = [c for c in df.columns
              if c.startswith("eval_") and c not in NOT_TASKS and np.isfinite(df[c]).any()]
-    return ["bpb", *sorted(evals)]
+    losses = dict.fromkeys(loss_metric(runs)[0] for _, runs in df.groupby(FAMILY))
+    return [*losses, *sorted(evals)]
 
 
 def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0,
@@ -511,24 +567,65 @@ def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed
     they carry both the metric's scatter and the uncertainty of which runs are optimal.
     """
     df = _table(results)
-    metrics = metric_columns(df)
     rng = np.random.default_rng(seed)
     rows = []
-    for (arch, budget), group in df[df["usable"]].groupby(["arch", "budget"]):
-        loss = group["loss"].to_numpy()
-        near = _near_weights(loss, _bootstrap_weights(len(group), n_boot, rng), tolerance)
-        for metric in metrics:
-            values = group[metric].to_numpy(float)
-            ok = np.isfinite(values)
-            if not ok.any():
-                continue
-            wn = near * ok
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = (wn @ np.where(ok, values, 0.0)) / wn.sum(axis=1)
-            lo, hi = _ci(means[1:], level) if n_boot else (math.nan, math.nan)
-            rows.append({"arch": arch, "budget": budget, "metric": metric, "value": means[0], "lo": lo, "hi": hi,
-                         "runs": int((near[0] * ok).sum())})
-    return pd.DataFrame(rows, columns=["arch", "budget", "metric", "value", "lo", "hi", "runs"])
+    for arch, runs in df.groupby(FAMILY):
+        loss_column = loss_metric(runs)[0]
+        metrics = [m for m in metric_columns(df) if m not in ("bpb", "loss") or m == loss_column]
+        for budget, group in runs[runs["usable"]].groupby("budget"):
+            loss = group["loss"].to_numpy()
+            near = _near_weights(loss, _bootstrap_weights(len(group), n_boot, rng), tolerance)
+            rows += _isoflop_rows(arch, budget, group, near, metrics, n_boot, level)
+    return pd.DataFrame(rows, columns=[FAMILY, "budget", "metric", "value", "lo", "hi", "runs"])
+
+
+def _isoflop_rows(arch: str, budget: float, group: pd.DataFrame, near: np.ndarray, metrics: list[str], n_boot: int,
+                  level: float) -> list[dict]:
+    rows = []
+    for metric in metrics:
+        values = group[metric].to_numpy(float)
+        ok = np.isfinite(values)
+        if not ok.any():
+            continue
+        wn = near * ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (wn @ np.where(ok, values, 0.0)) / wn.sum(axis=1)
+        lo, hi = _ci(means[1:], level) if n_boot else (math.nan, math.nan)
+        rows.append({FAMILY: arch, "budget": budget, "metric": metric, "value": means[0], "lo": lo, "hi": hi,
+                     "runs": int((near[0] * ok).sum())})
+    return rows
+
+
+# ---------------------------------------------------------------------------- seed noise
+
+
+def seed_noise(results, *, tolerance: float = 0.01) -> pd.DataFrame:
+    """The spread of the loss over seeds of one configuration (family, budget, group, LR, BSZ), where a
+    table has several: a band of ``tolerance`` means nothing if seeds alone differ by as much.
+
+    ``spread`` is max/min - 1 over the seeds, ``sd`` the relative standard deviation;
+    ``vs_band`` is spread / tolerance (1 or more: the band is within seed noise).
+    """
+    df = _table(results)
+    columns = [FAMILY, "budget", "group", "lr", "bsz", "seeds", "mean_loss", "spread", "sd", "vs_band"]
+    if "seed" not in df.columns:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for key, runs in df[df["usable"]].groupby([*GROUP_KEYS, "lr", "bsz"]):
+        loss = runs["loss"].to_numpy(float)
+        if runs["seed"].nunique() < 2:
+            continue
+        spread = float(loss.max() / loss.min() - 1)
+        rows.append([*key, runs["seed"].nunique(), float(loss.mean()), spread,
+                     float(loss.std(ddof=1) / loss.mean()), spread / tolerance])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _seed_noise_warnings(noise: pd.DataFrame, tolerance: float) -> list[str]:
+    return [warn(f"{_where(r[FAMILY], r['budget'], r['group'])}: {r['seeds']} seeds of LR {r['lr']:.3g}, BSZ "
+                 f"{r['bsz']:.4g} differ by {r['spread']:.2%} in loss, at least the {tolerance:.2%} band: the band "
+                 "is within seed noise (widen the tolerance, or average seeds)")
+            for _, r in noise[noise["vs_band"] >= 1].iterrows()]
 
 
 # ---------------------------------------------------------------------------- everything at once
@@ -544,6 +641,7 @@ class Analysis:
     isoflop: pd.DataFrame
     warnings: list[str]
     tolerance: float
+    seed_noise: pd.DataFrame  # see seed_noise(): repeated seeds of one configuration, where the table has them
 
     def law(self, arch: str, estimator: str | None = None) -> HyperFit:
         """The requested fit; by default the bowl where it could be fitted, else the band."""
@@ -559,14 +657,18 @@ class Analysis:
 
 
 def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
-            seed: int = 0, level: float = LEVEL, bsz_in: str = "units") -> Analysis:
+            seed: int = 0, level: float = LEVEL, bsz_in: str = "units",
+            diverged_above: float | None = DIVERGED_ABOVE) -> Analysis:
     """Every fit for every architecture; a fit that cannot be made becomes a warning, not a crash.
 
     With too little data for any law, ``laws`` is empty and ``warnings`` says what is
     missing (the report still shows the runs); ``Analysis.law`` then raises with it.
+    ``diverged_above``: the rule setting aside finished runs that diverged
+    (``analysis.load.validate_results``).
     """
-    df = load_results(results)
-    names = archs or sorted(df["arch"].unique())
+    df = load_results(results if not isinstance(results, pd.DataFrame) else results.drop(
+        columns=["usable", "set_aside"], errors="ignore"), diverged_above=diverged_above)
+    names = archs or sorted(df[FAMILY].unique())
     messages: list[str] = []
     laws: dict[str, dict[str, HyperFit]] = {}
     loss: dict[str, LossFit] = {}
@@ -584,5 +686,7 @@ def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01,
             loss[arch] = fit_loss_curve(df, arch, n_boot=n_boot, seed=seed, level=level)
         except ValueError as err:
             messages.append(warn(f"{arch}: no loss curve: {str(err).removeprefix(f'{arch}: ')}"))
-    curves = isoflop_curves(df[df["arch"].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
-    return Analysis(df, laws, loss, curves, list(dict.fromkeys(messages)), tolerance)
+    curves = isoflop_curves(df[df[FAMILY].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
+    noise = seed_noise(df[df[FAMILY].isin(names)], tolerance=tolerance)
+    messages += _seed_noise_warnings(noise, tolerance)
+    return Analysis(df, laws, loss, curves, list(dict.fromkeys(messages)), tolerance, noise)

@@ -19,7 +19,22 @@ import pandas as pd
 
 from aunet.record import STATUSES, RunRecord
 
-REQUIRED = ("status", "arch", "budget", "lr", "bsz", "loss")
+#: The column naming a run's model family (aunet2, transformer_bpe, ...): the one place that spells it.
+FAMILY = "family"
+#: Other spellings of that column accepted on input (external tables, records before or after the rename).
+FAMILY_ALIASES = ("family", "arch")
+REQUIRED = ("status", FAMILY, "budget", "lr", "bsz", "loss", "units")
+UNITS = ("bytes", "tokens")
+#: Columns that, with the family and the budget, define which runs belong together: several model
+#: sizes or data ratios at one compute are separate groups (an explicit ``group`` column overrides them).
+RUN_DEFINING = ("ratio", "model", "params")
+#: Identity of a run: two rows equal in all of these (that the table has) are the same run twice.
+RUN_IDENTITY = ("study", FAMILY, "budget", "group", "lr", "bsz", "seed", "trial")
+#: The default rule for runs stored as finished that diverged: loss above this multiple of the best loss
+#: of their group (the best runs of a real sweep sit near 2.5 nats, diverged ones near 7).
+DIVERGED_ABOVE = 1.5
+#: The columns that split a table into the sets of runs one optimum is read from.
+GROUP_KEYS = [FAMILY, "budget", "group"]
 NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "params", "steps",
            "train_units", "loss", "bpb", "lr_min", "lr_max", "bsz_min", "bsz_max", "bsz_bytes", "trial", "seed")
 POSITIVE = ("budget", "lr", "bsz")
@@ -41,7 +56,8 @@ def warn(message: str) -> str:
     return message
 
 
-def load_results(source: Any, *, tracking_uri: str | None = None, study: str | None = None) -> pd.DataFrame:
+def load_results(source: Any, *, tracking_uri: str | None = None, study: str | None = None,
+                 diverged_above: float | None = DIVERGED_ABOVE) -> pd.DataFrame:
     """The validated results table from any of the forms a sweep leaves behind.
 
     ``source`` is a DataFrame of rows; a CSV, Parquet or JSONL table of rows (or of
@@ -49,7 +65,7 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
     study's output (its ledger), a folder of studies (every ``*/ledger.sqlite``), or any
     folder of ``**/record.json`` files (MLflow's artifact copies skipped) or with one
     table file; or ``"mlflow:<experiment>"`` with ``tracking_uri``. ``study`` keeps only
-    that study's rows.
+    that study's rows. ``diverged_above``: see :func:`validate_results`.
     """
     if isinstance(source, pd.DataFrame):
         table = source.copy()
@@ -69,7 +85,7 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
             found = sorted(set(table["study"].dropna())) if "study" in table.columns else []
             raise ValueError(f"no runs of study {study!r} in {origin}; studies found: {found}")
         table = table[table["study"] == study]
-    return validate_results(table, origin=origin)
+    return validate_results(table, origin=origin, diverged_above=diverged_above)
 
 
 def _read_path(path: Path) -> pd.DataFrame:
@@ -137,28 +153,42 @@ def _row(item: Any, origin: Path) -> dict[str, Any]:
     return item
 
 
-def validate_results(table: pd.DataFrame, origin: str = "the results table") -> pd.DataFrame:
-    """Check and normalise a results table; adds ``usable`` (finished with a finite loss)."""
+def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
+                     diverged_above: float | None = DIVERGED_ABOVE) -> pd.DataFrame:
+    """Check and normalise a results table.
+
+    Adds ``group`` (which runs of a family and budget belong together), ``usable``
+    (finished with a finite loss, not set aside) and ``set_aside`` (finished runs whose
+    loss exceeds ``diverged_above`` times their group's best: diverged runs a sweep
+    stored as finished; their status stays as recorded, they are counted in a warning,
+    shown as diverged and never fitted; None keeps them).
+    """
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"{origin}: expected a pandas DataFrame of runs, got {type(table).__name__}")
     if table.empty:
         raise ValueError(f"{origin} is empty: there are no runs to analyse")
-    missing = [c for c in REQUIRED if c not in table.columns]
+    if diverged_above is not None and not diverged_above > 1:
+        raise ValueError(f"diverged_above {diverged_above} must exceed 1 (a multiple of the best loss, e.g. 1.5), "
+                         "or be None to keep every finished run")
+    df = table.reset_index(drop=True).rename(columns={a: FAMILY for a in FAMILY_ALIASES if a in table.columns}
+                                             if FAMILY not in table.columns else {})
+    missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(
             f"{origin} lacks column(s) {missing}; every row needs {list(REQUIRED)} "
-            "(the columns of aunet.record.RunRecord.to_row)"
+            "(the columns of aunet.record.RunRecord.to_row; 'units' is bytes or tokens, never guessed)"
         )
-    df = table.reset_index(drop=True).copy()
+    df = df.loc[:, ~df.columns.duplicated()].copy()
     for column in [c for c in df.columns if c in NUMERIC or c.startswith("eval_")]:
         df[column] = _numeric(df[column], column, origin)
     df["status"] = df["status"].astype(str).str.strip().str.lower()
     unknown = sorted(set(df["status"]) - set(STATUSES))
     if unknown:
         raise ValueError(f"{origin}: unknown status value(s) {unknown}; a run's status is one of {STATUSES}")
-    df["arch"] = df["arch"].astype(str).str.strip()
-    if (df["arch"].isin(["", "nan", "None"])).any():
-        raise ValueError(f"{origin}: rows {_rows(df['arch'].isin(['', 'nan', 'None']))} have no architecture ('arch')")
+    df[FAMILY] = df[FAMILY].astype(str).str.strip()
+    if (df[FAMILY].isin(["", "nan", "None"])).any():
+        raise ValueError(f"{origin}: rows {_rows(df[FAMILY].isin(['', 'nan', 'None']))} have no model family "
+                         f"({FAMILY!r})")
     for column in POSITIVE:
         bad = ~(np.isfinite(df[column]) & (df[column] > 0))
         if bad.any():
@@ -170,17 +200,67 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table") -> 
     _check_units(df, origin)
     if "bpb" not in df.columns:
         df["bpb"] = np.nan
-    fill = ~np.isfinite(df["bpb"]) & np.isfinite(df["loss"])
+    fill = ~np.isfinite(df["bpb"]) & np.isfinite(df["loss"])  # NaN where bytes per unit is unknown
     df.loc[fill, "bpb"] = df.loc[fill, "loss"] / (math.log(2) * df.loc[fill, "bytes_per_unit"])
     for column in ("lr_min", "lr_max", "bsz_min", "bsz_max"):
         if column not in df.columns:
             df[column] = np.nan
+    df["group"] = _groups(df)
+    _check_duplicates(df, origin)
     bad_loss = (df["status"] == "finished") & ~(np.isfinite(df["loss"]) & (df["loss"] > 0))
     if bad_loss.any():
         warn(f"{origin}: {int(bad_loss.sum())} finished run(s) (rows {_rows(bad_loss)}) have a non-finite or "
              "non-positive loss; they are shown as failed and kept out of every fit")
     df["usable"] = (df["status"] == "finished") & ~bad_loss
+    df["set_aside"] = False
+    if diverged_above is not None:
+        _set_aside_diverged(df, diverged_above, origin)
     return df
+
+
+def _groups(df: pd.DataFrame) -> pd.Series:
+    """Each run's group within its family and budget: the explicit ``group`` column, else a label of the
+    run-defining columns (ratio, model, params) that take several values at one family and budget."""
+    if "group" in df.columns:
+        return df["group"].fillna("").astype(str).str.strip()
+    label = pd.Series("", index=df.index)
+    keys = [df[FAMILY], df["budget"]]
+    for column in [c for c in RUN_DEFINING if c in df.columns]:
+        values = df[column]
+        if pd.api.types.is_float_dtype(values):
+            values = values.map(lambda v: float(f"{v:.6g}") if np.isfinite(v) else np.nan)
+        # a row missing the value (a trial that failed before its record) joins its budget's only value
+        single = values.groupby(keys).transform("nunique") <= 1
+        values = values.where(values.notna() | ~single, values.groupby(keys).transform("first"))
+        several = values.groupby(keys).transform("nunique") > 1
+        if several.any():
+            text = column + "=" + values.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+            label = label.where(~several, (label + " " + text).str.strip())
+    return label
+
+
+def _check_duplicates(df: pd.DataFrame, origin: str) -> None:
+    identity = [c for c in RUN_IDENTITY if c in df.columns]
+    twice = df.duplicated(subset=identity, keep=False)
+    if twice.any():
+        raise ValueError(
+            f"{origin}: rows {_rows(twice)} repeat a run (equal {identity}); drop the repeats, or give repeats "
+            "of one configuration distinct 'seed' values"
+        )
+
+
+def _set_aside_diverged(df: pd.DataFrame, factor: float, origin: str) -> None:
+    """Finished runs far above their group's best loss diverged: mark them, count them, keep them out."""
+    usable = df[df["usable"]]
+    best = usable.groupby(GROUP_KEYS)["loss"].transform("min")
+    far = usable.index[usable["loss"] > factor * best]
+    if not len(far):
+        return
+    df.loc[far, ["usable", "set_aside"]] = [False, True]
+    counts = df.loc[far].groupby([FAMILY, "budget"]).size()
+    listing = ", ".join(f"{f} {b:.3g}: {n}" for (f, b), n in counts.items())
+    warn(f"{origin}: {len(far)} finished run(s) have a loss above {factor:g}x the best of their budget "
+         f"({listing}); they are set aside as diverged and not fitted (diverged_above / --diverged-above)")
 
 
 def _numeric(column: pd.Series, name: str, origin: str) -> pd.Series:
@@ -194,24 +274,38 @@ def _numeric(column: pd.Series, name: str, origin: str) -> pd.Series:
 
 
 def _check_units(df: pd.DataFrame, origin: str) -> None:
-    """One unit per architecture, and batch sizes in bytes that agree with the units."""
-    if "units" not in df.columns:
-        df["units"] = "bytes"
-    df["units"] = df["units"].fillna("bytes").astype(str).str.strip().str.lower()
-    odd = sorted(set(df["units"]) - {"bytes", "tokens"})
+    """One unit per family, bytes per unit known or honestly missing, and batch sizes in bytes that agree.
+
+    Token models without ``bytes_per_unit`` keep it NaN: their losses are per token, never
+    relabelled as bits per byte.
+    """
+    units = df["units"].astype(str).str.strip().str.lower()
+    missing = df["units"].isna() | units.isin(["", "nan", "none"])
+    known = units[~missing]
+    only = known.groupby(df[FAMILY][~missing]).agg(lambda u: u.iloc[0] if u.nunique() == 1 else None)
+    units = units.where(~missing, df[FAMILY].map(only))  # a trial that failed before its record
+    unfilled = units.isna() | (missing & (df["status"] == "finished"))
+    if unfilled.any():
+        raise ValueError(f"{origin}: rows {_rows(unfilled)} have no 'units'; give each run's units "
+                         f"({' or '.join(UNITS)}): the analysis never guesses them")
+    df["units"] = units
+    odd = sorted(set(df["units"]) - set(UNITS))
     if odd:
-        raise ValueError(f"{origin}: unknown units {odd}; a row's 'units' is 'bytes' or 'tokens'")
-    for arch, group in df.groupby("arch"):
+        raise ValueError(f"{origin}: unknown units {odd} (rows {_rows(~df['units'].isin(UNITS))}); a row's "
+                         f"'units' is one of {UNITS}")
+    for family, group in df.groupby(FAMILY):
         counts = group["units"].value_counts()
         if len(counts) > 1:
             raise ValueError(
-                f"{origin}: mixed units for arch {arch!r} ({dict(counts)}); one architecture's runs must all "
+                f"{origin}: mixed units for {FAMILY} {family!r} ({dict(counts)}); one family's runs must all "
                 "count batch size in the same unit, or the fitted law means nothing"
             )
     if "bytes_per_unit" not in df.columns:
         df["bytes_per_unit"] = np.nan
-    df["bytes_per_unit"] = df["bytes_per_unit"].fillna(1.0)
-    bad = ~(df["bytes_per_unit"] > 0) | ((df["units"] == "bytes") & (df["bytes_per_unit"] != 1.0))
+    byte_rows = df["units"] == "bytes"
+    df.loc[byte_rows, "bytes_per_unit"] = df.loc[byte_rows, "bytes_per_unit"].fillna(1.0)
+    bad = (np.isfinite(df["bytes_per_unit"]) & ~(df["bytes_per_unit"] > 0)) | (
+        (df["units"] == "bytes") & (df["bytes_per_unit"] != 1.0))
     if bad.any():
         raise ValueError(
             f"{origin}: rows {_rows(bad)} have bytes_per_unit {df.loc[bad, 'bytes_per_unit'].head(3).tolist()}; "
@@ -220,7 +314,7 @@ def _check_units(df: pd.DataFrame, origin: str) -> None:
     expected = df["bsz"] * df["bytes_per_unit"]
     if "bsz_bytes" in df.columns:
         given = df["bsz_bytes"]
-        bad = np.isfinite(given) & ~np.isclose(given, expected, rtol=1e-6)
+        bad = np.isfinite(given) & np.isfinite(expected) & ~np.isclose(given, expected, rtol=1e-6)
         if bad.any():
             raise ValueError(
                 f"{origin}: rows {_rows(bad)} have bsz_bytes != bsz x bytes_per_unit; the table mixes "

@@ -17,10 +17,17 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
 from analysis.fits import Analysis, HyperFit, LossFit, paper_law
+from analysis.load import FAMILY
 
 COLOURS = {"band": "tab:blue", "bowl": "tab:orange"}
 ARCH_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 BAD = {"diverged": ("x", "tab:red"), "failed": ("+", "black")}
+
+
+def _not_fitted(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Runs shown but never fitted: diverged (recorded so, or set aside by the divergence rule) and failed."""
+    return {"diverged": runs[(runs["status"] == "diverged") | runs["set_aside"]],
+            "failed": runs[runs["status"] == "failed"]}
 
 
 def save(fig: Figure, stem: str | Path) -> list[Path]:
@@ -52,9 +59,9 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
         near = usable[usable["near_optimal"]]
         ax.scatter(near["budget"], near[column], s=16, color="tab:blue", alpha=0.7,
                    label=f"within {first.tolerance:.2%} of best")
-        for status, (marker, colour) in BAD.items():
-            bad = runs[runs["status"] == status]
+        for status, bad in _not_fitted(runs).items():
             if len(bad):
+                marker, colour = BAD[status]
                 ax.scatter(bad["budget"], bad[column], marker=marker, s=18, color=colour, alpha=0.6,
                            label=f"{status} (not fitted)")
         grid = _compute_grid(first.budgets["budget"].to_numpy())
@@ -84,14 +91,14 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
     """The LR x BSZ plane of every budget: loss as colour, the near-optimal set, the box and the optima."""
     first = next(iter(fits.values()))
     runs = first.runs
-    budgets = sorted(runs["budget"].unique())
+    budgets = list(runs[["budget", "group"]].drop_duplicates().sort_values(["budget", "group"]).itertuples(False))
     ncols = min(3, len(budgets))
     nrows = math.ceil(len(budgets) / ncols)
     fig = Figure(figsize=(4 * ncols + 1, 3.4 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     points = None
-    for ax, budget in zip(axes, budgets):
-        group = runs[runs["budget"] == budget]
+    for ax, (budget, label) in zip(axes, budgets):
+        group = runs[(runs["budget"] == budget) & (runs["group"] == label)]
         usable = group[group["usable"]]
         if len(usable):
             excess = 100 * (usable["loss"] / usable["loss"].min() - 1)
@@ -100,24 +107,24 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
             near = usable[usable["near_optimal"]]
             ax.scatter(near["lr"], near["bsz"], s=70, facecolors="none", edgecolors="black", lw=0.8,
                        label="near-optimal")
-        for status, (marker, colour) in BAD.items():
-            bad = group[group["status"] == status]
+        for status, bad in _not_fitted(group).items():
             if len(bad):
+                marker, colour = BAD[status]
                 ax.scatter(bad["lr"], bad["bsz"], marker=marker, color=colour, s=30, label=status)
         to_units = 1.0 if first.units == group["units"].iloc[0] else 1 / group["bytes_per_unit"].iloc[0]
         for estimator, fit in fits.items():
-            row = fit.budgets[fit.budgets["budget"] == budget]
+            row = fit.budgets[(fit.budgets["budget"] == budget) & (fit.budgets["group"] == label)]
             if len(row) and np.isfinite(row["lr_opt"].iloc[0]):
                 ax.plot(row["lr_opt"], row["bsz_opt"] * to_units, "*", ms=13, color=COLOURS[estimator],
                         mec="black", label=f"{estimator} optimum")
-        box = first.budgets[first.budgets["budget"] == budget]
+        box = first.budgets[(first.budgets["budget"] == budget) & (first.budgets["group"] == label)]
         if len(box):
             lr_lo, lr_hi, bsz_lo, bsz_hi = box[["lr_min", "lr_max", "bsz_min", "bsz_max"]].iloc[0] * [1, 1, to_units,
                                                                                                       to_units]
             ax.add_patch(Rectangle((lr_lo, bsz_lo), lr_hi - lr_lo, bsz_hi - bsz_lo, fill=False, ls=":",
                                    color="grey", label="search box"))
         ax.set(xscale="log", yscale="log", xlabel="LR", ylabel=f"BSZ ({group['units'].iloc[0]})",
-               title=f"C = {budget:.3g}")
+               title=f"C = {budget:.3g}" + (f"\n{label}" if label else ""))
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # LR boxes span ~1 decade: label 1 and 3 only
         ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -135,7 +142,7 @@ def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for colour, (arch, fit) in zip(ARCH_COLOURS, loss.items()):
-        runs = results[(results["arch"] == arch) & results["usable"]]
+        runs = results[(results[FAMILY] == arch) & results["usable"]]
         ax.scatter(runs["budget"], runs[fit.metric], s=6, color=colour, alpha=0.15)
         grid = _compute_grid(fit.budgets)
         point, lo, hi = fit.predict(grid)
@@ -143,8 +150,8 @@ def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
         ax.plot(grid, point, color=colour,
                 label=f"{arch}: {fit.e:.3g} + {fit.a:.3g}·C^-{fit.alpha:.3f}")
         ax.fill_between(grid, lo, hi, color=colour, alpha=0.15)
-    metric = next(iter(loss.values())).metric if loss else "bpb"
-    ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=f"best {metric} per budget")
+    labels = " / ".join(dict.fromkeys(fit.label for fit in loss.values()))
+    ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=f"best loss per budget ({labels})")
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("loss against compute (envelope and fit)")
@@ -158,16 +165,17 @@ def plot_isoflop(curves: pd.DataFrame) -> Figure:
     nrows = max(1, math.ceil(len(metrics) / ncols))
     fig = Figure(figsize=(4.3 * ncols, 3.4 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    archs = list(dict.fromkeys(curves["arch"]))
+    archs = list(dict.fromkeys(curves[FAMILY]))
     for ax, metric in zip(axes, metrics):
         for colour, arch in zip(ARCH_COLOURS, archs):
-            part = curves[(curves["metric"] == metric) & (curves["arch"] == arch)].sort_values("budget")
+            part = curves[(curves["metric"] == metric) & (curves[FAMILY] == arch)].sort_values("budget")
             if part.empty:
                 continue
             err = np.abs(np.vstack([part["value"] - part["lo"], part["hi"] - part["value"]]))
             ax.errorbar(part["budget"], part["value"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
                         color=colour, label=arch)
-        ax.set(xscale="log", xlabel="compute C (FLOPs)", title=metric.removeprefix("eval_"))
+        title = {"bpb": "bits per byte", "loss": "loss (nats per unit)"}.get(metric, metric.removeprefix("eval_"))
+        ax.set(xscale="log", xlabel="compute C (FLOPs)", title=title)
         ax.grid(True, alpha=0.2)
         ax.legend(fontsize=6, loc="best" if len(archs) < 2 else "lower right")
     for ax in axes[len(metrics):]:

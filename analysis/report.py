@@ -16,13 +16,17 @@ import numpy as np
 
 from analysis.extrapolate import extrapolate
 from analysis.fits import Analysis, LawFit, analyse, paper_law
+from analysis.load import FAMILY
 from analysis.plots import all_figures
 
 Block = tuple[Any, ...]
 
 
 def _g(x: float, digits: int = 3) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+    """A number, "-" when there is none, "inf" when an interval knows no bound (a 3-budget law)."""
+    if x is None or np.isnan(x):
+        return "-"
+    return f"{x:.{digits}g}" if np.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
 def _ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
@@ -46,9 +50,12 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                            ("p", f"Source: `{source}`. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
                                  f"{len(df)} runs; near-optimal band: within {analysis.tolerance:.2%} of each "
                                  "budget's best loss; intervals are 95% bootstrap intervals (runs resampled "
-                                 "within each budget, rescaled by the budgets' scatter around the law).")]
-    counts = df.groupby(["arch", "status"]).size().unstack(fill_value=0)
-    blocks.append(("table", ["arch", *counts.columns],
+                                 "within each budget, widened, never narrowed, by the budgets' scatter around the "
+                                 "law). Finished runs with a loss above the divergence rule's multiple of their "
+                                 "budget's best are set aside as diverged and never fitted.")]
+    counts = df.groupby([FAMILY, "status"]).size().unstack(fill_value=0)
+    counts["set aside as diverged"] = df.groupby(FAMILY)["set_aside"].sum().reindex(counts.index).astype(int)
+    blocks.append(("table", [FAMILY, *counts.columns],
                    [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)]))
 
     blocks.append(("h", 2, "Hyperparameter laws"))
@@ -56,7 +63,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                         "runs near the best loss of each budget); *bowl*: the minimum of a robust quadratic in "
                         "log LR × log BSZ fitted to every finished run of a budget. *dispersion*: scatter of the "
                         "budgets around the law in units of their bootstrap spread (≈1 or below: consistent)."))
-    header = ["arch", "estimator", "units", "A", "α", "disp. BSZ", "B", "β", "disp. LR", "budgets", "law file"]
+    header = [FAMILY, "estimator", "units", "A", "α", "disp. BSZ", "B", "β", "disp. LR", "budgets", "law file"]
     rows = []
     for arch, fits in analysis.laws.items():
         for estimator, fit in fits.items():
@@ -84,16 +91,16 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
         blocks.append(("p", "Width of the 95% interval of each exponent; the ratio is how many times more "
                             "precise the bowl is on this sweep (its square: how many times fewer trials it "
                             "needs for the band's precision)."))
-        blocks.append(("table", ["arch", "exponent", "band width", "bowl width", "band / bowl"], comparison))
+        blocks.append(("table", [FAMILY, "exponent", "band width", "bowl width", "band / bowl"], comparison))
 
     for arch, fits in analysis.laws.items():
         blocks.append(("h", 3, f"{arch}: per budget"))
         merged = None
         for fit in fits.values():
-            t = fit.budgets.set_index("budget")
+            t = fit.budgets.set_index(["budget", "group"])
             if merged is None:
-                merged = {b: [_g(b), str(r.runs), str(r.finished), str(r.near_optimal), _g(r.best_loss, 4)]
-                          for b, r in t.iterrows()}
+                merged = {b: [_g(b[0]), b[1] or "-", str(r.runs), str(r.finished), str(r.set_aside),
+                              str(r.near_optimal), _g(r.best_loss, 4)] for b, r in t.iterrows()}
             for b in merged:
                 if b in t.index:
                     r = t.loc[b]
@@ -102,18 +109,31 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                                   r.edge or ""]
                 else:
                     merged[b] += ["-", "-", "-", "not fitted"]
-        header = ["budget", "runs", "finished", "near-opt."]
+        header = ["budget", "group", "runs", "finished", "set aside", "near-opt."]
         header += ["best loss"] + [f"{e} {q}" for e in fits for q in ("LR*", "BSZ*", "resid. LR/BSZ", "edge")]
         blocks.append(("table", header, list(merged.values())))
 
     if analysis.loss:
         blocks.append(("h", 2, "Loss against compute"))
-        blocks.append(("p", "Best bits per byte of each budget fitted as L(C) = E + A·C^-α (Huber loss on log "
-                            "residuals, several starts; intervals: parametric bootstrap at the residual scale, "
-                            "Student-t with B-3 degrees of freedom)."))
-        blocks.append(("table", ["arch", "E", "A", "α", "budgets", "max |log resid.|"],
-                       [[arch, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci), str(len(f.budgets)),
-                         _g(float(np.abs(f.residuals).max()), 2)] for arch, f in analysis.loss.items()]))
+        blocks.append(("p", "Best loss of each budget fitted as L(C) = E + A·C^-α (Huber loss on log residuals, "
+                            "several starts; intervals: parametric bootstrap at the residual scale, Student-t with "
+                            "B-3 degrees of freedom). In bits per byte where runs record their bytes per unit, "
+                            "else in nats per unit (token losses are never relabelled as per byte)."))
+        blocks.append(("table", [FAMILY, "loss in", "E", "A", "α", "budgets", "max |log resid.|"],
+                       [[arch, f.label, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci),
+                         str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]
+                        for arch, f in analysis.loss.items()]))
+
+    if len(analysis.seed_noise):
+        blocks.append(("h", 2, "Seed noise"))
+        blocks.append(("p", f"Configurations run with several seeds: the spread of their loss (max/min - 1) "
+                            f"against the {analysis.tolerance:.2%} band. A spread at or above the band means the "
+                            "band cannot tell runs apart from seed noise."))
+        blocks.append(("table", [FAMILY, "budget", "group", "LR", "BSZ", "seeds", "mean loss", "spread", "sd",
+                                 "spread / band"],
+                       [[r[FAMILY], _g(r["budget"]), r["group"] or "-", _g(r["lr"]), _g(r["bsz"], 4), str(r["seeds"]),
+                         _g(r["mean_loss"], 4), f"{r['spread']:.2%}", f"{r['sd']:.2%}", _g(r["vs_band"], 2)]
+                        for _, r in analysis.seed_noise.iterrows()]))
 
     rows, notes = [], []
     for arch in analysis.laws:
@@ -131,7 +151,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     if rows or notes:
         blocks.append(("h", 2, "Extrapolation"))
     if rows:
-        blocks.append(("table", ["arch", "budget", "law", "LR", "BSZ", "steps", "model", "loss (nats/unit)",
+        blocks.append(("table", [FAMILY, "budget", "law", "LR", "BSZ", "steps", "model", "loss (nats/unit)",
                                  "bpb"], rows))
     for note in dict.fromkeys(notes):
         blocks.append(("p", f"Note: {note}."))

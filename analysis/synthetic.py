@@ -1,9 +1,11 @@
 """Synthetic sweeps drawn from known laws: ground truth for tests, benchmarks and the notebook.
 
-A sweep here mimics the real one: per budget, a scrambled Sobol design over a log-box
-around a *prior* law (deliberately off the truth), losses from a tilted, slightly
-asymmetric bowl around the true optimum with multiplicative noise, runs far above
-the optimal LR diverging, a few failing at random. Rows have the columns of
+A sweep here mimics the real one: per budget, a scrambled Sobol design (or a full
+LR x BSZ grid) over a log-box around a *prior* law (deliberately off the truth),
+losses from a tilted, slightly asymmetric bowl around the true optimum with
+multiplicative noise, runs far above the optimal LR diverging, a few failing at
+random, and optionally a share of runs that diverged but were stored as finished
+(as real exports do). Rows have the columns of
 ``RunRecord.to_row``, so every analysis path sees the same table a sweep writes.
 """
 
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
+from analysis.load import FAMILY
 from aunet.ladder import get_family, resolve_laws
 from aunet.laws import HyperLaws
 
@@ -54,12 +57,14 @@ class SweepDesign:
     """How the synthetic sweep samples and perturbs runs."""
 
     budgets: tuple[float, ...] = tuple(np.geomspace(1e18, 1e20, 6))
-    trials: int = 24
+    trials: int = 24  # Sobol points per budget (ignored with a grid)
+    grid: tuple[int, int] | None = None  # (LR points, BSZ points) of a full grid spanning the box, else Sobol
     noise: float = 0.002  # relative loss noise (0.2%)
     prior_offset: float = 1.5  # the box is centred on the truth times this factor
     box: float = 4.0  # the box spans prior/box .. prior*box in LR and in BSZ
     diverge_above: float = 4.0  # runs with LR above this multiple of the optimum diverge
     fail_rate: float = 0.02
+    diverged_as_finished: float = 0.0  # share of runs replaced by divergences stored as finished (2-3x the best)
     ratio: float = 2.0  # data-to-model ratio in LLaMA-3 tokens
     tasks: dict[str, float] = field(default_factory=lambda: dict(TASKS))
 
@@ -76,27 +81,35 @@ def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, 
     m = max(1, math.ceil(math.log2(design.trials)))
     rows = []
     for b, compute in enumerate(design.budgets):
-        sobol = qmc.Sobol(d=2, scramble=True, seed=rng).random_base2(m)[: design.trials]
+        if design.grid:
+            unit = np.stack(np.meshgrid(*(np.linspace(0, 1, k) for k in design.grid), indexing="ij"), -1).reshape(-1, 2)
+        else:
+            unit = qmc.Sobol(d=2, scramble=True, seed=rng).random_base2(m)[: design.trials]
+        trials = len(unit)
         lr_opt, bsz_opt = truth.laws.lr(compute), truth.laws.bsz(compute)
         log_box = math.log(design.box)
         centre = np.log([lr_opt * design.prior_offset, bsz_opt * design.prior_offset])
-        log_hp = centre + (2 * sobol - 1) * log_box
+        log_hp = centre + (2 * unit - 1) * log_box
         u = log_hp - np.log([lr_opt, bsz_opt])  # offsets from the true optimum
         excess = (truth.curv_lr * u[:, 0] ** 2 * (1 + truth.skew * np.tanh(u[:, 0]))
                   + truth.curv_bsz * u[:, 1] ** 2
                   - 2 * truth.tilt * math.sqrt(truth.curv_lr * truth.curv_bsz) * u[:, 0] * u[:, 1])
-        bpb = truth.best_bpb(compute) * (1 + excess) * (1 + design.noise * rng.standard_normal(design.trials))
+        bpb = truth.best_bpb(compute) * (1 + excess) * (1 + design.noise * rng.standard_normal(trials))
         status = np.where(u[:, 0] > math.log(design.diverge_above), "diverged", "finished")
-        status[rng.random(design.trials) < design.fail_rate] = "failed"
+        status[rng.random(trials) < design.fail_rate] = "failed"
+        if design.diverged_as_finished:
+            hidden = rng.permutation(trials)[: round(design.diverged_as_finished * trials)]
+            status[hidden] = "finished"
+            bpb[hidden] = truth.best_bpb(compute) * rng.uniform(2.0, 3.0, len(hidden))
         flops_per_unit = math.sqrt(compute / ratio_units)
-        for t in range(design.trials):
+        for t in range(trials):
             lr, bsz = np.exp(log_hp[t])
             ok = status[t] == "finished"
             run_bpb = bpb[t] if ok else math.nan
             row = {
-                "status": status[t], "arch": arch, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
+                "status": status[t], FAMILY: arch, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
                 "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
-                "trial": b * design.trials + t, "model": f"{arch}-{compute:.0e}", "ratio": design.ratio,
+                "trial": b * trials + t, "model": f"{arch}-{compute:.0e}", "ratio": design.ratio,
                 "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
                 "steps": int(compute / flops_per_unit / bsz), "train_units": compute / flops_per_unit,
                 "loss": run_bpb * math.log(2) * bytes_per_unit, "bpb": run_bpb,

@@ -94,7 +94,8 @@ def test_baseline_total_flops_include_the_head():
 
 def test_one_run_per_budget_through_the_band_equals_the_plain_fit():
     rows = pd.DataFrame({"status": "finished", "arch": "aunet2", "budget": [r[0] for r in AUNET2],
-                         "bsz": [r[1] for r in AUNET2], "lr": [r[2] for r in AUNET2], "loss": 1.0})
+                         "bsz": [r[1] for r in AUNET2], "lr": [r[2] for r in AUNET2], "loss": 1.0,
+                         "units": "bytes"})
     with pytest.warns(AnalysisWarning, match="single run"):
         fit = fit_hyper_laws(rows, "aunet2", n_boot=50)
     plain = fit_power_law(rows["budget"], rows["lr"])

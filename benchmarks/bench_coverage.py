@@ -1,0 +1,90 @@
+"""Coverage of the hyperparameter laws' 95% intervals on synthetic sweeps with known exponents.
+
+    python benchmarks/bench_coverage.py [--seeds 200] [--bootstrap 200]
+
+Designs: a quasi-random (scrambled Sobol, 24 trials) and a full grid (12 LR x 10 BSZ)
+per budget; 3, 4 and 5 budgets over two decades of compute; each clean and with 15% of
+runs replaced by divergences stored as finished (loss 2-3x the best), which the
+analysis must set aside. For every design, budget count and estimator it prints the
+share of seeds whose 95% interval covers the true alpha (BSZ) and beta (LR), the median
+interval widths, and the ratio of the median width with divergences to the clean one.
+Targets (issue 13): coverage in [0.90, 0.98] everywhere, width ratio at most 1.25.
+Measured here (200 seeds, about 37 minutes on a shared 2-core machine): coverage 0.985
+to 1.000 in every row, so every row misses the upper bound. The reason: intervals never
+narrow below the plain bootstrap, and on these designs the plain bootstrap's standard
+error is 1.0-2.2x the spread of the exponents across seeds (band on a fixed grid: ~2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from analysis.fits import fit_hyper_laws
+from analysis.load import AnalysisWarning, validate_results
+from analysis.synthetic import SweepDesign, default_truth, synthetic_sweep
+
+DESIGNS = {"sobol": {"trials": 24}, "grid": {"grid": (12, 10)}}
+BUDGET_COUNTS = (3, 4, 5)
+DIVERGED = 0.15
+COVERAGE = (0.90, 0.98)
+WIDTH_RATIO = 1.25
+
+
+def run(design_name: str, budgets: int, diverged: float, seeds: int, n_boot: int) -> dict:
+    """Coverage and widths of both estimators' exponents over ``seeds`` sweeps of one design."""
+    truth = default_truth("aunet2").laws
+    true = {"lr": truth.lr.exponent, "bsz": truth.bsz.exponent}
+    design = SweepDesign(budgets=tuple(np.geomspace(1e18, 1e20, budgets)), diverged_as_finished=diverged,
+                         **DESIGNS[design_name])
+    out = {e: {"cover": {"lr": [], "bsz": []}, "width": {"lr": [], "bsz": []}} for e in ("band", "bowl")}
+    for seed in range(seeds):
+        df = validate_results(synthetic_sweep("aunet2", design=design, seed=seed))
+        for estimator, acc in out.items():
+            fit = fit_hyper_laws(df, "aunet2", estimator=estimator, n_boot=n_boot, seed=seed)
+            for name in ("lr", "bsz"):
+                lo, hi = getattr(fit, name).exponent_ci
+                acc["cover"][name].append(lo <= true[name] <= hi)
+                acc["width"][name].append(hi - lo)
+    return {e: {"cover": {k: float(np.mean(v)) for k, v in acc["cover"].items()},
+                "width": {k: float(np.median(v)) for k, v in acc["width"].items()}} for e, acc in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--bootstrap", type=int, default=200, help="resamples per fit")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", AnalysisWarning)
+    print(f"{args.seeds} seeds, {args.bootstrap} resamples per fit; truth: alpha = "
+          f"{default_truth('aunet2').laws.bsz.exponent}, beta = {default_truth('aunet2').laws.lr.exponent}")
+    print(f"{'design':<7} {'budgets':>7} {'estimator':<9} {'divergences':>11} {'cover alpha':>11} {'cover beta':>10} "
+          f"{'width alpha':>11} {'width beta':>10} {'width ratio a/b':>15}  target")
+    misses = []
+    for design_name in DESIGNS:
+        for budgets in BUDGET_COUNTS:
+            start = time.perf_counter()
+            clean = run(design_name, budgets, 0.0, args.seeds, args.bootstrap)
+            dirty = run(design_name, budgets, DIVERGED, args.seeds, args.bootstrap)
+            for estimator in ("band", "bowl"):
+                for label, result in (("none", clean), (f"{DIVERGED:.0%}", dirty)):
+                    r = result[estimator]
+                    ratio = {k: dirty[estimator]["width"][k] / clean[estimator]["width"][k] for k in ("bsz", "lr")}
+                    ok = all(COVERAGE[0] <= c <= COVERAGE[1] for c in r["cover"].values())
+                    if result is dirty:
+                        ok = ok and max(ratio.values()) <= WIDTH_RATIO
+                    ratio_text = f"{ratio['bsz']:.2f}/{ratio['lr']:.2f}" if result is dirty else "-"
+                    print(f"{design_name:<7} {budgets:>7} {estimator:<9} {label:>11} {r['cover']['bsz']:>11.3f} "
+                          f"{r['cover']['lr']:>10.3f} {r['width']['bsz']:>11.4f} {r['width']['lr']:>10.4f} "
+                          f"{ratio_text:>15}  {'met' if ok else 'MISSED'}")
+                    if not ok:
+                        misses.append(f"{design_name}/{budgets}/{estimator}/{label}")
+            print(f"  ({design_name}, {budgets} budgets: {time.perf_counter() - start:.0f} s)", flush=True)
+    print("all designs within target" if not misses else f"missed: {', '.join(misses)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""The analysis on anyone's sweep (issue 13), the minimum study (issue 12), intervals that can tell 95% from 90%
+and band weighting (issue 18), a held-out budget and seed noise (issue 10)."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main
+from analysis.extrapolate import extrapolate
+from analysis.fits import (
+    _law_from_estimates,
+    analyse,
+    fit_hyper_laws,
+    fit_loss_curve,
+    fit_power_law,
+    seed_noise,
+)
+from analysis.holdout import validate_holdout
+from analysis.load import FAMILY, AnalysisWarning, load_results, validate_results
+from analysis.report import write_report
+from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_sweep
+from aunet.laws import HyperLaws, PowerLaw
+
+FIVE = SweepDesign(budgets=tuple(np.geomspace(1e18, 1e20, 5)), trials=16)
+
+
+def quiet(call, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnalysisWarning)
+        return call(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- diverged runs stored as finished
+
+
+def test_divergences_stored_as_finished_are_set_aside_counted_and_never_fitted():
+    design = SweepDesign(budgets=FIVE.budgets, trials=16, diverged_as_finished=0.15)
+    df = synthetic_sweep("aunet2", design=design, seed=1)
+    hidden = df["bpb"] > 1.9 * df.groupby("budget")["bpb"].transform("min")  # the 2-3x runs the generator planted
+    assert (hidden & (df["status"] == "finished")).sum() == 2 * 5  # 15% of 16 per budget
+    with pytest.warns(AnalysisWarning, match=r"10 finished run\(s\) have a loss above 1.5x the best"):
+        table = validate_results(df)
+    assert table["set_aside"].tolist() == hidden.tolist()
+    assert not table.loc[hidden, "usable"].any()
+    clean = quiet(fit_hyper_laws, df[~hidden], "aunet2", estimator="bowl", n_boot=50)
+    dirty = quiet(fit_hyper_laws, table, "aunet2", estimator="bowl", n_boot=50)
+    assert dirty.lr.exponent == pytest.approx(clean.lr.exponent, rel=1e-12)
+    assert (dirty.budgets["set_aside"] == 2).all()
+    kept = quiet(validate_results, df, diverged_above=None)  # the rule is configurable, and can be switched off
+    assert kept.loc[hidden, "usable"].all() and not kept["set_aside"].any()
+    assert quiet(validate_results, df, diverged_above=3.5)["set_aside"].sum() == 0
+    with pytest.raises(ValueError, match="diverged_above 0.9 must exceed 1"):
+        validate_results(df, diverged_above=0.9)
+
+
+def test_report_counts_the_runs_set_aside(tmp_path):
+    df = synthetic_sweep("aunet2", design=SweepDesign(budgets=FIVE.budgets, trials=16, diverged_as_finished=0.15),
+                         seed=2)
+    text = quiet(write_report, df, tmp_path, n_boot=20, targets=[1e21]).read_text()
+    header = next(line for line in text.splitlines() if line.startswith(f"| {FAMILY} | diverged |"))
+    assert header.rstrip(" |").endswith("set aside as diverged")
+    row = text.splitlines()[text.splitlines().index(header) + 2]
+    assert row.rstrip(" |").endswith("| 10")  # the last cell counts the runs set aside
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def test_intervals_never_narrow_below_the_plain_bootstrap():
+    """Budgets exactly on the law (dispersion 0): the interval is the plain bootstrap's, not a point."""
+    budgets = np.geomspace(1e18, 1e20, 4)
+    sd = np.array([0.05, 0.1, 0.05, 0.1])
+    rng = np.random.default_rng(0)
+    logs = np.log(0.02 * budgets**-0.17)
+    est = np.exp(logs + np.vstack([np.zeros(4), sd * rng.standard_normal((4000, 4))]))
+    law = _law_from_estimates("lr", budgets, est, np.ones(4), rng, 0.95)
+    assert law.dispersion < 1e-9
+    x = np.log(budgets)
+    plain_se = math.sqrt(float((((x - x.mean()) / ((x - x.mean()) ** 2).sum()) ** 2 * sd**2).sum()))
+    half_width = (law.exponent_ci[1] - law.exponent_ci[0]) / 2
+    assert 1.96 * plain_se * 0.95 < half_width < 1.96 * plain_se * 1.08
+
+
+def test_power_law_intervals_cover_95_percent_not_90():
+    """1,000 classical fits: binomial sd 0.7%, so 0.93-0.97 tells 95% (pass) from 90% (fail)."""
+    compute = np.geomspace(1e18, 1e21, 5)
+    rng = np.random.default_rng(0)
+    hits = []
+    for seed in range(1000):
+        values = 3.0 * compute**-0.2 * np.exp(0.1 * rng.standard_normal(5))
+        lo, hi = fit_power_law(compute, values, seed=seed).exponent_ci
+        hits.append(lo <= -0.2 <= hi)
+    assert 0.93 <= np.mean(hits) <= 0.97, np.mean(hits)
+
+
+def test_band_counts_weight_the_law():
+    """The band law is the least-squares line through the budgets' centroids weighted by their band counts
+    (the paper fits every near-optimal run); here unweighted it would differ by 0.05 in the exponent."""
+    budgets = np.geomspace(1e18, 1e21, 4)
+    counts = [1, 6, 1, 6]
+    offsets = [0.6, 0.0, -0.6, 0.0]  # centroids off the law at the budgets with one near-optimal run
+    rows = []
+    for budget, count, offset in zip(budgets, counts, offsets):
+        centre = 0.02 * budget**-0.17 * math.exp(offset)
+        for k in range(count):  # in the band (loss 1.0), spread around the centre: their geometric mean is it
+            rows.append({"budget": budget, "lr": centre * math.exp(0.1 * (k - (count - 1) / 2)), "loss": 1.0})
+        rows += [{"budget": budget, "lr": centre * 3, "loss": 1.1}, {"budget": budget, "lr": centre / 3, "loss": 1.1}]
+    df = pd.DataFrame(rows).assign(status="finished", arch="aunet2", units="bytes", bsz=1e5,
+                                   trial=lambda d: range(len(d)))
+    fit = quiet(fit_hyper_laws, df, "aunet2", n_boot=20)
+    centroids = [0.02 * b**-0.17 * math.exp(o) for b, o in zip(budgets, offsets)]
+    weighted = np.polyfit(np.log(budgets), np.log(centroids), 1, w=np.sqrt(counts))[0]
+    plain = np.polyfit(np.log(budgets), np.log(centroids), 1)[0]
+    assert fit.budgets["near_optimal"].tolist() == counts
+    assert fit.lr.exponent == pytest.approx(weighted, abs=1e-9)
+    assert abs(weighted - plain) > 0.05  # the test can tell the two apart
+
+
+def test_a_three_budget_study_always_gets_a_report(tmp_path, capsys):
+    """One degree of freedom: the interval may reach infinity, and says so, instead of an OverflowError."""
+    law = fit_power_law([1e10, 1e11, 1e12], [1.0, 1e6, 1e-3])
+    assert law.coef_ci[1] == math.inf or law.coef_ci[0] == 0.0
+    assert law.exponent_ci[0] < law.exponent < law.exponent_ci[1]
+    study = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e18, 1e19, 1e20), trials=8), seed=3)
+    study.loc[study["budget"] == 1e19, "lr"] *= 30  # a middle budget far off the law: a law that knows little
+    study.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "laws"), "--bootstrap", "200"]) == 0
+    assert main(["report", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "report"), "--bootstrap", "200"]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| aunet2 | band | bytes |" in report
+
+
+# --------------------------------------------------------------------------- families, units, groups, boxes
+
+
+def test_extrapolate_falls_back_to_the_laws_for_a_family_the_ladder_does_not_know(capsys):
+    df = synthetic_sweep("aunet2", design=FIVE, seed=4).assign(arch="chinchilla_dense")
+    result = quiet(analyse, df, n_boot=50)
+    recipe = extrapolate(result, "chinchilla_dense", 1e22)  # the table knows the ratio: the ladder would be asked
+    assert recipe.ratio == 2.0 and recipe.plan is None and recipe.steps is None
+    assert "ladder knows no family 'chinchilla_dense'" in recipe.note
+    assert recipe.lr.lo < recipe.lr.value < recipe.lr.hi and recipe.loss.lo < recipe.loss.value < recipe.loss.hi
+    assert recipe.command_line()[0] == "++arch=chinchilla_dense"
+    assert "ladder knows no family" in recipe.text()
+
+
+def test_units_are_never_guessed():
+    df = synthetic_sweep("transformer_bpe", design=FIVE, seed=5)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['units'\]"):
+        validate_results(df.drop(columns=["units"]))
+    finished = df.index[df["status"] == "finished"]
+    with pytest.raises(ValueError, match=rf"rows {finished[0]} have no 'units'"):
+        validate_results(df.assign(units=lambda d: d["units"].where(d.index != finished[0], None)))
+
+
+def test_token_losses_without_bytes_per_unit_stay_per_token(tmp_path):
+    df = synthetic_sweep("transformer_bpe", design=FIVE, seed=6).drop(columns=["bytes_per_unit", "bpb",
+                                                                                "bsz_bytes"])
+    table = quiet(validate_results, df)
+    assert table["bpb"].isna().all()
+    curve = quiet(fit_loss_curve, table, "transformer_bpe", n_boot=50)
+    assert (curve.metric, curve.label) == ("loss", "nats per token")
+    assert curve.best.tolist() == table[table["usable"]].groupby("budget")["loss"].min().tolist()
+    result = quiet(analyse, table, n_boot=50)
+    recipe = extrapolate(result, "transformer_bpe", 1e21)
+    assert recipe.bpb is None and ("loss", str(recipe.loss), "nats per token") in recipe.rows()
+    assert set(result.isoflop["metric"]) >= {"loss"} and "bpb" not in set(result.isoflop["metric"])
+    report = write_report(result, tmp_path, targets=[1e21]).read_text()
+    assert "| transformer_bpe | nats per token |" in report
+    with pytest.raises(ValueError, match="needs every run's bytes_per_unit"):
+        fit_hyper_laws(table, "transformer_bpe", bsz_in="bytes")
+
+
+def _iso_flop_table() -> pd.DataFrame:
+    """Two model sizes at every budget whose optimal LRs differ 4x: an iso-FLOP design."""
+    parts = []
+    for name, lr_coef, seed in (("small", 6.6, 7), ("large", 6.6 / 4, 8)):
+        truth = SyntheticTruth(HyperLaws(PowerLaw(0.66, 0.321), PowerLaw(lr_coef, -0.176), "bytes"))
+        part = synthetic_sweep("aunet2", design=FIVE, truth=truth, seed=seed)
+        parts.append(part.assign(model=name, params=part["params"] * (2 if name == "large" else 1),
+                                 trial=part["trial"] + (1000 if name == "large" else 0)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_runs_are_grouped_by_every_run_defining_column():
+    df = _iso_flop_table()
+    fit = quiet(fit_hyper_laws, df, "aunet2", estimator="bowl", n_boot=50)
+    assert len(fit.budgets) == 2 * len(FIVE.budgets)
+    small = fit.budgets[fit.budgets["group"].str.startswith("model=small")]
+    large = fit.budgets[fit.budgets["group"].str.startswith("model=large")]
+    assert len(small) == len(large) == len(FIVE.budgets)
+    ratio = small["lr_opt"].to_numpy() / large["lr_opt"].to_numpy()
+    assert np.all((ratio > 3) & (ratio < 5.5)), ratio  # each group's own optimum, not a blend of the two
+    explicit = quiet(fit_hyper_laws, df.drop(columns=["model", "params"]).assign(group=df["model"]), "aunet2",
+                     estimator="bowl", n_boot=50)
+    assert sorted(set(explicit.budgets["group"])) == ["large", "small"]
+    np.testing.assert_allclose(explicit.budgets["lr_opt"], fit.budgets["lr_opt"], rtol=1e-12)
+
+
+def test_a_band_that_fills_the_box_is_flagged():
+    design = SweepDesign(budgets=FIVE.budgets, trials=16, box=1.05, prior_offset=1.0)  # a box 10% wide: flat loss
+    with pytest.warns(AnalysisWarning, match=r"1\d of 1\d finished runs are within 1.00% of the best.*too narrow"):
+        fit = fit_hyper_laws(synthetic_sweep("aunet2", design=design, seed=9), "aunet2", n_boot=20)
+    assert fit.budgets["edge"].str.contains("band fills box").all()
+
+
+def test_the_box_covers_the_runs_snapped_below_it():
+    """Batches are snapped to whole sequences after sampling: a run below the recorded box widens the box,
+    and the edge warning speaks of that box."""
+    df = synthetic_sweep("aunet2", design=SweepDesign(budgets=FIVE.budgets, trials=16, prior_offset=1.0), seed=10)
+    first = df["budget"] == df["budget"].min()
+    smallest = df.loc[first, "bsz"].idxmin()
+    df.loc[first, "bsz_min"] = df.loc[smallest, "bsz"] * 1.14  # the recorded box starts above the snapped run
+    df.loc[smallest, ["loss", "bpb"]] = df.loc[first & (df["status"] == "finished"), ["loss", "bpb"]].min() * 0.99
+    df.loc[smallest, "status"] = "finished"
+    with pytest.warns(AnalysisWarning, match=r"the best run's BSZ [\d.e+]+ sits on the lower edge of the search box"):
+        fit = fit_hyper_laws(df, "aunet2", n_boot=20)
+    row = fit.budgets.iloc[0]
+    assert row["bsz_min"] == df.loc[smallest, "bsz"] == row["best_bsz"]
+    assert "BSZ lower" in row["edge"]
+
+
+def test_fit_labels_the_bowl_as_a_quadratic(tmp_path, capsys):
+    synthetic_sweep("aunet2", design=FIVE, seed=11).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "aunet2 [bowl, robust quadratic, BSZ in bytes]" in out and "[band, 1.00% band" in out
+    assert "[bowl, 1.00% band" not in out
+
+
+def test_the_family_column_may_be_spelled_family():
+    df = synthetic_sweep("aunet2", design=FIVE, seed=12).rename(columns={"arch": "family"})
+    assert (validate_results(df)[FAMILY] == "aunet2").all()
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_import_turns_an_external_table_into_a_study(tmp_path, capsys):
+    """The README's example: compute as params x tokens, its own column names, no status, no units column."""
+    df = quiet(validate_results, synthetic_sweep("aunet2", design=FIVE, seed=13)).query("usable")
+    external = pd.DataFrame({"model_family": "aunet2", "N": df["params"], "tokens": df["train_units"],
+                             "learning_rate": df["lr"], "batch": df["bsz"], "final_loss": df["loss"]})
+    external.to_parquet(tmp_path / "sweep.parquet")
+    study = tmp_path / "study"
+    assert main(["import", str(tmp_path / "sweep.parquet"), "--out", str(study), "--units", "bytes",
+                 "--column", "family=model_family", "--column", "params=N", "--column", "lr=learning_rate",
+                 "--column", "bsz=batch", "--column", "loss=final_loss"]) == 0
+    assert "runs; analyse with: python -m analysis report" in capsys.readouterr().out
+    table = load_results(study)
+    np.testing.assert_allclose(table["budget"], [float(f"{6 * n * d:.6g}") for n, d in zip(df["params"],
+                                                                                           df["train_units"])])
+    assert (table["status"] == "finished").all() and (table["study"] == "study").all()
+    ours = quiet(fit_hyper_laws, df, "aunet2", n_boot=20)
+    theirs = quiet(fit_hyper_laws, table, "aunet2", n_boot=20)
+    assert theirs.lr.exponent == pytest.approx(ours.lr.exponent, rel=1e-9)
+    assert main(["fit", str(study), "--out", str(tmp_path / "laws"), "--bootstrap", "20"]) == 0
+
+
+def _external(tmp_path, **changes) -> str:
+    df = synthetic_sweep("aunet2", design=FIVE, seed=14)[["arch", "budget", "lr", "bsz", "loss", "units", "status"]]
+    for column, change in changes.items():
+        df = change(df) if callable(change) else df.assign(**{column: change})
+    path = tmp_path / "ext.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, args, message", [
+    ({"drop": lambda d: d.drop(columns=["lr", "loss"])}, [], r"lacks column\(s\) \['lr', 'loss'\]"),
+    ({"loss": lambda d: d.astype({"loss": object}).assign(loss=d["loss"].astype(object).where(d.index != 4, "nan?"))},
+     [], r"column 'loss' must be numeric; rows 4 hold \['nan\?'\]"),
+    ({"lr": lambda d: d.assign(lr=d["lr"].where(d.index != 2, 0.0))}, [], r"'lr' must be a positive.*rows 2 have"),
+    ({"budget": lambda d: d.assign(budget=d["budget"].where(d.index != 6, -1e18))}, [], r"'budget'.*rows 6 have"),
+    ({"units": "nats"}, [], r"unknown units \['nats'\]"),
+    ({"units": lambda d: d.drop(columns=["units"])}, [], r"lacks column\(s\) \['units'\]"),
+    ({"dup": lambda d: pd.concat([d, d.iloc[[7]]], ignore_index=True)}, [], r"rows 7, \d+ repeat a run"),
+    ({}, ["--units", "bytes"], "has a 'units' column and --units 'bytes' was given too"),
+    ({}, ["--column", "loss=final"], "names columns the table does not have"),
+    ({"budget": lambda d: d.drop(columns=["budget"])}, [], "gives no compute"),
+])
+def test_import_refuses_bad_tables_naming_the_rows(tmp_path, capsys, changes, args, message):
+    source = _external(tmp_path, **changes)
+    assert main(["import", source, "--out", str(tmp_path / "study"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert not (tmp_path / "study" / "results.csv").exists()  # refused before anything is written
+
+
+# --------------------------------------------------------------------------- predict, then train
+
+
+@pytest.fixture(scope="module")
+def holdout_table() -> pd.DataFrame:
+    df = synthetic_sweep("aunet2", design=FIVE, seed=15)
+    top = df["budget"].max()
+    truth = default_truth("aunet2").laws
+    at_prediction = df[df["budget"] == top].iloc[[0]].assign(
+        lr=truth.lr(top), bsz=truth.bsz(top), bsz_bytes=truth.bsz(top), status="finished", trial=999,
+        at_prediction=True)
+    at_prediction[["loss", "bpb"]] = df.loc[df["budget"] == top, ["loss", "bpb"]].min() * 1.003
+    return pd.concat([df.assign(at_prediction=False), at_prediction], ignore_index=True)
+
+
+def test_validate_predicts_the_held_out_budget_from_the_budgets_below(holdout_table):
+    top = holdout_table["budget"].max()
+    (check,) = quiet(validate_holdout, holdout_table, top, n_boot=200)
+    below = holdout_table[holdout_table["budget"] < top]
+    law = quiet(analyse, below, n_boot=200).law("aunet2")
+    assert check.estimator == law.estimator == "bowl" and len(check.fitted_budgets) == 4
+    for name in ("lr", "bsz"):
+        assert check.predicted[name] == tuple(float(v[0]) for v in getattr(law, name).predict(top))
+    held = quiet(validate_results, holdout_table).query("usable and budget == @top")
+    best = held.loc[held["loss"].idxmin()]
+    near = held[held["loss"] <= best["loss"] * 1.01]
+    assert check.observed["lr"] == best["lr"] and check.observed["loss"] == best["bpb"]
+    assert check.observed["lr_opt"] == pytest.approx(math.exp(np.log(near["lr"]).mean()))
+    assert check.inside("lr") == (check.predicted["lr"][1] <= check.observed["lr_opt"] <= check.predicted["lr"][2])
+    assert check.at_prediction == pytest.approx(best["bpb"] * 1.003)
+    assert check.loss_error() == pytest.approx(best["bpb"] / check.predicted["loss"][0] - 1)
+    text = check.text()
+    assert "run at the predicted hyperparameters: loss" in text and "+0.30% from the confirmation" in text
+
+
+def test_validate_cli_and_its_bad_input(holdout_table, tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    holdout_table.to_csv(path, index=False)
+    top = holdout_table["budget"].max()
+    assert main(["validate", str(path), "--holdout", f"{top:g}", "--bootstrap", "100"]) == 0
+    assert f"aunet2 at the held-out C = {top:.3g} (bowl law fitted on 4 budgets below" in capsys.readouterr().out
+    for holdout, message in ((3e19, r"held-out budget 3e\+19 is not in the study; its budgets are"),
+                             (float(np.geomspace(1e18, 1e20, 5)[2]), "2 budget\\(s\\) with finished runs below")):
+        assert main(["validate", str(path), "--holdout", f"{holdout!r}"]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    unfinished = holdout_table.assign(status=lambda d: d["status"].where(d["budget"] != top, "failed"))
+    with pytest.raises(ValueError, match=r"held-out budget 1e\+20 has no finished trials"):
+        validate_holdout(unfinished, top)
+
+
+# --------------------------------------------------------------------------- seed noise
+
+
+def _seeded(spreads: list[float]) -> pd.DataFrame:
+    df = synthetic_sweep("aunet2", design=FIVE, seed=16)
+    base = df[df["status"] == "finished"].iloc[[0]]
+    repeats = pd.concat([base.assign(seed=s + 1, trial=900 + s, loss=base["loss"] * (1 + d), bpb=base["bpb"] * (1 + d))
+                         for s, d in enumerate(spreads)])
+    return pd.concat([df, repeats], ignore_index=True)
+
+
+def test_seed_noise_is_measured_and_compared_with_the_band():
+    noisy = quiet(validate_results, _seeded([0.0, 0.012, 0.004]))
+    noise = seed_noise(noisy, tolerance=0.01)
+    assert len(noise) == 1
+    row = noise.iloc[0]
+    losses = np.array([1.0, 1.0, 1.012, 1.004]) * noisy.loc[noisy["trial"] == 900, "loss"].iloc[0]
+    assert row["seeds"] == 4 and row["spread"] == pytest.approx(0.012)
+    assert row["sd"] == pytest.approx(losses.std(ddof=1) / losses.mean())
+    assert row["vs_band"] == pytest.approx(1.2)
+    with pytest.warns(AnalysisWarning, match=r"4 seeds of LR .* differ by 1.20% in loss, at least the 1.00% band"):
+        result = analyse(noisy, n_boot=20)
+    assert len(result.seed_noise) == 1
+    quiet_result = quiet(analyse, _seeded([0.0, 0.004]), n_boot=20)
+    assert quiet_result.seed_noise["vs_band"].iloc[0] == pytest.approx(0.4)
+    assert not any("seed noise" in w for w in quiet_result.warnings)
+
+
+def test_synthetic_full_grid_design():
+    df = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e18, 1e19), grid=(12, 10), fail_rate=0.0), seed=17)
+    for _, runs in df.groupby("budget"):
+        assert len(runs) == 120 and runs["lr"].round(12).nunique() == 12 and runs["bsz"].round(6).nunique() == 10
+        assert runs["lr"].min() == pytest.approx(runs["lr_min"].iloc[0]) and runs["bsz"].max() == pytest.approx(
+            runs["bsz_max"].iloc[0])
