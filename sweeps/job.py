@@ -19,6 +19,7 @@ from aunet.eval.suite import EvalConfig
 from aunet.optim import OptimConfig
 from aunet.tracking import TrackingConfig
 from aunet.train import TrainConfig, train
+from sweeps.attempts import note_start
 from sweeps.study import StudyConfig, box
 
 
@@ -78,6 +79,7 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
 def run_trial(cfg: DictConfig) -> dict[str, Any]:
     """The task function body of ``sweep.py``: train one trial and return its record."""
     export_slurm_distributed_env()
+    note_start(cfg.output_dir)  # the driver counts attempts, and finds this job again, from this mark
     return train(trial_config(cfg)).to_dict()
 
 
