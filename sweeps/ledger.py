@@ -96,8 +96,8 @@ class Ledger:
             db.close()
 
     def _unreadable(self, err: Exception) -> LedgerError:
-        return LedgerError(f"ledger {self.path} cannot be read ({err}); move it aside and rebuild it from the "
-                           f"trials' record files: python -m sweeps rebuild {self.path.parent}")
+        return LedgerError(f"ledger {self.path} cannot be read ({err}); rebuild it from the trials' record files "
+                           f"with: python -m sweeps rebuild {self.path.parent} (it keeps the damaged file)")
 
     def bind(self, study: StudyConfig) -> None:
         """Tie the ledger to a study config; refuse one written by a different config."""

@@ -4,9 +4,10 @@ It reads the study (``sweep=<study>``), validates it and the launcher settings b
 anything is submitted, registers every trial in the study's ledger, and hands the
 trials that still need running (pending; failed or preempted ones below their attempt
 limit) to the configured launcher (in-process locally, or submitit on SLURM: one job
-array per batch). Each job's overrides show its real LR and BSZ. After each batch the
-ledger records what every job returned; a job that crashed, even one the launcher
-could not report on, is recorded as failed and the study goes on.
+array per batch). Each job's overrides show its real LR and BSZ. One driver at a time
+holds a study (``sweeps.lock``); it first reconciles what earlier drivers left (jobs still
+running are waited for, never launched twice), then launches and settles the trials
+(``sweeps.launch``): a job that crashed is recorded as failed on its own, and the study goes on.
 """
 
 from __future__ import annotations
