@@ -191,10 +191,11 @@ def test_a_corrupt_ledger_is_one_clear_error_naming_the_file_and_the_fix(tmp_pat
     with pytest.raises(LedgerError) as err:
         Ledger(path)
     assert str(path) in str(err.value) and "python -m sweeps rebuild" in str(err.value)
-    status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(tmp_path)], cwd=REPO, text=True,
-                            capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert status.returncode != 0 and "Traceback" not in status.stderr
-    assert status.stderr.strip().count("\n") == 0 and str(path) in status.stderr
+    for command in (["sweeps", "status"], ["analysis", "fit"]):
+        done = subprocess.run([sys.executable, "-m", *command, str(tmp_path)], cwd=REPO, text=True,
+                              capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode != 0 and done.stderr.strip().count("\n") == 0, done.stderr
+        assert str(path) in done.stderr and "python -m sweeps rebuild" in done.stderr
 
 
 def test_job_states_of_live_dead_and_recycled_processes(live_job):
@@ -203,7 +204,6 @@ def test_job_states_of_live_dead_and_recycled_processes(live_job):
     assert job_state(dead_job()) == GONE
     kind, host, pid, _ = job.split(":")
     assert job_state(f"{kind}:{host}:{pid}:1") == GONE  # same PID, another process start time
-    assert job_state("slurm:1") != ALIVE or True  # answered without raising, whether or not SLURM is here
 
 
 def test_a_second_driver_is_refused_naming_the_holder_and_a_dead_holders_lock_is_taken_over(tmp_path):
