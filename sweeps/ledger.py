@@ -89,7 +89,7 @@ class Ledger:
             with db:  # one transaction
                 yield db
         except sqlite3.DatabaseError as err:
-            if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+            if type(err) is not sqlite3.DatabaseError:  # "not a database", "malformed"; not a locked or bad query
                 raise
             raise self._unreadable(err) from err
         finally:

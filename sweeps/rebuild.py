@@ -41,7 +41,7 @@ def rebuild(sweep_dir: Path) -> str:
         ledger = Ledger(path)
         ledger.bind(study)
         found, skipped = 0, []
-        for record_path in sorted(sweep_dir.glob("**/record.json")):
+        for record_path in sorted(sweep_dir.glob("*/C*/t*/record.json")):  # trial folders: Trial.key
             trial_dir = record_path.parent
             key = trial_dir.relative_to(sweep_dir).as_posix()
             record = read_record(record_path)
