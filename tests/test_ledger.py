@@ -244,3 +244,28 @@ def test_overhead_is_the_wall_time_no_run_covers_never_negative(study):
         os.utime(root / trial.key / "record.json", (tic + 90, tic + 90))
     launcher, setup, teardown = batch_overhead(ledger, ledger.rows(), tic, tic + 100, root)
     assert launcher == pytest.approx(20 / 3) and (setup, teardown) == (1.0, 2.0)
+
+
+def test_rebuild_restores_the_ledger_from_record_files_and_keeps_the_damaged_one(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sweeps.rebuild import rebuild
+
+    study = StudyConfig(name="s", budgets=[1e11])
+    OmegaConf.save(OmegaConf.create({"sweep": dict(study.__dict__), "tracking": {"enabled": False}}),
+                   tmp_path / "multirun.yaml")
+    (tmp_path / "ledger.sqlite").write_bytes(b"garbage" * 100)
+    for trial, status in zip(TRIALS[:2], ("finished", "diverged")):
+        start(tmp_path / trial.key, dead_job())
+        start(tmp_path / trial.key, dead_job())
+        RunRecord(status=status, arch="aunet2", budget=1e11, lr=0.5, bsz=2048, study="s", trial=trial.index,
+                  config={"optim": {"lr": trial.lr}, "bsz": trial.bsz}).write(tmp_path / trial.key / "record.json")
+    (tmp_path / TRIALS[2].key).mkdir(parents=True)
+    (tmp_path / TRIALS[2].key / "record.json").write_text("{torn")
+    summary = rebuild(tmp_path)
+    assert "2 trials from their record files" in summary and str(tmp_path / TRIALS[2].key) in summary
+    rows = {r.key: r for r in Ledger(tmp_path / "ledger.sqlite").rows()}
+    assert {k: (r.status, r.attempts, r.lr, r.bsz) for k, r in rows.items()} == {
+        TRIALS[0].key: ("finished", 2, 1e-3, 1024), TRIALS[1].key: ("diverged", 2, 1e-3, 1024)}
+    assert len(list(tmp_path.glob("ledger.sqlite.damaged-*"))) == 1
+    Ledger(tmp_path / "ledger.sqlite").bind(study)  # the same study: the next run goes on from here
