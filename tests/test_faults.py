@@ -156,7 +156,7 @@ def test_submitit_local_orphans_are_adopted_and_one_killed_job_fails_alone(tmp_p
                for r in Ledger(sweep_dir / "ledger.sqlite").rows())
     rerun = run(sweep_cmd(sweep_dir, "orphans", *LOCAL))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "0 to run, 2 still running from an earlier driver" in said(rerun)
+    assert "2 trials, 0 to run" in said(rerun)  # waited for (or found finished), never launched again
     assert_each_trial_finished_once(sweep_dir)
 
     sweep_dir = tmp_path / "onejob"
@@ -188,7 +188,7 @@ def test_slurm_orphans_are_adopted_and_one_cancelled_job_fails_alone(tmp_path, s
     kill_driver(driver)
     rerun = run(sweep_cmd(sweep_dir, "slurm_orphans", *slurm), env=slurm_cluster.env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "0 to run, 2 still running from an earlier driver" in said(rerun)
+    assert "2 trials, 0 to run" in said(rerun)  # waited for (or found finished), never launched again
     assert_each_trial_finished_once(sweep_dir)
 
     sweep_dir = tmp_path / "slurm_onejob"
