@@ -30,8 +30,9 @@ def read_mlflow(experiment: str, *, tracking_uri: str | None = None) -> pd.DataF
     trials (a study's parent run: no record and no ``arch``) are left out; ``status``
     falls back to MLflow's own run status when a run logged none.
     """
-    import mlflow
+    from aunet.tracking import import_mlflow
 
+    mlflow = import_mlflow()
     if tracking_uri is None:
         raise ValueError("reading MLflow runs needs the tracking URI of the store, e.g. sqlite:////abs/path/mlflow.db")
     client = mlflow.MlflowClient(tracking_uri)

@@ -9,11 +9,12 @@ store is a local SQLite file (``sqlite:///<outputs>/mlflow.db``).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,16 @@ class TrackingConfig:
     experiment: str = "aunet"
     run_name: str | None = None
     parent_run_id: str | None = None  # a sweep's study run; this run becomes its child
-    tags: dict[str, str] | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. a sweep's family, budget and trial
+
+
+def import_mlflow() -> Any:
+    """``import mlflow`` with its usage telemetry off: a run makes no network call (MLflow 3 would
+    otherwise send usage data to its telemetry host even for a local SQLite store)."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    import mlflow
+
+    return mlflow
 
 
 def default_tracking_uri(root: str | Path) -> str:
@@ -71,7 +81,7 @@ class Tracker:
 
     def _work(self, root: Path, params: dict[str, Any]) -> None:
         try:
-            import mlflow
+            mlflow = import_mlflow()
             from mlflow.tracking import MlflowClient
 
             uri = self.cfg.tracking_uri or default_tracking_uri(root)

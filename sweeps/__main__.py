@@ -1,4 +1,5 @@
-"""``python -m sweeps status <study or folder>`` and ``python -m sweeps export <study> [--out F]``."""
+"""``python -m sweeps status <study or folder>``, ``python -m sweeps export <study> [--out F]`` and
+``python -m sweeps rebuild <study>`` (a new ledger from the trials' record files)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ import sys
 from pathlib import Path
 
 from sweeps.ledger import Ledger
+from sweeps.lock import StudyLocked, current_holder
 from sweeps.report import status_table
 
 DEFAULT_ROOT = Path("outputs/sweeps")
 
 
 def find_ledger(study: str) -> Ledger:
+    path = study_folder(study) / "ledger.sqlite"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing; rebuild it from the trials' record files: "
+                         f"python -m sweeps rebuild {path.parent}")
+    return Ledger(path)
+
+
+def study_folder(study: str) -> Path:
+    """A study's folder, from its name or its path."""
     for candidate in (Path(study), DEFAULT_ROOT / study):
-        path = candidate if candidate.suffix == ".sqlite" else candidate / "ledger.sqlite"
-        if path.is_file():
-            return Ledger(path)
+        folder = candidate.parent if candidate.suffix == ".sqlite" else candidate
+        if (folder / "ledger.sqlite").is_file() or (folder / "multirun.yaml").is_file():
+            return folder
     known = sorted(p.parent.name for p in DEFAULT_ROOT.glob("*/ledger.sqlite"))
     raise SystemExit(f"error: no ledger for study {study!r} (looked in {study} and {DEFAULT_ROOT / study}); "
                      f"known studies: {known or 'none yet (run python sweep.py -m)'}")
@@ -30,10 +41,27 @@ def main(argv: list[str] | None = None) -> None:
     export = sub.add_parser("export", help="the results table (CSV or Parquet) the analysis reads")
     export.add_argument("study")
     export.add_argument("--out", default=None, help="output file (.csv or .parquet); default: stdout as CSV")
+    rebuild = sub.add_parser("rebuild", help="a new ledger from the trials' record files (a damaged one is kept)")
+    rebuild.add_argument("study")
     args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, StudyLocked) as err:  # a refusal: one line
+        raise SystemExit(f"error: {err}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "rebuild":
+        from sweeps.rebuild import rebuild
+
+        print(rebuild(study_folder(args.study).resolve()))
+        return
     ledger = find_ledger(args.study)
     if args.command == "status":
         print(status_table(ledger))
+        holder = current_holder(ledger.path.parent)
+        if holder:
+            print(f"running now: {holder}")
         return
     frame = ledger.to_frame()
     if args.out is None:

@@ -19,6 +19,7 @@ from aunet import ladder
 from aunet.data import DataConfig, prepare_data
 from aunet.ladder import DataMeasurements, RunPlan
 from aunet.train import TrainConfig, train
+from sweeps.attempts import note_start
 from sweeps.study import StudyConfig, Trial, box, cell_trials
 
 
@@ -81,6 +82,7 @@ def trial_config(cfg: DictConfig) -> TrainConfig:
 def run_trial(cfg: DictConfig) -> dict[str, Any]:
     """The task function body of ``sweep.py``: train one trial and return its record."""
     export_slurm_distributed_env()
+    note_start(cfg.output_dir)  # the driver counts attempts, and finds this job again, from this mark
     return train(trial_config(cfg)).to_dict()
 
 

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS trials (
     error TEXT NOT NULL DEFAULT '',
     record TEXT,
     output_dir TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    job TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -57,10 +58,15 @@ class Row:
     error: str
     record: dict[str, Any] | None
     output_dir: str
+    job: str = ""  # the job that runs or last ran the trial (sweeps.attempts names it)
 
     @property
     def trial(self) -> Trial:
         return Trial(self.family, self.budget, self.index, self.lr, self.bsz)
+
+
+class LedgerError(ValueError):
+    """The ledger file cannot be read as a ledger; the message names it and the fix."""
 
 
 class Ledger:
@@ -69,15 +75,29 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(trials)")}
+            if "job" not in columns:  # a ledger written before jobs were recorded
+                db.execute("ALTER TABLE trials ADD COLUMN job TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            db = sqlite3.connect(self.path, timeout=60)
+        except sqlite3.Error as err:
+            raise self._unreadable(err) from err
         try:
             with db:  # one transaction
                 yield db
+        except sqlite3.DatabaseError as err:
+            if type(err) is not sqlite3.DatabaseError:  # "not a database", "malformed"; not a locked or bad query
+                raise
+            raise self._unreadable(err) from err
         finally:
             db.close()
+
+    def _unreadable(self, err: Exception) -> LedgerError:
+        return LedgerError(f"ledger {self.path} cannot be read ({err}); rebuild it from the trials' record files "
+                           f"with: python -m sweeps rebuild {self.path.parent} (it keeps the damaged file)")
 
     def bind(self, study: StudyConfig) -> None:
         """Tie the ledger to a study config; refuse one written by a different config."""
@@ -115,26 +135,27 @@ class Ledger:
             )
 
     def mark(self, key: str, status: str, *, record: dict[str, Any] | None = None, error: str = "",
-             output_dir: str = "", attempt: bool = False) -> None:
+             output_dir: str = "", attempts: int | None = None, job: str | None = None) -> None:
+        """Set a trial's status; ``attempts`` (the jobs that started it) and ``job`` only when given."""
         loss = bpb = None
         if record is not None:
             loss, bpb = record.get("loss"), record.get("bpb")
         with self._connect() as db:
             db.execute(
-                "UPDATE trials SET status=?, error=?, updated=?, attempts=attempts+?, "
+                "UPDATE trials SET status=?, error=?, updated=?, attempts=COALESCE(?, attempts), "
                 "loss=COALESCE(?, loss), bpb=COALESCE(?, bpb), record=COALESCE(?, record), "
-                "output_dir=CASE WHEN ?='' THEN output_dir ELSE ? END WHERE key=?",
-                (status, error, time.time(), int(attempt), loss, bpb,
-                 json.dumps(record) if record is not None else None, output_dir, output_dir, key),
+                "output_dir=CASE WHEN ?='' THEN output_dir ELSE ? END, job=COALESCE(?, job) WHERE key=?",
+                (status, error, time.time(), attempts, loss, bpb,
+                 json.dumps(record) if record is not None else None, output_dir, output_dir, job, key),
             )
 
     def rows(self) -> list[Row]:
         with self._connect() as db:
             found = db.execute(
-                "SELECT key, family, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir "
-                "FROM trials ORDER BY family, budget, idx"
+                "SELECT key, family, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir, "
+                "job FROM trials ORDER BY family, budget, idx"
             ).fetchall()
-        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12]) for r in found]
+        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13]) for r in found]
 
     def to_frame(self):
         """Finished and failed trials as the analysis's results table (one flat row per record)."""

@@ -4,9 +4,10 @@ It reads the study (``sweep=<study>``), validates it and the launcher settings b
 anything is submitted, registers every trial in the study's ledger, and hands the
 trials that still need running (pending; failed or preempted ones below their attempt
 limit) to the configured launcher (in-process locally, or submitit on SLURM: one job
-array per batch). Each job's overrides show its real LR and BSZ. After each batch the
-ledger records what every job returned; a job that crashed, even one the launcher
-could not report on, is recorded as failed and the study goes on.
+array per batch). Each job's overrides show its real LR and BSZ. One driver at a time
+holds a study (``sweeps.lock``); it first reconciles what earlier drivers left (jobs still
+running are waited for, never launched twice), then launches and settles the trials
+(``sweeps.launch``): a job that crashed is recorded as failed on its own, and the study goes on.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
-from aunet.record import RunRecord
 from sweeps.job import plan_cell
+from sweeps.launch import needs_run, reconcile, run_trials, wait_for_jobs
 from sweeps.ledger import Ledger, Row
+from sweeps.lock import StudyLock
 from sweeps.report import status_table
-from sweeps.study import StudyConfig
+from sweeps.study import StudyConfig, budget_tag
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +48,24 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     cells = {(f, b): plan_cell(study, f, b, config.data) for f in study.families for b in study.budgets}
     trials = [trial for cell in cells.values() for trial in cell.trials()]
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, sweep_dir / "multirun.yaml")
-    ledger = Ledger(sweep_dir / "ledger.sqlite")
-    ledger.bind(study)
-    ledger.add(trials)
-    reconcile(ledger, sweep_dir)
-    extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
-    todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
-    log.info("study %s: %d trials, %d to run", study.name, len(ledger.rows()), len(todo))
-    size = study.batch_size or len(todo) or 1
-    returns: list[JobReturn] = []
-    overheads: list[tuple[float, float, float]] = []
-    for start in range(0, len(todo), size):
-        batch = todo[start : start + size]
-        for row in batch:
-            ledger.mark(row.key, "running", attempt=True, output_dir=str(sweep_dir / row.key))
-        overrides = [[*arguments, *cells[row.family, row.budget].overrides(row.trial), *extra] for row in batch]
-        tic = time.time()
-        try:
-            results = list(launcher.launch(overrides, initial_job_idx=start))
-        except Exception as err:  # the launcher itself failed (e.g. a job array lost)
-            log.error("launcher failed for a batch of %d trials: %s", len(batch), err)
-            results = [None] * len(batch)
-        for row, result in zip(batch, results):
-            settle(ledger, row, result, sweep_dir, launcher_error="the launcher returned no result")
-        returns += [r for r in results if r is not None]
-        overheads.append(batch_overhead(ledger, batch, time.time() - tic))
-    ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
+    with StudyLock(sweep_dir):
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+        ledger = Ledger(sweep_dir / "ledger.sqlite")
+        ledger.bind(study)
+        ledger.add(trials)
+        adopted = reconcile(ledger, sweep_dir)
+        extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
+        todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
+        log.info("study %s: %d trials, %d to run, %d still running from an earlier driver", study.name,
+                 len(ledger.rows()), len(todo), len(adopted))
+        returns, overheads = run_trials(ledger, launcher, todo,
+                                        lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
+                                                    *trial_labels(row), *extra],
+                                        sweep_dir, study.batch_size)
+        wait_for_jobs(ledger, adopted, sweep_dir)
+        ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
+        if extra:
+            close_study_run(config, ledger, study, sweep_dir)
     print(status_table(ledger))
     if overheads:
         launcher_s, setup_s, teardown_s = (sum(o[i] for o in overheads) / len(overheads) for i in range(3))
@@ -85,19 +76,25 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     return returns
 
 
+def trial_labels(row: Row) -> list[str]:
+    """The trial's MLflow run is named like its folder and tagged, so the MLflow UI tells trials apart."""
+    tags = {"family": row.family, "budget": budget_tag(row.budget), "trial": str(row.index)}
+    return [f"tracking.run_name='{row.key}'", *(f"++tracking.tags.{k}='{v}'" for k, v in tags.items())]
+
+
 def tracking_overrides(config: DictConfig, study: StudyConfig, ledger: Ledger, sweep_dir: Path) -> list[str]:
     """Every trial logs to the study's MLflow store, as a child of the study's run."""
     tracking = config.tracking
     if not tracking.enabled:
         return []
-    from aunet.tracking import default_tracking_uri, ensure_experiment
+    from aunet.tracking import default_tracking_uri, ensure_experiment, import_mlflow
 
     uri = tracking.tracking_uri or default_tracking_uri(sweep_dir)
     overrides = [f"tracking.tracking_uri='{uri}'", f"tracking.experiment={tracking.experiment}"]
     parent = ledger.get_meta("mlflow_parent_run")
     if parent is None:
         try:
-            import mlflow
+            mlflow = import_mlflow()
             from mlflow.tracking import MlflowClient
 
             mlflow.set_tracking_uri(uri)
@@ -112,48 +109,26 @@ def tracking_overrides(config: DictConfig, study: StudyConfig, ledger: Ledger, s
     return [*overrides, f"tracking.parent_run_id={parent}"]
 
 
-def batch_overhead(ledger: Ledger, batch: list[Row], wall: float) -> tuple[float, float, float]:
-    """Mean seconds per trial outside the runs, and the runs' own setup and teardown."""
-    keys = {row.key for row in batch}
-    metrics = [r.record.get("metrics", {}) for r in ledger.rows() if r.key in keys and r.record]
-    inside = sum(m.get("wall_time", 0.0) for m in metrics)
-    n = max(len(metrics), 1)
-    return ((wall - inside) / len(batch), sum(m.get("setup_seconds", 0.0) for m in metrics) / n,
-            sum(m.get("teardown_seconds", 0.0) for m in metrics) / n)
-
-
-def needs_run(row: Row, max_attempts: int) -> bool:
-    if row.status == "pending":
-        return True
-    return row.status in ("failed", "preempted", "running") and row.attempts < max_attempts
-
-
-def reconcile(ledger: Ledger, sweep_dir: Path) -> None:
-    """Trials left 'running' by an interrupted sweep: take the record a job may have written since."""
-    for row in ledger.rows():
-        if row.status == "running":
-            path = sweep_dir / row.key / "record.json"
-            if path.exists():
-                record = RunRecord.read(path)
-                ledger.mark(row.key, record.status, record=record.to_dict(), error=record.error)
-
-
-def settle(ledger: Ledger, row: Row, result: JobReturn | None, sweep_dir: Path, launcher_error: str) -> None:
-    """Record what a job returned; fall back to its record file, then to the launcher's error."""
-    record: dict[str, Any] | None = None
-    error = launcher_error
-    if result is not None:
-        if result.status == JobStatus.COMPLETED and isinstance(result.return_value, dict):
-            record = result.return_value
-        elif result.status == JobStatus.FAILED:
-            error = f"{type(result._return_value).__name__}: {result._return_value}"
-    path = sweep_dir / row.key / "record.json"
-    if record is None and path.exists():
-        record = RunRecord.read(path).to_dict()
-    if record is None:
-        ledger.mark(row.key, "failed", error=error)
+def close_study_run(config: DictConfig, ledger: Ledger, study: StudyConfig, sweep_dir: Path) -> None:
+    """The study's MLflow run ends FINISHED once no trial is left to run, and stays RUNNING until then."""
+    parent = ledger.get_meta("mlflow_parent_run")
+    if parent is None:
         return
-    ledger.mark(row.key, record["status"], record=record, error=record.get("error", ""))
+    from aunet.tracking import default_tracking_uri, import_mlflow
+
+    rows = ledger.rows()
+    complete = not any(r.status == "running" or needs_run(r, study.max_attempts) for r in rows)
+    try:
+        import_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(config.tracking.tracking_uri or default_tracking_uri(sweep_dir))
+        if complete:
+            client.set_terminated(parent, "FINISHED")
+        else:
+            client.update_run(parent, status="RUNNING")
+    except Exception as err:  # tracking never stops a study
+        log.warning("could not update the study's MLflow run %s: %s", parent, err)
 
 
 def check_launcher(launcher: DictConfig) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,8 @@ def slurm_cluster_processes(state_dir: Path | str) -> list[str]:
             environ = (proc / "environ").read_bytes().split(b"\0")
         except (OSError, StopIteration, IndexError):
             continue
-        if f"{DAEMON_MARK}={state_dir}".encode() in environ or state_dir in cmdline:
+        # The directory as a whole path component: /tmp/aunet-slurm is not /tmp/aunet-slurm-threads.
+        if f"{DAEMON_MARK}={state_dir}".encode() in environ or re.search(rf"{re.escape(state_dir)}(/|\s|$)", cmdline):
             found.append(f"{proc.name} {name}: {cmdline.strip()}")
     return found
 

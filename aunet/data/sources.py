@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,11 +33,15 @@ FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".jsonl.zst": "jsonl.zst", ".jsonl.
            ".parquet": "parquet"}
 SUPPORTED = ".txt, .jsonl, .jsonl.zst, .parquet"
 
+log = logging.getLogger(__name__)
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 
 _READ_CHUNK = 1 << 20
+#: Above this share of invalid UTF-8 (each invalid byte becomes U+FFFD), a .txt file is probably not text.
+REPLACEMENT_WARN_SHARE = 0.01
 _PARQUET_BATCH_ROWS = 512
 
 
@@ -129,6 +134,12 @@ def sniff(sf: SourceFile, text_field: str = "text") -> None:
         kind = _binary_kind(head)
         if kind:
             raise ValueError(f"data file {name}: named .txt but the content is {kind}; expected plain text")
+        decoded = head.decode("utf-8", errors="replace")
+        share = decoded.count("\ufffd") / len(head)
+        if share > REPLACEMENT_WARN_SHARE:
+            log.warning("data file %s: %.0f%% of its first %d bytes are invalid UTF-8 (each becomes U+FFFD); "
+                        "is it text in another encoding (convert it to UTF-8), or not text at all?",
+                        name, 100 * share, len(head))
     elif sf.fmt == "jsonl":
         kind = _binary_kind(head)
         if kind:

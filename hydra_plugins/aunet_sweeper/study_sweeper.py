@@ -1,5 +1,7 @@
 """``hydra/sweeper=study``: Hydra's entry to the study runner (the logic lives in ``sweeps``)."""
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,14 @@ class StudySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
+        from sweeps.lock import StudyLocked
         from sweeps.sweeper import run_study  # imported late: Hydra scans plugins on every start
 
         assert self.config is not None
-        return run_study(self.config, self.launcher, arguments, mlflow=self.mlflow)
+        try:
+            return run_study(self.config, self.launcher, arguments, mlflow=self.mlflow)
+        except (ValueError, StudyLocked) as err:  # a refusal: one line, the traceback only on request
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
