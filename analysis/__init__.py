@@ -4,7 +4,7 @@ Entry points (figures and reports live in ``analysis.plots`` and ``analysis.repo
 the command line is ``python -m analysis {fit,report,extrapolate,validate,import}``)::
 
     from analysis import load_results, analyse, extrapolate
-    result = analyse(load_results("multirun/"))       # every arch, band and bowl, L(C), iso-FLOP
+    result = analyse(load_results("multirun/"))       # every family, band and bowl, L(C), iso-FLOP
     result.law("aunet2").write_laws("law.json")      # the JSON aunet.laws.HyperLaws.from_file reads
     print(extrapolate(result, "aunet2", 1e22).text())
 """

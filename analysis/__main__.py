@@ -77,24 +77,24 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def cmd_fit(args: argparse.Namespace) -> Analysis:
-    result = analyse(_load(args), archs=args.arch, **_options(args))
+    result = analyse(_load(args), families=args.family, **_options(args))
     if not result.laws:
         raise ValueError("no law could be fitted:\n" + "\n".join(result.warnings))
     if args.law_out:
         if len(result.laws) != 1:
-            raise ValueError(f"--law-out writes one law; choose one architecture with --arch "
+            raise ValueError(f"--law-out writes one law; choose one family with --family "
                              f"(fitted: {sorted(result.laws)})")
-        arch = next(iter(result.laws))
-        fit = result.law(arch, args.estimator)
+        family = next(iter(result.laws))
+        fit = result.law(family, args.estimator)
         fit.write_laws(args.law_out)
-        print(f"{arch} {fit.estimator} law -> {args.law_out} (use it as law={args.law_out})")
+        print(f"{family} {fit.estimator} law -> {args.law_out} (use it as law={args.law_out})")
     out = Path(args.out)
-    for arch, fits in result.laws.items():
+    for family, fits in result.laws.items():
         for estimator, fit in fits.items():
-            path = out / f"{arch}_{estimator}.json"
+            path = out / f"{family}_{estimator}.json"
             fit.write_laws(path)
             how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic"
-            print(f"{arch} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
+            print(f"{family} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
                 print(f"  {name:<3} = {law.coef:.4g}·C^{law.exponent:.4f}   exponent {LEVEL:.0%} CI "
                       f"[{law.exponent_ci[0]:.4f}, {law.exponent_ci[1]:.4f}]   coef CI "
@@ -103,8 +103,8 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
                        "bsz_opt", "lr_resid", "bsz_resid", "edge"]
             shown = [c for c in columns if c != "group" or fit.budgets["group"].ne("").any()]
             print(fit.budgets[shown].to_string(index=False, float_format="%.4g"))
-    for arch, loss in result.loss.items():
-        print(f"{arch}: loss ({loss.label}) = {loss.e:.4g} + {loss.a:.4g}·C^-{loss.alpha:.4f}  (alpha CI "
+    for family, loss in result.loss.items():
+        print(f"{family}: loss ({loss.label}) = {loss.e:.4g} + {loss.a:.4g}·C^-{loss.alpha:.4f}  (alpha CI "
               f"[{loss.alpha_ci[0]:.4f}, {loss.alpha_ci[1]:.4f}])")
     return result
 
@@ -120,8 +120,8 @@ def cmd_report(args: argparse.Namespace) -> Analysis:
 def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     if args.source and args.results:
         raise ValueError(f"give the results once: {args.source!r} or --results {args.results!r}")
-    result = analyse(_load(args, args.source or args.results), archs=[args.arch], **_options(args))
-    recipe = extrapolate(result, args.arch, args.budget, estimator=args.estimator, ratio=args.ratio)
+    result = analyse(_load(args, args.source or args.results), families=[args.family], **_options(args))
+    recipe = extrapolate(result, args.family, args.budget, estimator=args.estimator, ratio=args.ratio)
     if args.format == "yaml":
         text = recipe.yaml()
         if args.out:
@@ -136,7 +136,7 @@ def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
 
 
 def cmd_validate(args: argparse.Namespace) -> list[str]:
-    checks = validate_holdout(_load(args), args.holdout, archs=args.arch, estimator=args.estimator,
+    checks = validate_holdout(_load(args), args.holdout, families=args.family, estimator=args.estimator,
                               **_options(args))
     print("\n\n".join(check.text() for check in checks))
     return []
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
     fit = commands.add_parser("fit", help="fit the hyperparameter laws and write them as law JSON files")
     fit.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
-    fit.add_argument("--arch", nargs="+", help="architectures to fit (default: all)")
-    fit.add_argument("--out", default="laws", help="directory for <arch>_<estimator>.json (HyperLaws format)")
-    fit.add_argument("--law-out", help="also write the law of the one --arch here (the training config's law=)")
+    fit.add_argument("--family", nargs="+", help="families to fit (default: all)")
+    fit.add_argument("--out", default="laws", help="directory for <family>_<estimator>.json (HyperLaws format)")
+    fit.add_argument("--law-out", help="also write the law of the one --family here (the training config's law=)")
     fit.add_argument("--estimator", choices=("band", "bowl"), help="for --law-out; default: bowl where it fits")
     _common(fit)
     fit.set_defaults(run=cmd_fit)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ex = commands.add_parser("extrapolate", help="LR, BSZ, model, data, steps and loss at a target budget")
     ex.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
     ex.add_argument("--results", help="the same as the positional source")
-    ex.add_argument("--arch", required=True)
+    ex.add_argument("--family", required=True)
     ex.add_argument("--budget", type=float, required=True, help="target compute in FLOPs, e.g. 1e22")
     ex.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
     ex.add_argument("--ratio", type=float, help="data-to-model ratio (default: the sweep's)")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     val = commands.add_parser("validate", help="fit below a held-out budget, predict it, compare with its trials")
     val.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
     val.add_argument("--holdout", type=float, required=True, help="the held-out budget in FLOPs (one of the study's)")
-    val.add_argument("--arch", nargs="+", help=f"{FAMILY} values to check (default: all with runs at the hold-out)")
+    val.add_argument("--family", nargs="+", help=f"{FAMILY} values to check (default: all with runs at the hold-out)")
     val.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
     _common(val)
     val.set_defaults(run=cmd_validate)

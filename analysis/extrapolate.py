@@ -31,9 +31,9 @@ class Estimate:
 
 @dataclass
 class Extrapolation:
-    """Everything known about one architecture at one target budget."""
+    """Everything known about one family at one target budget."""
 
-    arch: str
+    family: str
     budget: float
     estimator: str
     units: str  # what BSZ counts
@@ -67,13 +67,13 @@ class Extrapolation:
     def command_line(self) -> list[str]:
         """Hydra overrides of the training config (``conf/train.yaml``) that run the recipe.
 
-        With a plan, the ladder's own (model, arch, budget, ratio, BSZ, steps, LR);
+        With a plan, the ladder's own (model, family, budget, ratio, BSZ, steps, LR);
         without one, the law's LR and BSZ at the budget. ``++`` sets a key whether or
         not the composed config has it.
         """
         if self.plan is not None:
             return list(self.plan.to_overrides())
-        return [f"++arch={self.arch}", f"++budget={self.budget!r}", f"++bsz={round(self.bsz.value)}",
+        return [f"++family={self.family}", f"++budget={self.budget!r}", f"++bsz={round(self.bsz.value)}",
                 f"++optim.lr={float(f'{self.lr.value:.4g}')!r}"]
 
     def overrides(self) -> dict[str, Any]:
@@ -83,7 +83,7 @@ class Extrapolation:
         return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(self.command_line())}
 
     def text(self) -> str:
-        head = f"{self.arch} at C = {self.budget:.3g} FLOPs ({self.estimator} law, {self.level:.0%} intervals)"
+        head = f"{self.family} at C = {self.budget:.3g} FLOPs ({self.estimator} law, {self.level:.0%} intervals)"
         width = max(len(q) for q, _, _ in self.rows())
         lines = [head] + [f"  {q:<{width}}  {v}  {u}" for q, v, u in self.rows()]
         if self.note:
@@ -102,24 +102,24 @@ class Extrapolation:
                 node = node.setdefault(parent, {})
             node[leaf] = value.item() if isinstance(value, np.generic) else value
         comments = ["# @package _global_",
-                    f"# {self.arch} at C = {self.budget:.3g} FLOPs, {self.estimator} law ({self.level:.0%} intervals)"]
+                    f"# {self.family} at C = {self.budget:.3g} FLOPs, {self.estimator} law ({self.level:.0%} intervals)"]
         comments += [f"#   {q}: {v} {u}" for q, v, u in self.rows()]
         if self.note:
             comments.append(f"# note: {self.note}")
         return "\n".join(comments) + "\n" + yaml.safe_dump(nested, sort_keys=False)
 
 
-def extrapolate(analysis: Analysis, arch: str, budget: float, *, estimator: str | None = None,
+def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: str | None = None,
                 ratio: float | None = None) -> Extrapolation:
     """The recipe at ``budget`` from an analysis (the bowl law by default, else the band)."""
     if not (math.isfinite(budget) and budget > 0):
         raise ValueError(f"target budget {budget} must be a positive number of FLOPs, e.g. 1e22")
-    fit = analysis.law(arch, estimator)
+    fit = analysis.law(family, estimator)
     lr, bsz = (Estimate(*(float(v[0]) for v in law.predict(budget))) for law in (fit.lr, fit.bsz))
-    runs = analysis.results[analysis.results[FAMILY] == arch]
+    runs = analysis.results[analysis.results[FAMILY] == family]
     bpb = loss = None
-    if arch in analysis.loss:
-        curve = analysis.loss[arch]
+    if family in analysis.loss:
+        curve = analysis.loss[family]
         predicted = Estimate(*(float(v[0]) for v in curve.predict(budget)))
         if curve.metric == "bpb":
             bpb, to_loss = predicted, math.log(2) * float(runs["bytes_per_unit"].median())
@@ -128,7 +128,7 @@ def extrapolate(analysis: Analysis, arch: str, budget: float, *, estimator: str 
             loss = predicted
     if ratio is None and "ratio" in runs.columns and np.isfinite(runs["ratio"]).any():
         ratio = float(runs["ratio"].median())
-    result = Extrapolation(arch, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss, ratio)
+    result = Extrapolation(family, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss, ratio)
     _add_plan(result, fit)
     return result
 
@@ -137,14 +137,14 @@ def _add_plan(result: Extrapolation, fit) -> None:
     """Model, data and steps from the ladder, for the families it knows."""
     from aunet import ladder
 
-    if result.arch not in ladder.FAMILIES:
-        result.note = (f"no model shape, data size or steps: the ladder knows no family {result.arch!r} (it knows "
+    if result.family not in ladder.FAMILIES:
+        result.note = (f"no model shape, data size or steps: the ladder knows no family {result.family!r} (it knows "
                        f"{', '.join(sorted(ladder.FAMILIES))}); LR, BSZ and loss come from the fitted laws alone")
         return
     if result.ratio is None or not math.isfinite(result.ratio):
         result.note = "model, data size and steps need a data-to-model ratio: pass --ratio"
         return
-    plan = ladder.plan(result.arch, result.budget, result.ratio, laws=fit.hyper_laws())
+    plan = ladder.plan(result.family, result.budget, result.ratio, laws=fit.hyper_laws())
     result.plan = plan
     units = float(plan.train_units)
     result.steps = Estimate(float(plan.steps), units / result.bsz.hi, units / result.bsz.lo)

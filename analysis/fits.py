@@ -66,21 +66,21 @@ class LawFit:
 
 @dataclass
 class HyperFit:
-    """One architecture's hyperparameter laws from one estimator."""
+    """One family's hyperparameter laws from one estimator."""
 
-    arch: str
+    family: str
     estimator: str
     units: str  # what BSZ counts in the law: bytes or tokens
     tolerance: float
     lr: LawFit
     bsz: LawFit
     budgets: pd.DataFrame  # one row per budget: counts, best run, optimum with interval, residuals, edge
-    runs: pd.DataFrame  # every run of the arch (all statuses) with a near_optimal flag
+    runs: pd.DataFrame  # every run of the family (all statuses) with a near_optimal flag
     warnings: list[str] = field(default_factory=list)
 
     def hyper_laws(self) -> HyperLaws:
         return HyperLaws(self.bsz.power_law(), self.lr.power_law(), self.units,
-                         f"analysis {self.estimator} fit of {self.arch}")
+                         f"analysis {self.estimator} fit of {self.family}")
 
     def write_laws(self, path) -> None:
         """Write the law in the exact JSON format of ``aunet.laws.HyperLaws.from_file``."""
@@ -93,7 +93,7 @@ class HyperFit:
 class LossFit:
     """L(C) = E + A·C^-alpha fitted to the best loss of each budget."""
 
-    arch: str
+    family: str
     metric: str  # the fitted column: "bpb", or "loss" (nats per unit) when bytes per unit are unknown
     label: str  # what the metric measures, for tables and axes ("bits per byte", "nats per token")
     e: float
@@ -278,11 +278,11 @@ def _table(results) -> pd.DataFrame:
     return results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
 
 
-def _arch_runs(results, arch: str) -> pd.DataFrame:
+def _family_runs(results, family: str) -> pd.DataFrame:
     df = _table(results)
-    runs = df[df[FAMILY] == arch]
+    runs = df[df[FAMILY] == family]
     if runs.empty:
-        raise ValueError(f"no runs of {FAMILY} {arch!r}; the table holds {sorted(df[FAMILY].unique())}")
+        raise ValueError(f"no runs of {FAMILY} {family!r}; the table holds {sorted(df[FAMILY].unique())}")
     return runs
 
 
@@ -304,8 +304,8 @@ def _edge(value: float, lo: float, hi: float) -> str:
     return "lower" if position < EDGE else "upper" if position > 1 - EDGE else ""
 
 
-def _where(arch: str, budget: float, group: str) -> str:
-    return f"{arch} budget {budget:.3g}" + (f" ({group})" if group else "")
+def _where(family: str, budget: float, group: str) -> str:
+    return f"{family} budget {budget:.3g}" + (f" ({group})" if group else "")
 
 
 def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bowl: np.ndarray | None,
@@ -334,9 +334,9 @@ def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bo
     return flags, messages
 
 
-def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: float = 0.01, n_boot: int = 1000,
+def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: float = 0.01, n_boot: int = 1000,
                    seed: int = 0, level: float = LEVEL, bsz_in: str = "units") -> HyperFit:
-    """Fit BSZ = A·C^alpha and LR = B·C^beta for one architecture (Sec. 2.3).
+    """Fit BSZ = A·C^alpha and LR = B·C^beta for one family (Sec. 2.3).
 
     ``estimator="band"``: per budget, the runs within ``tolerance`` of the best loss
     (0.01 as in the paper, 0.0025 as in DeepSeek LLM). ``"bowl"``: the minimum of a
@@ -352,9 +352,9 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
         raise ValueError(f"tolerance {tolerance} must be a fraction of the best loss in (0, 1), e.g. 0.01 for 1%")
     if bsz_in not in ("units", "bytes"):
         raise ValueError(f"bsz_in {bsz_in!r} must be 'units' or 'bytes'")
-    runs = _arch_runs(results, arch).copy()
+    runs = _family_runs(results, family).copy()
     if bsz_in == "bytes" and not np.isfinite(runs["bytes_per_unit"]).all():
-        raise ValueError(f"{arch}: batch size in bytes needs every run's bytes_per_unit; the table lacks it "
+        raise ValueError(f"{family}: batch size in bytes needs every run's bytes_per_unit; the table lacks it "
                          "(add the column, or fit in units)")
     units = "bytes" if bsz_in == "bytes" else runs["units"].iloc[0]
     bsz_col = "bsz_bytes" if bsz_in == "bytes" else "bsz"
@@ -367,13 +367,13 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
     short = counts[counts < need]
     if estimator == "bowl" and len(short):
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''} ({n} runs)" for (b, g), n in short.items())
-        messages.append(warn(f"{arch}: the bowl needs {BOWL_MIN_RUNS} finished runs per budget; budgets {listing} "
+        messages.append(warn(f"{family}: the bowl needs {BOWL_MIN_RUNS} finished runs per budget; budgets {listing} "
                              "are left out (add trials there, or use the band estimator)"))
     kept = counts[counts >= need]
     if kept.index.get_level_values("budget").nunique() < MIN_BUDGETS:
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''}: {n}" for (b, g), n in counts.items())
         raise ValueError(
-            f"{arch}: the {estimator} fit needs at least {MIN_BUDGETS} budgets with {need} or more finished runs "
+            f"{family}: the {estimator} fit needs at least {MIN_BUDGETS} budgets with {need} or more finished runs "
             f"each; finished runs per budget are {{{listing}}}; run more budgets or trials"
         )
     rng = np.random.default_rng(seed)
@@ -384,7 +384,7 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
     runs["near_optimal"] = False
     rows = []
     for j, (budget, label) in enumerate(points):
-        where = _where(arch, budget, label)
+        where = _where(family, budget, label)
         group = usable[(usable["budget"] == budget) & (usable["group"] == label)]
         loss = group["loss"].to_numpy()
         values = group[["lr", bsz_col]].to_numpy()
@@ -423,24 +423,24 @@ def fit_hyper_laws(results, arch: str, *, estimator: str = "band", tolerance: fl
     table = pd.DataFrame(rows)
     fitted = np.isfinite(est[0]).all(axis=1)
     if len(np.unique(budgets[fitted])) < MIN_BUDGETS:
-        raise ValueError(f"{arch}: only {len(np.unique(budgets[fitted]))} budget(s) have a bowl minimum; the law "
+        raise ValueError(f"{family}: only {len(np.unique(budgets[fitted]))} budget(s) have a bowl minimum; the law "
                          f"needs {MIN_BUDGETS} (use the band estimator, or more trials per budget)")
     single = table.loc[table["near_optimal"] < 2, "budget"]
     if estimator == "band" and len(single):
-        messages.append(warn(f"{arch}: the {tolerance:.2%} band holds a single run at budget(s) "
+        messages.append(warn(f"{family}: the {tolerance:.2%} band holds a single run at budget(s) "
                              f"{', '.join(f'{b:.3g}' for b in single)}; 3 or more make its centroid meaningful"))
     laws = [_law_from_estimates(t, budgets[fitted], est[:, fitted, k], weight[fitted], rng, level)
             for k, t in enumerate(("lr", "bsz"))]
     for law in laws:
         table.loc[fitted, f"{law.target}_resid"] = law.residuals
-    return HyperFit(arch, estimator, units, tolerance, laws[0], laws[1], table, runs, messages)
+    return HyperFit(family, estimator, units, tolerance, laws[0], laws[1], table, runs, messages)
 
 
-def paper_law(arch: str, units: str) -> HyperLaws | None:
+def paper_law(family: str, units: str) -> HyperLaws | None:
     """The paper's law where it applies: AU-Net in bytes, the BPE Transformer in tokens."""
-    if arch.startswith("aunet") and units == "bytes":
+    if family.startswith("aunet") and units == "bytes":
         return PAPER_LAWS["aunet"]
-    if arch == "transformer_bpe" and units == "tokens":
+    if family == "transformer_bpe" and units == "tokens":
         return PAPER_LAWS["bpe"]
     return None
 
@@ -499,7 +499,7 @@ def loss_metric(runs: pd.DataFrame) -> tuple[str, str]:
     return "loss", f"nats per {str(runs['units'].iloc[0]).removesuffix('s')}"
 
 
-def fit_loss_curve(results, arch: str, *, metric: str | None = None, n_boot: int = 1000, seed: int = 0,
+def fit_loss_curve(results, family: str, *, metric: str | None = None, n_boot: int = 1000, seed: int = 0,
                    level: float = LEVEL) -> LossFit:
     """Fit the envelope (best ``metric`` per budget, over its groups) as L(C) = E + A·C^-alpha.
 
@@ -512,7 +512,7 @@ def fit_loss_curve(results, arch: str, *, metric: str | None = None, n_boot: int
     inverse chi-square with B-3 degrees of freedom (few budgets, three parameters: a
     Student-t width), and is refitted from the point estimate.
     """
-    runs = _arch_runs(results, arch)
+    runs = _family_runs(results, family)
     default, label = loss_metric(runs)
     if metric is None or metric == default:
         metric = default
@@ -520,10 +520,10 @@ def fit_loss_curve(results, arch: str, *, metric: str | None = None, n_boot: int
         label = metric
     usable = runs[runs["usable"] & np.isfinite(runs[metric])] if metric in runs.columns else runs.iloc[:0]
     if usable.empty:
-        raise ValueError(f"{arch}: no finished run has a finite {metric!r}; nothing to fit against compute")
+        raise ValueError(f"{family}: no finished run has a finite {metric!r}; nothing to fit against compute")
     envelope = usable.groupby("budget")[metric].min()
     if len(envelope) < LOSS_MIN_BUDGETS:
-        raise ValueError(f"{arch}: L(C) = E + A·C^-alpha needs the best {metric} at {LOSS_MIN_BUDGETS} or more "
+        raise ValueError(f"{family}: L(C) = E + A·C^-alpha needs the best {metric} at {LOSS_MIN_BUDGETS} or more "
                          f"budgets; only {len(envelope)} ({', '.join(f'{b:.3g}' for b in envelope.index)}) have one")
     budgets, best = envelope.index.to_numpy(float), envelope.to_numpy(float)
     pivot = float(np.log(budgets).mean())
@@ -543,7 +543,7 @@ def fit_loss_curve(results, arch: str, *, metric: str | None = None, n_boot: int
     reps, _ = _fit_curves(np.repeat(p[None], n_boot, axis=0), x, _log_curve(p, x)[0] + noise, delta)
     samples = np.column_stack([reps[:, 0], reps[:, 1] + reps[:, 2] * pivot, reps[:, 2]])
     log_a = p[1] + p[2] * pivot
-    return LossFit(arch, metric, label, math.exp(p[0]), math.exp(log_a), float(p[2]),
+    return LossFit(family, metric, label, math.exp(p[0]), math.exp(log_a), float(p[2]),
                    _ci(samples[:, 0], level, _exp), _ci(samples[:, 1], level, _exp),
                    _ci(samples[:, 2], level), budgets, best, resid, samples, level)
 
@@ -561,7 +561,7 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0,
                    level: float = LEVEL) -> pd.DataFrame:
-    """Each metric against C per architecture: the mean over each budget's near-optimal runs.
+    """Each metric against C per family: the mean over each budget's near-optimal runs.
 
     Intervals resample the budget's finished runs and re-select the band each time, so
     they carry both the metric's scatter and the uncertainty of which runs are optimal.
@@ -569,17 +569,17 @@ def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed
     df = _table(results)
     rng = np.random.default_rng(seed)
     rows = []
-    for arch, runs in df.groupby(FAMILY):
+    for family, runs in df.groupby(FAMILY):
         loss_column = loss_metric(runs)[0]
         metrics = [m for m in metric_columns(df) if m not in ("bpb", "loss") or m == loss_column]
         for budget, group in runs[runs["usable"]].groupby("budget"):
             loss = group["loss"].to_numpy()
             near = _near_weights(loss, _bootstrap_weights(len(group), n_boot, rng), tolerance)
-            rows += _isoflop_rows(arch, budget, group, near, metrics, n_boot, level)
+            rows += _isoflop_rows(family, budget, group, near, metrics, n_boot, level)
     return pd.DataFrame(rows, columns=[FAMILY, "budget", "metric", "value", "lo", "hi", "runs"])
 
 
-def _isoflop_rows(arch: str, budget: float, group: pd.DataFrame, near: np.ndarray, metrics: list[str], n_boot: int,
+def _isoflop_rows(family: str, budget: float, group: pd.DataFrame, near: np.ndarray, metrics: list[str], n_boot: int,
                   level: float) -> list[dict]:
     rows = []
     for metric in metrics:
@@ -591,7 +591,7 @@ def _isoflop_rows(arch: str, budget: float, group: pd.DataFrame, near: np.ndarra
         with np.errstate(invalid="ignore", divide="ignore"):
             means = (wn @ np.where(ok, values, 0.0)) / wn.sum(axis=1)
         lo, hi = _ci(means[1:], level) if n_boot else (math.nan, math.nan)
-        rows.append({FAMILY: arch, "budget": budget, "metric": metric, "value": means[0], "lo": lo, "hi": hi,
+        rows.append({FAMILY: family, "budget": budget, "metric": metric, "value": means[0], "lo": lo, "hi": hi,
                      "runs": int((near[0] * ok).sum())})
     return rows
 
@@ -636,30 +636,30 @@ class Analysis:
     """All fits of a results table: what the report, the CLI and the notebook show."""
 
     results: pd.DataFrame
-    laws: dict[str, dict[str, HyperFit]]  # arch -> estimator -> fit
+    laws: dict[str, dict[str, HyperFit]]  # family -> estimator -> fit
     loss: dict[str, LossFit]
     isoflop: pd.DataFrame
     warnings: list[str]
     tolerance: float
     seed_noise: pd.DataFrame  # see seed_noise(): repeated seeds of one configuration, where the table has them
 
-    def law(self, arch: str, estimator: str | None = None) -> HyperFit:
+    def law(self, family: str, estimator: str | None = None) -> HyperFit:
         """The requested fit; by default the bowl where it could be fitted, else the band."""
-        fits = self.laws.get(arch, {})
+        fits = self.laws.get(family, {})
         if not fits:
-            why = "; ".join(w for w in self.warnings if w.startswith(arch)) or "it is not in the results"
-            raise ValueError(f"no hyperparameter law for {arch!r} (fitted: {sorted(self.laws)}): {why}")
+            why = "; ".join(w for w in self.warnings if w.startswith(family)) or "it is not in the results"
+            raise ValueError(f"no hyperparameter law for {family!r} (fitted: {sorted(self.laws)}): {why}")
         if estimator is None:
             return fits.get("bowl") or fits["band"]
         if estimator not in fits:
-            raise ValueError(f"{arch}: the {estimator} estimator could not be fitted; available: {sorted(fits)}")
+            raise ValueError(f"{family}: the {estimator} estimator could not be fitted; available: {sorted(fits)}")
         return fits[estimator]
 
 
-def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
+def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
             seed: int = 0, level: float = LEVEL, bsz_in: str = "units",
             diverged_above: float | None = DIVERGED_ABOVE) -> Analysis:
-    """Every fit for every architecture; a fit that cannot be made becomes a warning, not a crash.
+    """Every fit for every family; a fit that cannot be made becomes a warning, not a crash.
 
     With too little data for any law, ``laws`` is empty and ``warnings`` says what is
     missing (the report still shows the runs); ``Analysis.law`` then raises with it.
@@ -668,24 +668,24 @@ def analyse(results, *, archs: list[str] | None = None, tolerance: float = 0.01,
     """
     df = load_results(results if not isinstance(results, pd.DataFrame) else results.drop(
         columns=["usable", "set_aside"], errors="ignore"), diverged_above=diverged_above)
-    names = archs or sorted(df[FAMILY].unique())
+    names = families or sorted(df[FAMILY].unique())
     messages: list[str] = []
     laws: dict[str, dict[str, HyperFit]] = {}
     loss: dict[str, LossFit] = {}
-    for arch in names:
+    for family in names:
         for estimator in ESTIMATORS:
             try:
-                fit = fit_hyper_laws(df, arch, estimator=estimator, tolerance=tolerance, n_boot=n_boot, seed=seed,
+                fit = fit_hyper_laws(df, family, estimator=estimator, tolerance=tolerance, n_boot=n_boot, seed=seed,
                                      level=level, bsz_in=bsz_in)
             except ValueError as err:
-                messages.append(warn(f"{arch}: no {estimator} law: {str(err).removeprefix(f'{arch}: ')}"))
+                messages.append(warn(f"{family}: no {estimator} law: {str(err).removeprefix(f'{family}: ')}"))
                 continue
-            laws.setdefault(arch, {})[estimator] = fit
+            laws.setdefault(family, {})[estimator] = fit
             messages.extend(fit.warnings)
         try:
-            loss[arch] = fit_loss_curve(df, arch, n_boot=n_boot, seed=seed, level=level)
+            loss[family] = fit_loss_curve(df, family, n_boot=n_boot, seed=seed, level=level)
         except ValueError as err:
-            messages.append(warn(f"{arch}: no loss curve: {str(err).removeprefix(f'{arch}: ')}"))
+            messages.append(warn(f"{family}: no loss curve: {str(err).removeprefix(f'{family}: ')}"))
     curves = isoflop_curves(df[df[FAMILY].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
     noise = seed_noise(df[df[FAMILY].isin(names)], tolerance=tolerance)
     messages += _seed_noise_warnings(noise, tolerance)

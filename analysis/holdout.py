@@ -67,7 +67,7 @@ class HoldoutCheck:
         return "\n".join(lines)
 
 
-def validate_holdout(results, holdout: float, *, archs: list[str] | None = None, estimator: str | None = None,
+def validate_holdout(results, holdout: float, *, families: list[str] | None = None, estimator: str | None = None,
                      tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0, level: float = LEVEL,
                      bsz_in: str = "units", diverged_above: float | None = DIVERGED_ABOVE) -> list[HoldoutCheck]:
     """Fit on the budgets below ``holdout``, predict at it, compare with its own finished trials."""
@@ -79,7 +79,7 @@ def validate_holdout(results, holdout: float, *, archs: list[str] | None = None,
     if holdout not in budgets:
         raise ValueError(f"held-out budget {holdout:.6g} is not in the study; its budgets are "
                          f"{[float(f'{b:.6g}') for b in budgets]}")
-    families = archs or sorted(df.loc[df["budget"] == holdout, FAMILY].unique())
+    families = families or sorted(df.loc[df["budget"] == holdout, FAMILY].unique())
     checks = []
     for family in families:
         runs = df[df[FAMILY] == family]
@@ -102,7 +102,7 @@ def validate_holdout(results, holdout: float, *, archs: list[str] | None = None,
 def _check(family: str, holdout: float, below: pd.DataFrame, held: pd.DataFrame, estimator: str | None,
            tolerance: float, n_boot: int, seed: int, level: float, bsz_in: str,
            diverged_above: float | None) -> HoldoutCheck:
-    result = analyse(below, archs=[family], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level,
+    result = analyse(below, families=[family], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level,
                      bsz_in=bsz_in, diverged_above=diverged_above)
     fit = result.law(family, estimator)
     predicted = {name: tuple(float(v[0]) for v in getattr(fit, name).predict(holdout)) for name in ("lr", "bsz")}

@@ -2,7 +2,7 @@
 
 A run's row is its ``record.json`` artifact when it logged one (what ``aunet.train``
 does: the record is the whole truth), else its params, metrics and tags named like
-the row columns (``arch`` from ``params.arch``, ``loss`` from ``metrics.loss``, ...).
+the row columns (``family`` from ``params.family``, ``loss`` from ``metrics.loss``, ...).
 ``import mlflow`` takes seconds, so it happens here, only when MLflow runs are asked for.
 """
 
@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from analysis.load import FAMILY
 from aunet.record import RunRecord
 
 #: MLflow's own run status, for runs that did not log ours.
@@ -27,7 +28,7 @@ def read_mlflow(experiment: str, *, tracking_uri: str | None = None) -> pd.DataF
     Without a record, a column is the run's param of that name, else its metric, else
     its tag: a param is what was set (a metric of the same name, like the trainer's
     ``lr``, is a time series whose last value is not the setting). Runs that are not
-    trials (a study's parent run: no record and no ``arch``) are left out; ``status``
+    trials (a study's parent run: no record and no ``family``) are left out; ``status``
     falls back to MLflow's own run status when a run logged none.
     """
     from aunet.tracking import import_mlflow
@@ -57,14 +58,14 @@ def read_mlflow(experiment: str, *, tracking_uri: str | None = None) -> pd.DataF
         if row is None:
             tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
             row = {**tags, **run.data.metrics, **run.data.params}  # first source wins: params, metrics, tags
-            if "arch" not in row:
+            if FAMILY not in row:
                 continue  # not a trial
             row.setdefault("status", MLFLOW_STATUS.get(run.info.status, "failed"))
         row["mlflow_run_id"] = run.info.run_id
         rows.append(row)
     if not rows:
         raise ValueError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs (none logged a "
-                         "record.json artifact or an 'arch' param)")
+                         f"record.json artifact or a {FAMILY!r} param)")
     return pd.DataFrame(rows)
 
 

@@ -20,7 +20,7 @@ from analysis.fits import Analysis, HyperFit, LossFit, paper_law
 from analysis.load import FAMILY
 
 COLOURS = {"band": "tab:blue", "bowl": "tab:orange"}
-ARCH_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+FAMILY_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 BAD = {"diverged": ("x", "tab:red"), "failed": ("+", "black")}
 
 
@@ -46,11 +46,11 @@ def _compute_grid(budgets: np.ndarray, reach: float = 10.0) -> np.ndarray:
 
 
 def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
-    """LR and BSZ against C for one architecture: runs, per-budget optima, each estimator's law and band."""
+    """LR and BSZ against C for one family: runs, per-budget optima, each estimator's law and band."""
     first = next(iter(fits.values()))
     runs = first.runs
     bsz_col = "bsz" if first.units == runs["units"].iloc[0] else "bsz_bytes"
-    reference = paper_law(first.arch, first.units)
+    reference = paper_law(first.family, first.units)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     for ax, target, column, label in zip(fig.subplots(1, 2), ("lr", "bsz"), ("lr", bsz_col),
                                          ("peak learning rate", f"batch size ({first.units} per step)")):
@@ -83,7 +83,7 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label)
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=6.5, loc="upper left")
-    fig.suptitle(f"{first.arch}: hyperparameter laws")
+    fig.suptitle(f"{first.family}: hyperparameter laws")
     return fig
 
 
@@ -133,22 +133,22 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
     if points is not None:
         fig.colorbar(points, ax=axes.tolist(), label="% above the budget's best loss (clipped at 5)")
     axes[0].legend(fontsize=6, loc="upper left")
-    fig.suptitle(f"{first.arch}: loss landscape per budget")
+    fig.suptitle(f"{first.family}: loss landscape per budget")
     return fig
 
 
 def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
-    """Best loss against compute, one curve per architecture, with the fitted law's band."""
+    """Best loss against compute, one curve per family, with the fitted law's band."""
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    for colour, (arch, fit) in zip(ARCH_COLOURS, loss.items()):
-        runs = results[(results[FAMILY] == arch) & results["usable"]]
+    for colour, (family, fit) in zip(FAMILY_COLOURS, loss.items()):
+        runs = results[(results[FAMILY] == family) & results["usable"]]
         ax.scatter(runs["budget"], runs[fit.metric], s=6, color=colour, alpha=0.15)
         grid = _compute_grid(fit.budgets)
         point, lo, hi = fit.predict(grid)
         ax.scatter(fit.budgets, fit.best, color=colour, s=22, zorder=3)
         ax.plot(grid, point, color=colour,
-                label=f"{arch}: {fit.e:.3g} + {fit.a:.3g}·C^-{fit.alpha:.3f}")
+                label=f"{family}: {fit.e:.3g} + {fit.a:.3g}·C^-{fit.alpha:.3f}")
         ax.fill_between(grid, lo, hi, color=colour, alpha=0.15)
     labels = " / ".join(dict.fromkeys(fit.label for fit in loss.values()))
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=f"best loss per budget ({labels})")
@@ -159,25 +159,25 @@ def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
 
 
 def plot_isoflop(curves: pd.DataFrame) -> Figure:
-    """Each metric against C per architecture (Fig. 3 of the paper), with bootstrap intervals."""
+    """Each metric against C per family (Fig. 3 of the paper), with bootstrap intervals."""
     metrics = list(dict.fromkeys(curves["metric"]))
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, math.ceil(len(metrics) / ncols))
     fig = Figure(figsize=(4.3 * ncols, 3.4 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    archs = list(dict.fromkeys(curves[FAMILY]))
+    families = list(dict.fromkeys(curves[FAMILY]))
     for ax, metric in zip(axes, metrics):
-        for colour, arch in zip(ARCH_COLOURS, archs):
-            part = curves[(curves["metric"] == metric) & (curves[FAMILY] == arch)].sort_values("budget")
+        for colour, family in zip(FAMILY_COLOURS, families):
+            part = curves[(curves["metric"] == metric) & (curves[FAMILY] == family)].sort_values("budget")
             if part.empty:
                 continue
             err = np.abs(np.vstack([part["value"] - part["lo"], part["hi"] - part["value"]]))
             ax.errorbar(part["budget"], part["value"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
-                        color=colour, label=arch)
+                        color=colour, label=family)
         title = {"bpb": "bits per byte", "loss": "loss (nats per unit)"}.get(metric, metric.removeprefix("eval_"))
         ax.set(xscale="log", xlabel="compute C (FLOPs)", title=title)
         ax.grid(True, alpha=0.2)
-        ax.legend(fontsize=6, loc="best" if len(archs) < 2 else "lower right")
+        ax.legend(fontsize=6, loc="best" if len(families) < 2 else "lower right")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     return fig
@@ -187,9 +187,9 @@ def all_figures(analysis: Analysis, out: str | Path) -> dict[str, list[Path]]:
     """Every figure of an analysis under ``out``; name -> [png, pdf]."""
     out = Path(out)
     figures: dict[str, list[Path]] = {}
-    for arch, fits in analysis.laws.items():
-        figures[f"laws_{arch}"] = save(plot_hyper_laws(fits), out / f"laws_{arch}")
-        figures[f"landscape_{arch}"] = save(plot_landscape(fits), out / f"landscape_{arch}")
+    for family, fits in analysis.laws.items():
+        figures[f"laws_{family}"] = save(plot_hyper_laws(fits), out / f"laws_{family}")
+        figures[f"landscape_{family}"] = save(plot_landscape(fits), out / f"landscape_{family}")
     if analysis.loss:
         figures["loss"] = save(plot_loss_curves(analysis.loss, analysis.results), out / "loss_vs_compute")
     if len(analysis.isoflop):

@@ -65,26 +65,26 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                         "budgets around the law in units of their bootstrap spread (≈1 or below: consistent)."))
     header = [FAMILY, "estimator", "units", "A", "α", "disp. BSZ", "B", "β", "disp. LR", "budgets", "law file"]
     rows = []
-    for arch, fits in analysis.laws.items():
+    for family, fits in analysis.laws.items():
         for estimator, fit in fits.items():
-            path = out / "laws" / f"{arch}_{estimator}.json"
+            path = out / "laws" / f"{family}_{estimator}.json"
             fit.write_laws(path)
-            rows.append([arch, estimator, fit.units, *_law_cells(fit.bsz), *_law_cells(fit.lr),
+            rows.append([family, estimator, fit.units, *_law_cells(fit.bsz), *_law_cells(fit.lr),
                          str(len(fit.lr.budgets)), f"`{path.relative_to(out)}`"])
-        reference = paper_law(arch, next(iter(fits.values())).units)
+        reference = paper_law(family, next(iter(fits.values())).units)
         if reference is not None:
-            rows.append([arch, "paper (App. D)", reference.units, _g(reference.bsz.coef), _g(reference.bsz.exponent),
+            rows.append([family, "paper (App. D)", reference.units, _g(reference.bsz.coef), _g(reference.bsz.exponent),
                          "", _g(reference.lr.coef), _g(reference.lr.exponent), "", "", ""])
     blocks.append(("table", header, rows) if rows else
                   ("p", "**No law could be fitted**: the warnings at the end say which budgets and how many "
                         "runs are missing."))
 
     comparison = []
-    for arch, fits in analysis.laws.items():
+    for family, fits in analysis.laws.items():
         if len(fits) == 2:
             for target, name in (("bsz", "α"), ("lr", "β")):
                 widths = {e: np.diff(getattr(f, target).exponent_ci)[0] for e, f in fits.items()}
-                comparison.append([arch, name, _g(widths["band"]), _g(widths["bowl"]),
+                comparison.append([family, name, _g(widths["band"]), _g(widths["bowl"]),
                                    _g(widths["band"] / widths["bowl"], 2)])
     if comparison:
         blocks.append(("h", 3, "Band against bowl"))
@@ -93,8 +93,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                             "needs for the band's precision)."))
         blocks.append(("table", [FAMILY, "exponent", "band width", "bowl width", "band / bowl"], comparison))
 
-    for arch, fits in analysis.laws.items():
-        blocks.append(("h", 3, f"{arch}: per budget"))
+    for family, fits in analysis.laws.items():
+        blocks.append(("h", 3, f"{family}: per budget"))
         merged = None
         for fit in fits.values():
             t = fit.budgets.set_index(["budget", "group"])
@@ -120,9 +120,9 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                             "B-3 degrees of freedom). In bits per byte where runs record their bytes per unit, "
                             "else in nats per unit (token losses are never relabelled as per byte)."))
         blocks.append(("table", [FAMILY, "loss in", "E", "A", "α", "budgets", "max |log resid.|"],
-                       [[arch, f.label, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci),
+                       [[family, f.label, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci),
                          str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]
-                        for arch, f in analysis.loss.items()]))
+                        for family, f in analysis.loss.items()]))
 
     if len(analysis.seed_noise):
         blocks.append(("h", 2, "Seed noise"))
@@ -136,14 +136,14 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                         for _, r in analysis.seed_noise.iterrows()]))
 
     rows, notes = [], []
-    for arch in analysis.laws:
+    for family in analysis.laws:
         for target in targets:
             try:
-                e = extrapolate(analysis, arch, target)
+                e = extrapolate(analysis, family, target)
             except ValueError as err:  # e.g. a target beyond the ladder's models
-                notes.append(f"{arch} at {target:.3g}: {err}")
+                notes.append(f"{family} at {target:.3g}: {err}")
                 continue
-            rows.append([arch, _g(target), e.estimator, str(e.lr), f"{e.bsz} {e.units}",
+            rows.append([family, _g(target), e.estimator, str(e.lr), f"{e.bsz} {e.units}",
                          str(e.steps) if e.steps else "-", str(e.plan.name) if e.plan is not None else "-",
                          str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])
             if e.note:

@@ -46,10 +46,10 @@ class SyntheticTruth:
 _LOSS_E = {"aunet2": 0.55, "aunet3": 0.54, "aunet4": 0.545, "transformer_bpe": 0.56}
 
 
-def default_truth(arch: str) -> SyntheticTruth:
-    """The paper's law of the architecture's family (BPE for token models); slightly different E per arch."""
-    laws = resolve_laws("paper", get_family(arch).units)
-    return SyntheticTruth(laws, loss_e=_LOSS_E.get(arch, 0.57))
+def default_truth(family: str) -> SyntheticTruth:
+    """The paper's law of the family (BPE for token models); slightly different E per family."""
+    laws = resolve_laws("paper", get_family(family).units)
+    return SyntheticTruth(laws, loss_e=_LOSS_E.get(family, 0.57))
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,11 @@ class SweepDesign:
     tasks: dict[str, float] = field(default_factory=lambda: dict(TASKS))
 
 
-def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, truth: SyntheticTruth | None = None,
+def synthetic_sweep(family: str = "aunet2", *, design: SweepDesign | None = None, truth: SyntheticTruth | None = None,
                     seed: int = 0, study: str = "synthetic") -> pd.DataFrame:
-    """One architecture's sweep as a results table (one row per run)."""
+    """One family's sweep as a results table (one row per run)."""
     design = design or SweepDesign()
-    truth = truth or default_truth(arch)
+    truth = truth or default_truth(family)
     rng = np.random.default_rng(seed)
     tokens = truth.laws.units == "tokens"
     bytes_per_unit = BPE_BYTES_PER_TOKEN if tokens else 1.0
@@ -107,9 +107,9 @@ def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, 
             ok = status[t] == "finished"
             run_bpb = bpb[t] if ok else math.nan
             row = {
-                "status": status[t], FAMILY: arch, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
+                "status": status[t], FAMILY: family, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
                 "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
-                "trial": b * trials + t, "model": f"{arch}-{compute:.0e}", "ratio": design.ratio,
+                "trial": b * trials + t, "model": f"{family}-{compute:.0e}", "ratio": design.ratio,
                 "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
                 "steps": int(compute / flops_per_unit / bsz), "train_units": compute / flops_per_unit,
                 "loss": run_bpb * math.log(2) * bytes_per_unit, "bpb": run_bpb,
@@ -125,8 +125,8 @@ def synthetic_sweep(arch: str = "aunet2", *, design: SweepDesign | None = None, 
     return pd.DataFrame(rows)
 
 
-def synthetic_study(archs: tuple[str, ...] = ("aunet2", "aunet3", "transformer_bpe"), *,
+def synthetic_study(families: tuple[str, ...] = ("aunet2", "aunet3", "transformer_bpe"), *,
                     design: SweepDesign | None = None, seed: int = 0) -> pd.DataFrame:
-    """Several architectures' sweeps in one table (the shape of a full study)."""
-    return pd.concat([synthetic_sweep(arch, design=design, seed=seed + 1000 * i) for i, arch in enumerate(archs)],
+    """Several families' sweeps in one table (the shape of a full study)."""
+    return pd.concat([synthetic_sweep(family, design=design, seed=seed + 1000 * i) for i, family in enumerate(families)],
                      ignore_index=True)

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_analysis.py [--seeds 50] [--runs 500] [--bootstrap 1000]
 
-1. Time of every fit of one architecture (both estimators, L(C), iso-FLOP curves)
+1. Time of every fit of one family (both estimators, L(C), iso-FLOP curves)
    with ``--bootstrap`` resamples over ``--runs`` runs (target: under 10 s).
 2. Spread of the fitted exponents across seeds for the band and the bowl on the
    issue's design (6 budgets, 24 Sobol trials each, 0.2% loss noise, prior off by

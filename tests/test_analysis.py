@@ -93,7 +93,7 @@ def test_baseline_total_flops_include_the_head():
 
 
 def test_one_run_per_budget_through_the_band_equals_the_plain_fit():
-    rows = pd.DataFrame({"status": "finished", "arch": "aunet2", "budget": [r[0] for r in AUNET2],
+    rows = pd.DataFrame({"status": "finished", "family": "aunet2", "budget": [r[0] for r in AUNET2],
                          "bsz": [r[1] for r in AUNET2], "lr": [r[2] for r in AUNET2], "loss": 1.0,
                          "units": "bytes"})
     with pytest.warns(AnalysisWarning, match="single run"):
@@ -241,7 +241,7 @@ def _rows(**changes):
     (_rows().astype({"lr": object}).assign(lr=lambda d: d["lr"].where(d.index != 3, "fast")),
      r"column 'lr' must be numeric; rows 3 hold \['fast'\]"),
     (_rows(status="done"), "unknown status value"),
-    (_rows().assign(units=lambda d: np.where(d.index < 10, "tokens", "bytes")), "mixed units for arch 'aunet2'"),
+    (_rows().assign(units=lambda d: np.where(d.index < 10, "tokens", "bytes")), "mixed units for family 'aunet2'"),
     (_rows().assign(bsz_bytes=lambda d: d["bsz"] * 4.56), "mixes batch sizes in tokens and in bytes"),
     (_rows(bytes_per_unit=4.56), "bytes_per_unit"),
     (_rows().assign(lr=lambda d: d["lr"].where(d.index != 5, -1.0)), "'lr' must be a positive finite number"),
@@ -300,7 +300,7 @@ def test_bowl_needs_runs_per_budget_and_says_how_many():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda df: fit_hyper_laws(df, "mamba_bytes"), "no runs of arch 'mamba_bytes'"),
+    (lambda df: fit_hyper_laws(df, "mamba_bytes"), "no runs of family 'mamba_bytes'"),
     (lambda df: fit_hyper_laws(df, "aunet2", estimator="median"), "estimator 'median'"),
     (lambda df: fit_hyper_laws(df, "aunet2", tolerance=1.0), "tolerance"),
     (lambda df: fit_hyper_laws(df, "aunet2", bsz_in="sequences"), "bsz_in"),
@@ -323,7 +323,7 @@ def test_a_sweep_too_small_for_any_law_still_gets_a_report_that_says_why(tmp_pat
     df.to_csv(tmp_path / "runs.csv", index=False)
     assert main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "laws")]) == 2
     assert "no law could be fitted" in capsys.readouterr().err
-    assert main(["extrapolate", str(tmp_path / "runs.csv"), "--arch", "aunet2", "--budget", "1e21"]) == 2
+    assert main(["extrapolate", str(tmp_path / "runs.csv"), "--family", "aunet2", "--budget", "1e21"]) == 2
     assert "no hyperparameter law for 'aunet2'" in capsys.readouterr().err
 
 
@@ -354,7 +354,7 @@ def test_every_source_form_gives_the_same_table(tmp_path):
     records = []
     for i, row in df.iterrows():
         record = RunRecord(
-            status=row["status"], arch=row["arch"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
+            status=row["status"], family=row["family"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
             study=row["study"], trial=int(row["trial"]), loss=row["loss"], bpb=row["bpb"],
             lr_box=(row["lr_min"], row["lr_max"]), bsz_box=(row["bsz_min"], row["bsz_max"]),
             downstream={t: row[f"eval_{t}"] for t in ("hellaswag", "arc_easy", "piqa")
@@ -364,7 +364,7 @@ def test_every_source_form_gives_the_same_table(tmp_path):
         records.append(record.to_dict())
     (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     reference = validate_results(df)
-    columns = ["status", "arch", "budget", "lr", "bsz", "loss", "bpb", "lr_min", "bsz_max", "usable", "eval_piqa"]
+    columns = ["status", "family", "budget", "lr", "bsz", "loss", "bpb", "lr_min", "bsz_max", "usable", "eval_piqa"]
     for source in ("runs.csv", "runs.parquet", "runs.jsonl", "records.jsonl", "sweep"):
         table = load_results(tmp_path / source).sort_values("trial").reset_index(drop=True)
         pd.testing.assert_frame_equal(table[columns], reference[columns], check_dtype=False, obj=source)
@@ -373,7 +373,7 @@ def test_every_source_form_gives_the_same_table(tmp_path):
 
 
 def _record(row: pd.Series) -> RunRecord:
-    return RunRecord(status=row["status"], arch=row["arch"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
+    return RunRecord(status=row["status"], family=row["family"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
                      study=row["study"], trial=int(row["trial"]), loss=row["loss"], bpb=row["bpb"],
                      lr_box=(row["lr_min"], row["lr_max"]), bsz_box=(row["bsz_min"], row["bsz_max"]))
 
@@ -470,11 +470,11 @@ def _analysis(source, **options):
 
 
 def test_extrapolate_cli_prints_the_recipe(small_study, capsys):
-    assert main(["extrapolate", "--arch", "aunet2", "--budget", "1e22", "--results", str(small_study),
+    assert main(["extrapolate", "--family", "aunet2", "--budget", "1e22", "--results", str(small_study),
                  "--bootstrap", "200"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
-    result = _analysis(small_study, archs=["aunet2"], n_boot=200)
+    result = _analysis(small_study, families=["aunet2"], n_boot=200)
     expected = extrapolate(result, "aunet2", 1e22)
     assert out.startswith("aunet2 at C = 1e+22 FLOPs (bowl law, 95% intervals)")
     for quantity in ("LR", "BSZ", "loss", "bpb"):
@@ -488,13 +488,13 @@ def test_extrapolate_cli_prints_the_recipe(small_study, capsys):
 
 @pytest.fixture(scope="module")
 def bpe_recipe(small_study):
-    return extrapolate(_analysis(small_study, archs=["transformer_bpe"], n_boot=100), "transformer_bpe", 3e21,
+    return extrapolate(_analysis(small_study, families=["transformer_bpe"], n_boot=100), "transformer_bpe", 3e21,
                        estimator="band")
 
 
 def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
     ladder = pytest.importorskip("aunet.ladder")
-    law = _analysis(small_study, archs=["transformer_bpe"], n_boot=100).law("transformer_bpe", "band")
+    law = _analysis(small_study, families=["transformer_bpe"], n_boot=100).law("transformer_bpe", "band")
     assert bpe_recipe.plan == ladder.plan("transformer_bpe", 3e21, 2.0, laws=law.hyper_laws())  # the sweep's ratio
     assert bpe_recipe.plan.lr == pytest.approx(bpe_recipe.lr.value)
     assert abs(bpe_recipe.plan.bsz - bpe_recipe.bsz.value) <= bpe_recipe.plan.model.seq_len / 2
@@ -504,12 +504,12 @@ def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
 
 def test_extrapolate_cli_writes_yaml_overrides(small_study, bpe_recipe, tmp_path):
     target = tmp_path / "override.yaml"
-    assert main(["extrapolate", str(small_study), "--arch", "transformer_bpe", "--budget", "3e21",
+    assert main(["extrapolate", str(small_study), "--family", "transformer_bpe", "--budget", "3e21",
                  "--bootstrap", "100", "--estimator", "band", "--format", "yaml", "--out", str(target)]) == 0
     text = target.read_text()
     assert text.startswith("# @package _global_\n# transformer_bpe at C = 3e+21 FLOPs, band law")
     overrides = yaml.safe_load(text)
-    assert overrides["budget"] == 3e21 and overrides["arch"] == "transformer_bpe"
+    assert overrides["budget"] == 3e21 and overrides["family"] == "transformer_bpe"
     assert overrides["optim"]["lr"] == pytest.approx(bpe_recipe.lr.value, rel=1e-3)
     if bpe_recipe.plan is not None:
         assert overrides["bsz"] == bpe_recipe.plan.bsz and overrides["steps"] == bpe_recipe.plan.steps
@@ -542,13 +542,13 @@ def test_cli_fit_writes_laws_and_errors_cleanly(small_study, tmp_path, capsys):
     assert HyperLaws.from_file(tmp_path / "aunet2_bowl.json").units == "bytes"
     assert HyperLaws.from_file(tmp_path / "transformer_bpe_band.json").units == "tokens"
     assert "BSZ =" in capsys.readouterr().out
-    assert main(["extrapolate", "--arch", "mamba_bytes", "--budget", "1e22", "--results", str(small_study)]) == 2
-    assert "no runs of arch 'mamba_bytes'" in capsys.readouterr().err
+    assert main(["extrapolate", "--family", "mamba_bytes", "--budget", "1e22", "--results", str(small_study)]) == 2
+    assert "no runs of family 'mamba_bytes'" in capsys.readouterr().err
 
 
 def test_python_dash_m_analysis_fits_a_study_from_the_default_results(small_study, tmp_path):
     env = {"AUNET_RESULTS": str(small_study), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "analysis", "fit", "synthetic", "--arch", "aunet2", "--bootstrap",
+    done = subprocess.run([sys.executable, "-m", "analysis", "fit", "synthetic", "--family", "aunet2", "--bootstrap",
                            "50", "--out", str(tmp_path), "--law-out", str(tmp_path / "law.json")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -13,7 +13,7 @@ from analysis.load import load_results, validate_results
 from analysis.synthetic import SweepDesign, synthetic_sweep
 from aunet.record import RunRecord
 
-PARAMS = ("arch", "budget", "lr", "bsz", "units", "bytes_per_unit", "study", "trial", "lr_min", "lr_max",
+PARAMS = ("family", "budget", "lr", "bsz", "units", "bytes_per_unit", "study", "trial", "lr_min", "lr_max",
           "bsz_min", "bsz_max")
 METRICS = ("loss", "bpb", "eval_hellaswag", "eval_piqa")
 TASKS = ("hellaswag", "piqa")
@@ -39,7 +39,7 @@ def store(tmp_path_factory):
         schedule_end = mlflow.entities.Metric("lr", 0.01 * row["lr"], 0, 1)  # the trainer logs the schedule
         if i % 3 == 0:
             record = RunRecord(
-                status=row["status"], arch=row["arch"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
+                status=row["status"], family=row["family"], budget=row["budget"], lr=row["lr"], bsz=row["bsz"],
                 study=row["study"], trial=int(row["trial"]), loss=row["loss"], bpb=row["bpb"],
                 lr_box=(row["lr_min"], row["lr_max"]), bsz_box=(row["bsz_min"], row["bsz_max"]),
                 downstream={t: row[f"eval_{t}"] for t in TASKS if math.isfinite(row[f"eval_{t}"])})
@@ -69,7 +69,7 @@ def test_mlflow_runs_load_like_the_table(store):
     assert table["status"].tolist() == expected.tolist()
     for column in ("budget", "lr", "bsz", "loss", "bpb", "eval_piqa", "lr_max", "bytes_per_unit"):
         assert np.allclose(table[column], reference[column], equal_nan=True, rtol=1e-12), column
-    assert (table["arch"] == "aunet3").all() and table["mlflow_run_id"].str.len().gt(0).all()
+    assert (table["family"] == "aunet3").all() and table["mlflow_run_id"].str.len().gt(0).all()
     from_mlflow = fit_hyper_laws(table, "aunet3", n_boot=50)
     from_table = fit_hyper_laws(reference, "aunet3", n_boot=50)
     assert from_mlflow.lr.exponent == pytest.approx(from_table.lr.exponent, rel=1e-12)

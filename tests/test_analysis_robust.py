@@ -111,7 +111,7 @@ def test_band_counts_weight_the_law():
         for k in range(count):  # in the band (loss 1.0), spread around the centre: their geometric mean is it
             rows.append({"budget": budget, "lr": centre * math.exp(0.1 * (k - (count - 1) / 2)), "loss": 1.0})
         rows += [{"budget": budget, "lr": centre * 3, "loss": 1.1}, {"budget": budget, "lr": centre / 3, "loss": 1.1}]
-    df = pd.DataFrame(rows).assign(status="finished", arch="aunet2", units="bytes", bsz=1e5,
+    df = pd.DataFrame(rows).assign(status="finished", family="aunet2", units="bytes", bsz=1e5,
                                    trial=lambda d: range(len(d)))
     fit = quiet(fit_hyper_laws, df, "aunet2", n_boot=20)
     centroids = [0.02 * b**-0.17 * math.exp(o) for b, o in zip(budgets, offsets)]
@@ -140,13 +140,13 @@ def test_a_three_budget_study_always_gets_a_report(tmp_path, capsys):
 
 
 def test_extrapolate_falls_back_to_the_laws_for_a_family_the_ladder_does_not_know(capsys):
-    df = synthetic_sweep("aunet2", design=FIVE, seed=4).assign(arch="chinchilla_dense")
+    df = synthetic_sweep("aunet2", design=FIVE, seed=4).assign(family="chinchilla_dense")
     result = quiet(analyse, df, n_boot=50)
     recipe = extrapolate(result, "chinchilla_dense", 1e22)  # the table knows the ratio: the ladder would be asked
     assert recipe.ratio == 2.0 and recipe.plan is None and recipe.steps is None
     assert "ladder knows no family 'chinchilla_dense'" in recipe.note
     assert recipe.lr.lo < recipe.lr.value < recipe.lr.hi and recipe.loss.lo < recipe.loss.value < recipe.loss.hi
-    assert recipe.command_line()[0] == "++arch=chinchilla_dense"
+    assert recipe.command_line()[0] == "++family=chinchilla_dense"
     assert "ladder knows no family" in recipe.text()
 
 
@@ -234,9 +234,12 @@ def test_fit_labels_the_bowl_as_a_quadratic(tmp_path, capsys):
     assert "[bowl, 1.00% band" not in out
 
 
-def test_the_family_column_may_be_spelled_family():
-    df = synthetic_sweep("aunet2", design=FIVE, seed=12).rename(columns={"arch": "family"})
+def test_an_external_family_column_may_be_spelled_arch(tmp_path):
+    df = synthetic_sweep("aunet2", design=FIVE, seed=12).rename(columns={FAMILY: "arch"})
     assert (validate_results(df)[FAMILY] == "aunet2").all()
+    df.to_csv(tmp_path / "theirs.csv", index=False)
+    assert main(["import", str(tmp_path / "theirs.csv"), "--out", str(tmp_path / "study")]) == 0
+    assert (load_results(tmp_path / "study")[FAMILY] == "aunet2").all()
 
 
 # --------------------------------------------------------------------------- import
@@ -264,7 +267,7 @@ def test_import_turns_an_external_table_into_a_study(tmp_path, capsys):
 
 
 def _external(tmp_path, **changes) -> str:
-    df = synthetic_sweep("aunet2", design=FIVE, seed=14)[["arch", "budget", "lr", "bsz", "loss", "units", "status"]]
+    df = synthetic_sweep("aunet2", design=FIVE, seed=14)[["family", "budget", "lr", "bsz", "loss", "units", "status"]]
     for column, change in changes.items():
         df = change(df) if callable(change) else df.assign(**{column: change})
     path = tmp_path / "ext.csv"
