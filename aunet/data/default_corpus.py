@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aunet.record import write_json_atomic
+from aunet.atomic import write_json_atomic
 
 CORPUS_NAME = "default-v1"
 MANIFEST = "MANIFEST.json"
