@@ -84,7 +84,7 @@ class HyperFit:
 
     def write_laws(self, path) -> None:
         """Write the law in the exact JSON format of ``aunet.laws.HyperLaws.from_file``."""
-        from aunet.record import write_json_atomic
+        from aunet.atomic import write_json_atomic
 
         write_json_atomic(path, self.hyper_laws().to_dict())
 

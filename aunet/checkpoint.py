@@ -8,15 +8,14 @@ fingerprint of the config that made it: resuming under another config is refused
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from aunet.atomic import atomic_path
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -27,35 +26,8 @@ def fingerprint(config: dict[str, Any]) -> str:
 def save(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` durably: when this returns, the file is on disk (fsynced), so a
     caller may delete what it replaces. A full disk is said in plain words, naming the file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:  # a Python file: a failed write raises OSError with its errno
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if _disk_full(err):
-            raise OSError(errno.ENOSPC, f"no space left on device writing {path}; free space on "
-                                        f"{path.parent} and run again (files already there are kept)") from None
-        raise
-
-
-def _disk_full(err: BaseException | None) -> bool:
-    """ENOSPC anywhere in the chain: torch may report the failed write as a RuntimeError around it."""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a Python file: a failed write keeps its errno
+        torch.save(state, handle)
 
 
 def load(path: str | Path, expected_fingerprint: str) -> dict[str, Any] | None:

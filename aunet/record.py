@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aunet.atomic import json_safe, write_json_atomic
 
 STATUSES = ("pending", "running", "finished", "diverged", "failed", "preempted")
 FINAL_STATUSES = ("finished", "diverged", "failed")
@@ -64,7 +64,7 @@ class RunRecord:
         return self.bsz * self.bytes_per_unit
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite_or_none(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
@@ -101,30 +101,3 @@ class RunRecord:
 
 _FLOAT_FIELDS = {"budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "params",
                  "train_units", "loss", "bpb"}
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: write None instead, so every record is strictly valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_finite_or_none(data), handle, indent=2, allow_nan=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -24,7 +24,7 @@ def default_cache():
 def test_default_corpus_is_real_prose_of_at_least_5_mb(default_cache):
     manifest = read_manifest(default_cache)
     assert manifest["bytes"] >= 5_000_000
-    pinned = {a.package: (a.version, a.sha256) for a in ARCHIVES}
+    pinned = {a.name: (a.version, a.sha256) for a in ARCHIVES}
     assert {s["package"]: (s["version"], s["sha256"]) for s in manifest["sources"]} == pinned
     root = default_corpus_dir(default_cache)
     files = sorted(root.rglob("*.txt"))
@@ -60,7 +60,7 @@ def _fake_archives(path, corrupt: str):
     path.mkdir()
     for arc in ARCHIVES:
         target = path / arc.filename
-        if arc.package == corrupt:
+        if arc.name == corrupt:
             target.write_bytes(b"not the pinned archive")
         else:
             with tarfile.open(target, "w:gz"):

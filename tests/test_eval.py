@@ -22,9 +22,10 @@ from aunet.eval import (
     score_pairs,
 )
 from aunet.eval.generation import greedy_generations
+from aunet.eval.registry import load_jsonl
 from aunet.eval.scoring import score_ids
 from aunet.eval.suite import EvalConfig, run_downstream, update_record
-from aunet.eval.tasks import load_jsonl, parse_hellaswag, parse_mmlu, parse_winogrande, select, with_shots
+from aunet.eval.tasks import parse_hellaswag, parse_mmlu, parse_winogrande, select, with_shots
 from aunet.generate import generate
 from aunet.models import build_model
 from tests.test_eval_helpers import BigramLM, ToyCodec

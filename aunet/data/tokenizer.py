@@ -14,12 +14,12 @@ and tokenizer, not a constant.
 from __future__ import annotations
 
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from aunet.atomic import atomic_path
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -111,16 +111,8 @@ def load_tokenizer(path: str | Path, eos_token: str | None = None) -> BpeTokeniz
 
 
 def save_atomic(tok: BpeTokenizer, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tok.tokenizer.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tok.tokenizer.save(str(tmp))
 
 
 def cached_bpe(path: str | Path, vocab_size: int, texts_factory, show_progress: bool = False) -> BpeTokenizer:

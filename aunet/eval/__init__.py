@@ -17,8 +17,19 @@ Same code path for every architecture: the scorer sees text, byte models read
 multiple-choice score is the paper's (Sec. 3.1): lowest NLL per character (byte).
 """
 
-from aunet.eval.fetch import MissingDataError, fetch
+from aunet.eval import cute, tasks  # noqa: F401  (each registers its tasks on import)
+from aunet.eval.fetch import MissingDataError
 from aunet.eval.loading import Loaded, load_checkpoint
+from aunet.eval.registry import (
+    ALIASES,
+    TASKS,
+    Item,
+    TaskSpec,
+    expand_tasks,
+    fetch_tasks,
+    get_task,
+    known_tasks,
+)
 from aunet.eval.scoring import (
     OptionScores,
     PairScore,
@@ -31,7 +42,7 @@ from aunet.eval.scoring import (
     score_pairs,
 )
 from aunet.eval.suite import EvalConfig, run_downstream
-from aunet.eval.tasks import ALIASES, TASKS, Item, TaskSpec, build_items, expand_tasks, get_task, known_tasks
+from aunet.eval.tasks import build_items
 
 __all__ = [
     "ALIASES",
@@ -50,7 +61,7 @@ __all__ = [
     "evaluate_task",
     "evaluate_tasks",
     "expand_tasks",
-    "fetch",
+    "fetch_tasks",
     "get_task",
     "known_tasks",
     "load_checkpoint",

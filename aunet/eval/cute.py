@@ -27,11 +27,11 @@ from __future__ import annotations
 import gzip
 import random
 import struct
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 from aunet.eval.fetch import WORDFREQ, MissingDataError, package_dir
+from aunet.eval.registry import ALIASES, Item, TaskSpec, register
 
 SUBTASKS = ("spell", "inverse_spell", "contains", "delete", "insert", "substitute", "swap")
 N_EXAMPLES = 4  # worked examples in every prompt (CUTE's format)
@@ -248,15 +248,13 @@ def _prompt(task: str, examples: list[tuple[str, str]], question: str) -> str:
 
 def generate_items(task: str, n: int = DEFAULT_ITEMS, seed: int = 0, lang: str = "en", n_options: int = N_OPTIONS,
                    n_examples: int = N_EXAMPLES, cache_dir: str | Path | None = None,
-                   words: list[str] | None = None) -> list:
+                   words: list[str] | None = None) -> list[Item]:
     """``n`` items of one CUTE subtask, the same for the same arguments.
 
     Each item's context is the full prompt ending in an opening quote; options are the
     quoted answers closed by '"' (the answer first-listed in ``target`` for exact match);
     test words never appear among the worked examples. ``words`` replaces the wordfreq list.
     """
-    from aunet.eval.tasks import Item
-
     if task not in SUBTASKS:
         raise ValueError(f"unknown CUTE subtask {task!r}; known: {', '.join(SUBTASKS)}")
     if n < 1 or n_options < 2 or n_examples < 0:
@@ -291,19 +289,21 @@ def generate_items(task: str, n: int = DEFAULT_ITEMS, seed: int = 0, lang: str =
     return items
 
 
-def register_tasks(register: Callable, aliases: dict[str, list[str]], package) -> None:
-    """Register ``cute_<task>`` (exact match) and ``cute_<task>_mc`` (likelihood) for every subtask."""
-    from aunet.eval.tasks import TaskSpec
+# ---------------------------------------------------------------------------- registration
+def _generator(task: str):
+    def generate(cache_dir=None, seed=0, n=DEFAULT_ITEMS) -> list[Item]:
+        return generate_items(task, n=n, seed=seed, cache_dir=cache_dir)
 
-    for task in SUBTASKS:
-        def gen(cache_dir=None, seed=0, n=DEFAULT_ITEMS, _task=task):
-            return generate_items(_task, n=n, seed=seed, cache_dir=cache_dir)
+    return generate
 
-        chance = 0.5 if task == "contains" else 0.0
-        register(TaskSpec(f"cute_{task}", package, kind="gen", generator=gen, chance_override=chance,
-                          description=f"CUTE {task} (char), exact match of greedy generation"))
-        register(TaskSpec(f"cute_{task}_mc", package, kind="mc", generator=gen,
-                          description=f"CUTE {task} (char), likelihood among {2 if task == 'contains' else N_OPTIONS}"
-                                      " options"))
-    aliases["cute"] = [f"cute_{t}" for t in SUBTASKS]
-    aliases["cute_mc"] = [f"cute_{t}_mc" for t in SUBTASKS]
+
+for _task in SUBTASKS:  # cute_<task>: exact match of greedy generation; cute_<task>_mc: likelihood
+    _generate = _generator(_task)
+    register(TaskSpec(f"cute_{_task}", WORDFREQ, kind="gen", generator=_generate,
+                      chance_override=0.5 if _task == "contains" else 0.0,
+                      description=f"CUTE {_task} (char), exact match of greedy generation"))
+    register(TaskSpec(f"cute_{_task}_mc", WORDFREQ, kind="mc", generator=_generate,
+                      description=f"CUTE {_task} (char), likelihood among {2 if _task == 'contains' else N_OPTIONS}"
+                                  " options"))
+ALIASES["cute"] = [f"cute_{t}" for t in SUBTASKS]
+ALIASES["cute_mc"] = [f"cute_{t}_mc" for t in SUBTASKS]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aunet.config import EOS_ID
-from aunet.eval.scoring import encode, is_bpe, prefix_id
+from aunet.eval.codec import check_codec, encode, is_bpe, prefix_id
 from aunet.generate import continue_from, step_threads
 
 
@@ -42,9 +42,8 @@ def greedy_generations(model: nn.Module, prompts: Sequence[str | bytes], max_new
 
     ``threads``: intra-op threads while stepping (see :func:`step_threads`).
     """
+    check_codec(model, codec)
     bpe = is_bpe(model)
-    if bpe and codec is None:
-        raise ValueError("a BPE model needs a codec (its tokenizer) to generate bytes")
     budgets = [max_new_bytes] * len(prompts) if isinstance(max_new_bytes, int) else list(max_new_bytes)
     if len(budgets) != len(prompts):
         raise ValueError(f"{len(budgets)} byte budgets for {len(prompts)} prompts")

