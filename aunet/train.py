@@ -39,6 +39,7 @@ from aunet.laws import PAPER_LAWS, HyperLaws
 from aunet.models import build_model
 from aunet.optim import OptimConfig, build_optimizer, lr_at
 from aunet.record import RunRecord
+from aunet.threads import use_allocated_threads
 from aunet.tracking import Tracker, TrackingConfig
 
 log = logging.getLogger("aunet.train")
@@ -63,6 +64,8 @@ class TrainConfig:
     law: str = "paper"  # "paper" or the path of a fitted law (JSON from `python -m analysis fit`)
     ratio: float | None = None  # data-to-model ratio the budget was planned with (recorded)
     seed: int = 0
+    threads: int = 0  # intra-op threads; 0: the CPUs allocated to this process (aunet.threads)
+    threads_force: bool = False  # keep a `threads` above the allocation (otherwise the allocation wins)
     device: str = "auto"
     compile: str = "auto"  # "auto": torch.compile on CUDA only; "on" / "off"
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on the CPU; "fp32" / "bf16"
@@ -102,6 +105,8 @@ class TrainConfig:
             fail("steps", f"is {self.steps}; give at least 1 step, or null to derive steps from the budget")
         if self.bsz is not None and self.bsz < 1:
             fail("bsz", f"is {self.bsz}; give a positive number of input units per step, or null for the law")
+        if self.threads < 0:
+            fail("threads", f"is {self.threads}; give a positive number of threads, or 0 to follow the allocation")
         if self.micro_batch < 0 or self.max_micro_batch < 1:
             fail("micro_batch", "must be >= 0 (0: automatic) and max_micro_batch >= 1")
         if self.ratio is not None and self.ratio <= 0:
@@ -281,6 +286,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, env: pa
 def train(cfg: TrainConfig) -> RunRecord:
     """Run to completion (or divergence, failure, preemption); always returns and writes the record."""
     out = Path(cfg.output_dir)
+    threads = use_allocated_threads(cfg.threads, cfg.threads_force)
     env = parallel.init_distributed(cfg.device)
     started = time.time()
     record = RunRecord(status="running", arch=cfg.arch_label, budget=float(cfg.budget or "nan"),
@@ -288,7 +294,8 @@ def train(cfg: TrainConfig) -> RunRecord:
                        units="tokens" if cfg.model.units == "bpe" else "bytes", study=cfg.study, trial=cfg.trial,
                        model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
                        lr_box=tuple(cfg.lr_box) if cfg.lr_box else None,
-                       bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict())
+                       bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict(),
+                       threads=torch.get_num_threads(), threads_source=threads.source)
     tracker: Tracker | None = None
     hand_on = None
     try:

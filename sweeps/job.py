@@ -70,8 +70,8 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         trial=int(raw["trial"]),
         lr_box=list(box(lr0, study.lr_factor)),
         bsz_box=list(box(bsz0, study.bsz_factor)),
-        **{k: raw[k] for k in ("device", "compile", "precision", "parallel", "max_micro_batch", "eval_bytes",
-                               "progress", "log_every") if k in raw},
+        **{k: raw[k] for k in ("threads", "threads_force", "device", "compile", "precision", "parallel",
+                               "max_micro_batch", "eval_bytes", "progress", "log_every") if k in raw},
     )
 
 

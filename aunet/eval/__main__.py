@@ -127,6 +127,9 @@ def cmd_eval(argv: list[str]) -> int:
     from aunet.eval.scoring import evaluate_tasks
     from aunet.eval.suite import update_record
     from aunet.eval.tasks import expand_tasks
+    from aunet.threads import use_allocated_threads
+
+    use_allocated_threads()
 
     args = parse_args(argv, EVAL_KEYS)
     if not args["checkpoint"]:
@@ -169,6 +172,9 @@ def cmd_harness(argv: list[str]) -> int:
     if not args["checkpoint"] or not args["tasks"]:
         raise ValueError("give checkpoint=<run> and tasks=[...] (lm-eval task names, e.g. from include_path=DIR)")
     from aunet.eval.harness import run_harness
+    from aunet.threads import use_allocated_threads
+
+    use_allocated_threads()
 
     limit = args["limit"]
     results = run_harness(args["checkpoint"], _list(args["tasks"]),
