@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aunet.threads import Allocation, choose_threads, cpu_allocation
+from aunet.threads import CHILD_THREAD_VARIABLES, Allocation, choose_threads, cpu_allocation
 from aunet.train import train
 from sweeps.ledger import Ledger
 from tests.test_sweeps import run_sweep
@@ -73,7 +74,9 @@ def test_a_process_and_its_children_follow_slurm_cpus_per_task():
     assert out == ["1"] * 6
 
 
-def test_the_record_carries_the_threads_and_where_they_came_from(tmp_path):
+def test_the_record_carries_the_threads_and_where_they_came_from(tmp_path, monkeypatch):
+    for name in CHILD_THREAD_VARIABLES:  # restored after the test, for the processes later tests start
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     before = torch.get_num_threads()
     try:
         record = train(tiny_config(tmp_path, steps=2, threads=1))
@@ -83,6 +86,7 @@ def test_the_record_carries_the_threads_and_where_they_came_from(tmp_path):
     assert record.threads == 1
     assert record.threads_source.startswith("config threads=1 (allocation ")
     assert record.to_row()["threads"] == 1  # a column of the results table
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # for the run's child processes
 
 
 def test_a_negative_thread_count_is_refused_by_name(tmp_path):
@@ -105,7 +109,7 @@ def test_two_single_cpu_slurm_jobs_at_once_each_train_on_one_thread(tmp_path, sl
         assert row.record["threads"] == 1, row.record["threads_source"]
         assert row.record["threads_source"] == "SLURM_CPUS_PER_TASK=1"
     # The two jobs of the array ran at the same time, each on its one CPU of the 2-core node.
-    array = {p.name.split("_")[0] for p in sweep_dir.glob(".submitit/*_*")}
+    array = {p.name.split("_")[0] for p in sweep_dir.glob(".submitit/*") if re.fullmatch(r"\d+_\d+", p.name)}
     (job,) = array
     sacct = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,Start,End"], capture_output=True,
                            text=True, check=True, env={**os.environ, **slurm_cluster.env}).stdout.split()
