@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from aunet import checkpoint, parallel
 from aunet.config import ModelConfig
-from aunet.data import DataConfig, Dataset, open_dataset
+from aunet.data import DataConfig, Dataset, Prefetcher, open_dataset
 from aunet.eval.suite import EvalConfig, run_downstream
 from aunet.flops import count_params, flops_per_unit
 from aunet.ladder import law_compute
@@ -342,7 +342,8 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
     optimizer = build_optimizer(model, cfg.optim, plan.lr)
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and env.device.type == "cuda")
     forward_model = torch.compile(model) if use_compile else model
-    loader = dataset.train_loader(cfg.model, plan.micro_batch, env.rank, env.world_size, seed=cfg.seed)
+    loader = Prefetcher(dataset.train_loader(cfg.model, plan.micro_batch, env.rank, env.world_size, seed=cfg.seed),
+                        pin_memory=env.device.type == "cuda")  # the next batches are made while this one trains
     fp = checkpoint.fingerprint({"model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "plan": asdict(plan),
                                  "optim": asdict(cfg.optim), "seed": cfg.seed, "world": env.world_size})
     ckpt_path = out / "checkpoint.pt"
@@ -424,6 +425,7 @@ def _train_loop(cfg: TrainConfig, plan: Plan, dataset: Dataset, env: parallel.Di
             if guard.signum is not None:
                 break
         progress.close()
+        loader.close()
         record.metrics["train_seconds"] = time.time() - loop_start
         record.steps = step
         record.train_units = units_seen

@@ -32,6 +32,7 @@ from aunet.data.packing import (
     DocStream,
     EvalSet,
     PackedLoader,
+    Prefetcher,
     bits_per_byte,
     make_eval_set,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "DocStream",
     "EvalSet",
     "PackedLoader",
+    "Prefetcher",
     "SourceFile",
     "bits_per_byte",
     "check_corpus",
