@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = ["sweep=demo", "sweep.name=threads", "sweep.budgets=[3e10,1e11,3e11]", "sweep.trials=3", "eval=none"]
+STUDY = ["sweep=demo", "sweep.name=threads", "eval=none"]
 LAUNCHERS = {
     "local": [],
     "slurm2": ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=30",
@@ -35,9 +35,9 @@ LAUNCHERS = {
 }
 
 
-def run_study(repo: Path, launcher: str, sweep_dir: Path) -> tuple[float, list[dict[str, str]]]:
+def run_study(repo: Path, launcher: str, sweep_dir: Path, study: list[str]) -> tuple[float, list[dict[str, str]]]:
     """Wall time of the whole study and its results table."""
-    cmd = [sys.executable, "sweep.py", "-m", *STUDY, *LAUNCHERS[launcher], f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [sys.executable, "sweep.py", "-m", *study, *LAUNCHERS[launcher], f"hydra.sweep.dir={sweep_dir}"]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
@@ -52,7 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose sweep.py runs the study")
     parser.add_argument("--launchers", default="local,slurm2,slurm1")
+    parser.add_argument("--budgets", default="3e10,1e11,3e11", help="the issue's study; fewer on a busy machine")
+    parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
+    study = [*STUDY, f"sweep.budgets=[{args.budgets}]", f"sweep.trials={args.trials}"]
     launchers = args.launchers.split(",")
     unknown = sorted(set(launchers) - set(LAUNCHERS))
     if unknown:
@@ -62,9 +65,10 @@ def main() -> None:
 
     out = Path(tempfile.mkdtemp(prefix="bench-slurm-threads-"))
     walls, losses = {}, {}
+    print(f"study: {' '.join(study[1:])}")
     print(f"{'launcher':<8} {'wall s':>7} {'trials':>6} {'median bytes/s':>14}  threads (source)")
     for name in launchers:
-        wall, rows = run_study(args.repo.resolve(), name, out / name)
+        wall, rows = run_study(args.repo.resolve(), name, out / name, study)
         walls[name] = wall
         finished = [r for r in rows if r["status"] == "finished"]
         losses[name] = {(r["budget"], r["trial"]): float(r["loss"]) for r in finished}
