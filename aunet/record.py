@@ -52,6 +52,8 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)  # the full resolved config
     error: str = ""
     seed: int = 0
+    threads: int = 0  # intra-op threads the run trained with
+    threads_source: str = ""  # the CPU allocation (or config) they came from, e.g. "SLURM_CPUS_PER_TASK=1"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -33,12 +33,13 @@ from omegaconf import OmegaConf
 
 from aunet import checkpoint, parallel
 from aunet.config import COUNTED_IN, ModelConfig
-from aunet.data import Corpus, DataConfig, prepare_data
+from aunet.data import Corpus, DataConfig, Prefetcher, prepare_data
 from aunet.eval.suite import EvalConfig, run_downstream
 from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
 from aunet.models import build_model
 from aunet.optim import OptimConfig, build_optimizer, lr_at
 from aunet.record import RunRecord
+from aunet.threads import use_allocated_threads
 from aunet.tracking import Tracker, TrackingConfig
 
 log = logging.getLogger("aunet.train")
@@ -67,6 +68,8 @@ class TrainConfig:
     ratio: float | None = None  # data-to-model ratio the budget was planned with (recorded)
     plan: RunPlan | None = None  # a sweep's trial ships its plan (model, bsz, steps, LR); None: plan here
     seed: int = 0
+    threads: int = 0  # intra-op threads; 0: the CPUs allocated to this process (aunet.threads)
+    threads_force: bool = False  # keep a `threads` above the allocation (otherwise the allocation wins)
     device: str = "auto"
     compile: str = "auto"  # "auto": torch.compile on CUDA only; "on" / "off"
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on the CPU; "fp32" / "bf16"
@@ -103,6 +106,8 @@ class TrainConfig:
             fail("steps", f"is {self.steps}; give at least 1 step, or null to derive steps from the budget")
         if self.bsz is not None and self.bsz < 1:
             fail("bsz", f"is {self.bsz}; give a positive number of input units per step, or null for the law")
+        if self.threads < 0:
+            fail("threads", f"is {self.threads}; give a positive number of threads, or 0 to follow the allocation")
         if self.micro_batch < 0 or self.max_micro_batch < 1:
             fail("micro_batch", "must be >= 0 (0: automatic) and max_micro_batch >= 1")
         if self.ratio is not None and self.ratio <= 0:
@@ -230,6 +235,7 @@ def evaluate(model: torch.nn.Module, corpus: Corpus, cfg: TrainConfig, env: para
 def train(cfg: TrainConfig) -> RunRecord:
     """Run to completion (or divergence, failure, preemption); always returns and writes the record."""
     out = Path(cfg.output_dir)
+    threads = use_allocated_threads(cfg.threads, cfg.threads_force)
     env = parallel.init_distributed(cfg.device)
     started = time.time()
     record = RunRecord(status="running", family=cfg.family or family_of(cfg.model), budget=float(cfg.budget or "nan"),
@@ -237,7 +243,8 @@ def train(cfg: TrainConfig) -> RunRecord:
                        units=COUNTED_IN[cfg.model.units], study=cfg.study, trial=cfg.trial,
                        model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
                        lr_box=tuple(cfg.lr_box) if cfg.lr_box else None,
-                       bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict())
+                       bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict(),
+                       threads=torch.get_num_threads(), threads_source=threads.source)
     tracker: Tracker | None = None
     hand_on = None
     try:
@@ -285,7 +292,8 @@ class TrainState:
         self.optimizer = build_optimizer(self.model, cfg.optim, plan.lr)
         use_compile = cfg.compile == "on" or (cfg.compile == "auto" and env.device.type == "cuda")
         self.forward_model = torch.compile(self.model) if use_compile else self.model
-        self.loader = corpus.train_loader(cfg.model, micro_batch, env.rank, env.world_size, seed=cfg.seed)
+        self.loader = Prefetcher(corpus.train_loader(cfg.model, micro_batch, env.rank, env.world_size, seed=cfg.seed),
+                                 pin_memory=env.device.type == "cuda")  # the next batches are made while one trains
         self.fingerprint = checkpoint.fingerprint({
             "model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "plan": plan.to_dict(),
             "geometry": [micro_batch, accumulation], "optim": asdict(cfg.optim), "seed": cfg.seed,
@@ -382,6 +390,7 @@ def run(state: TrainState, record: RunRecord, tracker: Tracker | None, started: 
             if guard.signum is not None:
                 break
         progress.close()
+        state.loader.close()
         record.metrics["train_seconds"] = time.time() - loop_start
         record.steps, record.train_units = state.step, state.units_seen
         record.flops = plan.flops_per_unit * state.units_seen

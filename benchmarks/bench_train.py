@@ -28,6 +28,22 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+def matched_configs(d: int, L: int, T: int) -> dict[str, ModelConfig]:
+    """The four architectures with the same trunk (width d, L layers) on sequences of T bytes."""
+    ffn = (8 * d // 3 + 63) // 64 * 64
+    trunk = dict(head_dims=[64], ffn_dims=[ffn], dims=[d], layers=[L])
+    return {
+        "AU-Net 2": ModelConfig(arch="aunet", dims=[d // 4, d], layers=[3, L], head_dims=[64, 64],
+                                ffn_dims=[3 * d // 4, ffn], seq_len=T, window=512),
+        "AU-Net 3": ModelConfig(arch="aunet", dims=[d // 4, d, 3 * d // 2], layers=[3, 3, L - 3],
+                                head_dims=[64, 64, 64], ffn_dims=[3 * d // 4, ffn, 4 * d], seq_len=T, window=512),
+        "Transformer bytes": ModelConfig(arch="transformer", seq_len=T, window=None, **trunk),
+        # A BPE model with a 4k vocabulary reading about 4 bytes per token: T/4 tokens per sequence.
+        "Transformer BPE": ModelConfig(arch="transformer", units="bpe", vocab_size=4096, seq_len=T // 4,
+                                       window=None, **trunk),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dim", type=int, default=512)
@@ -38,19 +54,8 @@ def main() -> None:
     parser.add_argument("--text", default=None)
     args = parser.parse_args()
     d, L, T = args.dim, args.layers, args.seq
-    ffn = (8 * d // 3 + 63) // 64 * 64
     data = prose(args.text, args.batch * (T + 1) * 4)
-    trunk = dict(head_dims=[64], ffn_dims=[ffn], dims=[d], layers=[L])
-    configs = {
-        "AU-Net 2": ModelConfig(arch="aunet", dims=[d // 4, d], layers=[3, L], head_dims=[64, 64],
-                                ffn_dims=[3 * d // 4, ffn], seq_len=T, window=512),
-        "AU-Net 3": ModelConfig(arch="aunet", dims=[d // 4, d, 3 * d // 2], layers=[3, 3, L - 3],
-                                head_dims=[64, 64, 64], ffn_dims=[3 * d // 4, ffn, 4 * d], seq_len=T, window=512),
-        "Transformer bytes": ModelConfig(arch="transformer", seq_len=T, window=None, **trunk),
-        # A BPE model with a 4k vocabulary reading about 4 bytes per token: T/4 tokens per sequence.
-        "Transformer BPE": ModelConfig(arch="transformer", units="bpe", vocab_size=4096, seq_len=T // 4,
-                                       window=None, **trunk),
-    }
+    configs = matched_configs(d, L, T)
     peak = matmul_flops_per_s()
     print(f"threads={torch.get_num_threads()}  fp32 matmul 2048^3: {peak / 1e9:.1f} GFLOP/s  "
           f"trunk d={d} L={L}, {T} bytes per sequence, batch {args.batch}")

@@ -196,7 +196,7 @@ real_memory_mb() {
 
 write_configs() {
     local cpus mem acct=""
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys them; the node has them all
     mem=$(real_memory_mb)
     if [ "$ACCOUNTING" = 1 ]; then
         acct="AccountingStorageType=accounting_storage/slurmdbd

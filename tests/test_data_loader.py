@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from aunet.config import EOS_ID, PAD_ID, ModelConfig
-from aunet.data import CorpusTooSmallError, DataConfig, bits_per_byte, check_corpus, doc_key, prepare_data
+from aunet.data import (
+    CorpusTooSmallError,
+    DataConfig,
+    Prefetcher,
+    bits_per_byte,
+    check_corpus,
+    doc_key,
+    prepare_data,
+)
 from aunet.data.sources import iter_docs, resolve_sources
 from aunet.splitting import Splitter, pool_levels
 from tests.test_data_sources import make_docs, write_jsonl, write_parquet
@@ -164,18 +172,26 @@ def test_seed_changes_the_order_but_not_the_content(corpus_dir, tmp_path):
 
 # ---------------------------------------------------------------------------- resume
 @pytest.mark.parametrize(
-    ("batch", "world", "rank", "levels", "n", "m"),
-    [(2, 1, 0, False, 5, 9), (1, 1, 0, False, 1, 40), (3, 2, 1, False, 4, 20), (2, 1, 0, True, 3, 3)],
+    ("batch", "world", "rank", "levels", "n", "m", "prefetch"),
+    [(2, 1, 0, False, 5, 9, False), (1, 1, 0, False, 1, 40, False), (3, 2, 1, False, 4, 20, False),
+     (2, 1, 0, True, 3, 3, False), (1, 1, 0, False, 1, 40, True), (3, 2, 1, False, 4, 20, True),
+     (2, 1, 0, True, 3, 3, True)],
 )
-def test_resumed_loader_yields_exactly_the_same_batches(corpus_dir, tmp_path, batch, world, rank, levels, n, m):
+def test_resumed_loader_yields_exactly_the_same_batches(corpus_dir, tmp_path, batch, world, rank, levels, n, m,
+                                                        prefetch):
     corpus = prepare_data(cfg_for(corpus_dir, tmp_path, epochs_allowed=True))
     splitter = Splitter(3) if levels else None
-    first = corpus.loader(batch_size=batch, rank=rank, world_size=world, splitter=splitter)
+
+    def loader():
+        made = corpus.loader(batch_size=batch, rank=rank, world_size=world, splitter=splitter)
+        return Prefetcher(made) if prefetch else made
+
+    first = loader()
     for _ in range(n):
         next(first)
     state = json.loads(json.dumps(first.state_dict()))  # checkpoints may store it as JSON
     expected = [next(first) for _ in range(m)]
-    resumed = corpus.loader(batch_size=batch, rank=rank, world_size=world, splitter=splitter)
+    resumed = loader()
     resumed.load_state_dict(state)
     got = [next(resumed) for _ in range(m)]
     for e, g in zip(expected, got):
@@ -184,7 +200,8 @@ def test_resumed_loader_yields_exactly_the_same_batches(corpus_dir, tmp_path, ba
             assert torch.equal(e[k], g[k])
 
 
-def test_resume_across_epochs_and_blocks_matches_an_uninterrupted_run(corpus_dir, tmp_path):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_resume_across_epochs_and_blocks_matches_an_uninterrupted_run(corpus_dir, tmp_path, prefetch):
     corpus = prepare_data(cfg_for(corpus_dir, tmp_path, epochs_allowed=True))
     per_epoch = corpus.train_units() // SEQ
     ref = corpus.loader(batch_size=4)
@@ -192,13 +209,44 @@ def test_resume_across_epochs_and_blocks_matches_an_uninterrupted_run(corpus_dir
     assert ref.epoch >= 3
     pieces, state = [], None
     while len(pieces) < len(straight):
-        loader = corpus.loader(batch_size=4)
+        # The prefetching worker has made batches past the state it reports: they must not count.
+        loader = Prefetcher(corpus.loader(batch_size=4), depth=3) if prefetch else corpus.loader(batch_size=4)
         if state is not None:
             loader.load_state_dict(state)
         for _ in range(7):  # interrupted every 7 batches
             pieces.append(next(loader)["ids"])
         state = loader.state_dict()
     assert all(torch.equal(a, b) for a, b in zip(straight, pieces))
+
+
+def test_prefetching_ends_like_the_loader_and_goes_on_after_close(corpus_dir, tmp_path):
+    corpus = prepare_data(cfg_for(corpus_dir, tmp_path))
+    plain = corpus.loader(batch_size=2, splitter=Splitter(2))
+    expected = drain(plain)
+    prefetched = Prefetcher(corpus.loader(batch_size=2, splitter=Splitter(2)))
+    got = [next(prefetched) for _ in range(5)]
+    prefetched.close()  # the worker had made batches 6 and 7: they are made again, not lost
+    got += drain(prefetched)
+    assert len(got) == len(expected)
+    assert all(torch.equal(a["ids"], b["ids"]) and torch.equal(a["levels"], b["levels"]) for a, b in zip(expected, got))
+    assert prefetched.state_dict() == plain.state_dict()  # both stopped after the last full batch
+    with pytest.raises(StopIteration):
+        next(prefetched)
+
+
+def test_an_error_in_the_prefetch_worker_is_raised_by_the_step(corpus_dir, tmp_path):
+    corpus = prepare_data(cfg_for(corpus_dir, tmp_path))
+    loader = corpus.loader(batch_size=1)
+    next(loader)
+
+    def broken(doc):
+        raise OSError("disk gone")
+
+    loader.encoder.encode = broken  # the next document cannot be read
+    prefetched = Prefetcher(loader)
+    with pytest.raises(OSError, match="disk gone"):
+        for _ in range(100):
+            next(prefetched)
 
 
 def test_state_from_another_corpus_or_seed_is_refused(corpus_dir, tmp_path):

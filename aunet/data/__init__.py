@@ -30,6 +30,7 @@ from aunet.data.packing import (
     DocStream,
     EvalSet,
     PackedLoader,
+    Prefetcher,
     bits_per_byte,
     make_eval_set,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "DocStream",
     "EvalSet",
     "PackedLoader",
+    "Prefetcher",
     "SourceFile",
     "bits_per_byte",
     "check_corpus",

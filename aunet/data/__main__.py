@@ -11,6 +11,7 @@ import time
 from aunet.data.config import DataConfig
 from aunet.data.corpus import Corpus
 from aunet.data.default_corpus import default_corpus_dir, prepare_default_corpus, read_manifest
+from aunet.threads import use_allocated_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--text-field", default="text")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    use_allocated_threads()  # BPE training and packing follow the job's CPUs
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:

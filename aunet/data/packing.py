@@ -19,6 +19,9 @@ file position, position inside the file) and the next sequence's start inside th
 
 from __future__ import annotations
 
+import queue
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -96,6 +99,8 @@ class DocStream:
         self.shuffle_bytes = shuffle_bytes
         self.text_field = text_field
         self.max_doc_bytes = max_doc_bytes
+        # Loaders over one stream share its open reader; a prefetching loader reads from another thread.
+        self._reading = threading.Lock()
 
     def is_heldout(self, doc: bytes) -> bool:
         return len(doc) <= self.max_heldout_len and doc_key(doc) in self.heldout_keys
@@ -114,6 +119,11 @@ class DocStream:
         at the end of the epoch). The open file of the last block is kept, so reading block
         after block never seeks (a .zst stream cannot seek without decompressing again).
         """
+        with self._reading:
+            return self._load_block(epoch, block_no, file_pos, ref, shuffle)
+
+    def _load_block(self, epoch: int, block_no: int, file_pos: int, ref: int,
+                    shuffle: bool) -> tuple[list[bytes], tuple[int, int]]:
         order = self.file_order(epoch)
         docs: list[bytes] = []
         size = 0
@@ -331,6 +341,99 @@ class PackedLoader:
     def sequences_seen(self) -> int:
         """Global sequences consumed so far (all ranks)."""
         return self._sequences
+
+
+class Prefetcher:
+    """A :class:`PackedLoader` whose next batches (ids and levels) are made in a background thread.
+
+    Iterating gives exactly the loader's batches, in order. ``state_dict()`` is the loader's
+    state after the last batch handed out, not after the ones made ahead, so a checkpoint
+    resumes exactly where the training step was. ``pin_memory`` (CUDA only) pins each batch in
+    the worker, so that ``.to(device, non_blocking=True)`` copies while the GPU computes. The
+    worker stops on ``close()``, at the end of the data, or when the prefetcher is dropped.
+    """
+
+    def __init__(self, loader: PackedLoader, depth: int = 2, pin_memory: bool = False):
+        if depth < 1:
+            raise ValueError(f"prefetch depth is {depth}; make at least 1 batch ahead")
+        self.loader = loader
+        self.depth = depth
+        self.pin_memory = pin_memory
+        self._state = loader.state_dict()
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._ahead = False  # the inner loader went past state_dict() (batches made but not handed out)
+        self._ended = False
+
+    def __iter__(self) -> Prefetcher:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._ended:
+            raise StopIteration
+        if self._worker is None:
+            self._start()
+        item = self._queue.get()
+        if item is None:  # the data is used up; the state stays after the last batch handed out
+            self._ended = True
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        batch, self._state = item
+        return batch
+
+    def _start(self) -> None:
+        if self._ahead:
+            self.loader.load_state_dict(self._state)
+            self._ahead = False
+        self._queue, self._stop = queue.Queue(self.depth), threading.Event()
+        self._worker = threading.Thread(target=_produce, daemon=True, name="aunet-prefetch",
+                                        args=(self.loader, self.pin_memory, self._queue, self._stop))
+        self._worker.start()
+        weakref.finalize(self, self._stop.set)  # a dropped prefetcher (e.g. a failed run) stops its worker
+
+    def close(self) -> None:
+        """Stop the worker; iterating again goes on from ``state_dict()``."""
+        if self._worker is not None:
+            self._stop.set()
+            self._worker.join()
+            self._worker = None
+            self._ahead = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.close()
+        self.loader.load_state_dict(state)
+        self._state = self.loader.state_dict()
+        self._ahead = self._ended = False
+
+
+def _produce(loader: PackedLoader, pin_memory: bool, out: queue.Queue, stop: threading.Event) -> None:
+    """The prefetch worker, the only code that touches ``loader`` while it runs: (batch, state after it)."""
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for batch in loader:
+            if pin_memory:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            if not put((batch, loader.state_dict())):
+                return
+        put(None)
+    except Exception as err:  # raised again by the training step that asks for the batch
+        put(err)
 
 
 # ---------------------------------------------------------------------------- evaluation sequences

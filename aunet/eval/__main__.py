@@ -28,6 +28,7 @@ from aunet.eval.loading import load_checkpoint
 from aunet.eval.registry import ALIASES, TASKS, expand_tasks, fetch_tasks
 from aunet.eval.scoring import evaluate_tasks
 from aunet.eval.suite import update_record
+from aunet.threads import use_allocated_threads
 
 EVAL_KEYS = {"checkpoint": None, "tasks": "hellaswag,cute", "limit": None, "shots": "0", "seed": "0", "out": None,
              "record": "false", "tokenizer": None, "device": "cpu", "cache": None, "batch_units": "8192"}
@@ -122,6 +123,8 @@ def cmd_list(argv: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
+    use_allocated_threads()
+
     args = parse_args(argv, EVAL_KEYS)
     if not args["checkpoint"]:
         raise ValueError("give checkpoint=<finished run directory or model.pt>")
@@ -161,6 +164,9 @@ def cmd_harness(argv: list[str]) -> int:
     if not args["checkpoint"] or not args["tasks"]:
         raise ValueError("give checkpoint=<run> and tasks=[...] (lm-eval task names, e.g. from include_path=DIR)")
     from aunet.eval.harness import run_harness
+    from aunet.threads import use_allocated_threads
+
+    use_allocated_threads()
 
     limit = args["limit"]
     results = run_harness(args["checkpoint"], _list(args["tasks"]),
