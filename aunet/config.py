@@ -4,6 +4,23 @@ One dataclass describes all four architectures so that presets, FLOP counting an
 the ladder speak the same language. Per-stage fields are lists (one entry per stage;
 a plain Transformer or Mamba has one stage). ``validate`` runs at construction and
 names the field and the fix for every mistake it finds.
+
+RoPE θ and initialisation. The paper presets (conf/model/*_1b*, *_7b, scaling_*) set
+them as the reference code (facebookresearch/lingua) has them: θ = 500,000 for AU-Net
+(apps/aunet configs), 10,000 for the 1B Transformers and the scaling baselines and
+100,000 for the 7B one (lingua's default and llama_7B config), and ``init_std: null``,
+lingua's fan-in init (every matrix truncated-normal with σ = 1/√(input width)). The
+defaults below (θ 10,000, GPT-2's N(0, 0.02) with depth-scaled residual outputs) are
+what the tiny CPU presets and the ladder's configs use: the demo study, the LR priors
+checked on them and the tests' loss targets were set with that init, and RoPE θ does
+not matter at their 256-1,024-unit sequences. Which init trains tiny models better was
+not measured.
+
+Mamba. ``mamba_version`` 2 (default) is Mamba-2 as the reference code's baseline:
+``d_state`` 128, one group, no dt bias, the SSM heads given by ``head_dims[0]`` as the
+model width per head (Table 9's "head dim" 64 = 2048 / 32 heads, lingua's ``n_heads``),
+each head carrying ``expand · head_dim`` channels of the inner width. Version 1 is
+mambapy's Mamba-1 (``head_dims`` and ``ffn_dims`` unused; its usual ``d_state`` is 16).
 """
 
 from __future__ import annotations
@@ -46,9 +63,10 @@ class ModelConfig:
     upsample_positions: int = 16  # position-specific linears, wrapping around
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
-    init_std: float = 0.02
+    init_std: float | None = 0.02  # None: the reference code's fan-in init (see layers.init_weights)
     # Mamba only
-    d_state: int = 16
+    mamba_version: int = 2  # 2: Mamba-2 (SSD, the paper's baseline); 1: Mamba-1 (selective scan)
+    d_state: int = 128
     d_conv: int = 4
     expand: int = 2
 
@@ -103,7 +121,9 @@ class ModelConfig:
             if d <= 0 or h <= 0:
                 fail("dims", f"stage {k + 1}: width {d} and head dim {h} must be positive")
             if d % h:
-                fail("head_dims", f"stage {k + 1}: width {d} is not divisible by head dim {h}")
+                what = " (Mamba-2: the model width per SSM head)" if self.arch == "mamba" else ""
+                fail("head_dims", f"stage {k + 1}: width {d} is not divisible by head dim {h}{what}; "
+                                  f"use a divisor of {d}")
             if self.arch != "mamba" and h % 2:
                 fail("head_dims", f"stage {k + 1}: head dim {h} must be even for rotary positions")
         if any(L < 1 for L in self.layers):
@@ -141,8 +161,13 @@ class ModelConfig:
                     if not 1 <= m <= previous:
                         fail("max_pooled", f"stage {k + 2}: {m} must be between 1 and the previous stage's {previous}")
                     previous = m
-        if self.arch == "mamba" and min(self.d_state, self.d_conv, self.expand) < 1:
-            fail("d_state", "d_state, d_conv and expand must all be >= 1")
+        if self.init_std is not None and not self.init_std > 0:
+            fail("init_std", f"is {self.init_std}; use a positive std, or null for the reference fan-in init")
+        if self.arch == "mamba":
+            if self.mamba_version not in (1, 2):
+                fail("mamba_version", f"is {self.mamba_version}; use 1 (Mamba-1) or 2 (Mamba-2)")
+            if min(self.d_state, self.d_conv, self.expand) < 1:
+                fail("d_state", "d_state, d_conv and expand must all be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -27,10 +27,15 @@ FLOPs per input unit (byte or token), forward + backward, follow the paper:
   projection out of it (``(P+1)·d_k·d_{k-1}`` for multi-linear upsampling, computed as
   one matmul per coarse vector; d_k·d_{k-1} for 'simple' and 'repeat') run once per
   stage-k vector and are counted there. The head runs at the byte rate.
-* Mamba: 6 × (in_proj, depthwise conv, x_proj, dt_proj, out_proj weights) per layer,
+* Mamba-1: 6 × (in_proj, depthwise conv, x_proj, dt_proj, out_proj weights) per layer,
   plus the selective scan, which has no weights: per position and per (channel, state)
   pair, ΔA, ΔB and ΔB·x (3 multiplies), h = ΔA·h + ΔBx (2) and y = C·h (2), i.e.
   7·E·d·N forward, ×3 with the backward pass.
+* Mamba-2: 6 × (in_proj, depthwise conv, out_proj weights) per layer, plus the scan's
+  recurrence: A is a scalar per head, so per (channel, state) pair (Δx)·B (1 multiply),
+  h = ΔA·h + ΔBx (2) and y = C·h (2), i.e. 5·E·d·N forward, ×3 with the backward pass.
+  This is the recurrence's cost, linear in the sequence; the chunked SSD algorithm that
+  trains it does more (quadratic within each chunk): see ``predict_flop_counter``.
 
 Contraction factors are measured on data with :func:`measure_contraction` and every run
 records the ones it used. When none are given, :data:`DEFAULT_CONTRACTION` applies to
@@ -78,8 +83,10 @@ DEFAULT_CONTRACTION: tuple[float, ...] = (1.0, 5.13, 9.21, 15.05)
 #: Contraction factors that reproduce the AU-Net rows of Table 10 (fitted; see above).
 PAPER_CONTRACTION: tuple[float, ...] = (1.0, 4.91, 7.15, 10.56)
 
-#: Forward FLOPs of the selective scan per position and per (channel, state) pair.
+#: Forward FLOPs of Mamba-1's selective scan per position and per (channel, state) pair.
 SCAN_FORWARD_FLOPS = 7
+#: Forward FLOPs of Mamba-2's recurrence per position and per (channel, state) pair.
+SSD_FORWARD_FLOPS = 5
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,6 +128,35 @@ def mamba_layer_params(d: int, d_state: int, d_conv: int, expand: int) -> dict[s
     }
 
 
+def mamba2_layer_params(d: int, head_dim: int, d_state: int, d_conv: int, expand: int) -> dict[str, int]:
+    """Parameters of one Mamba-2 block of ``aunet.models.mamba`` (the reference code's:
+    one group, no biases, no dt bias, D per head), by tensor."""
+    e = expand * d
+    heads = d // head_dim
+    return {
+        "norm": d,
+        "in_proj": d * (2 * e + 2 * d_state + heads),  # z, x, B, C, dt
+        "conv_weight": (e + 2 * d_state) * d_conv,  # depthwise over x, B, C
+        "A_log": heads,
+        "D": heads,
+        "ssm_norm": e,
+        "out_proj": e * d,
+    }
+
+
+def _mamba_layer(cfg: ModelConfig) -> dict[str, int]:
+    d = cfg.dims[0]
+    if cfg.mamba_version == 1:
+        return mamba_layer_params(d, cfg.d_state, cfg.d_conv, cfg.expand)
+    return mamba2_layer_params(d, cfg.head_dims[0], cfg.d_state, cfg.d_conv, cfg.expand)
+
+
+def _mamba_scan_flops(cfg: ModelConfig) -> float:
+    """The scan's FLOPs per position and layer, forward + backward (see the module docstring)."""
+    per_pair = SCAN_FORWARD_FLOPS if cfg.mamba_version == 1 else SSD_FORWARD_FLOPS
+    return 3.0 * per_pair * cfg.expand * cfg.dims[0] * cfg.d_state
+
+
 def _upsample_out(cfg: ModelConfig) -> int:
     return cfg.upsample_positions + 1 if cfg.upsampling == "multilinear" else 1
 
@@ -132,7 +168,7 @@ def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
     if cfg.arch == "transformer":
         return {"embedding": V * d[0], "blocks": L[0] * block_params(d[0], f[0]), "norm": d[0], "head": d[0] * V}
     if cfg.arch == "mamba":
-        layer = sum(mamba_layer_params(d[0], cfg.d_state, cfg.d_conv, cfg.expand).values())
+        layer = sum(_mamba_layer(cfg).values())
         return {"embedding": V * d[0], "blocks": L[0] * layer, "norm": d[0], "head": d[0] * V}
     K = cfg.n_stages
     parts = {"embedding": V * d[0]}
@@ -320,10 +356,9 @@ def flops_breakdown(cfg: ModelConfig, contraction: Sequence[float] | None = None
                            6.0 * d[0] * L[0] * S)
         return FlopsBreakdown(cfg.arch, units, (stage,), head, (1.0,))
     if cfg.arch == "mamba":
-        p = mamba_layer_params(d[0], cfg.d_state, cfg.d_conv, cfg.expand)
-        weights = p["in_proj"] + p["conv_weight"] + p["x_proj"] + p["dt_proj_weight"] + p["out_proj"]
-        scan = 3.0 * SCAN_FORWARD_FLOPS * cfg.expand * d[0] * cfg.d_state
-        stage = StageFlops(1, d[0], L[0], 0.0, 1.0, 6.0 * L[0] * weights, 0.0, scan=L[0] * scan)
+        p = _mamba_layer(cfg)
+        weights = sum(p.get(name, 0) for name in ("in_proj", "conv_weight", "x_proj", "dt_proj_weight", "out_proj"))
+        stage = StageFlops(1, d[0], L[0], 0.0, 1.0, 6.0 * L[0] * weights, 0.0, scan=L[0] * _mamba_scan_flops(cfg))
         return FlopsBreakdown(cfg.arch, units, (stage,), head, (1.0,))
     K = cfg.n_stages
     stages = []
@@ -392,6 +427,11 @@ WHY_WINDOW = ("blocked sliding window: each block of W queries scores its own an
               "keys (T x 2W) and FlopCounterMode charges 14d per score: 28dTW vs the paper's 6dTW")
 WHY_CONV = ("FlopCounterMode counts the padded output (T + k - 1 positions) and its grad-weight formula "
             "ignores the depthwise groups (x E·d too many); the real cost is 6·E·d·k per position")
+WHY_SHIFTED_CONV = ("Mamba-2's causal depthwise convolution runs as k shifted multiply-adds (elementwise: "
+                    "not counted); its real cost is 6·(E·d + 2N)·k per position")
+WHY_SSD = ("the chunked SSD algorithm runs the scan as matmuls: C·Bᵀ and scores·x within each chunk of Q "
+           "positions (quadratic in Q), each chunk's state, the state passed between chunks and its "
+           "output, each x3 with the backward pass; F counts the recurrence, 3 x 5·E·d·N per position")
 WHY_SCAN = ("the selective scan is elementwise (not counted) except y = C·h, a batched matmul: 6·E·d·N "
             "per position counted vs 3 x 7·E·d·N multiply-adds in F")
 
@@ -400,6 +440,23 @@ def _sdpa_counted(batch_heads_q: int, s_q: int, s_k: int, head_dim: int) -> floa
     """FlopCounterMode's sdpa forward (2 bmm) + backward (5 bmm) formulas, with b·h folded."""
     one = 2.0 * batch_heads_q * s_q * s_k * head_dim
     return 2 * one + 5 * one
+
+
+def _ssd_counted(cfg: ModelConfig, batch: int, T: int) -> float:
+    """FlopCounterMode's count of one layer's ``ssd_scan`` (forward + backward: 3 x each matmul)."""
+    from aunet.models.mamba import SSD_CHUNK
+
+    Q = min(SSD_CHUNK, T)
+    n = math.ceil(T / Q)
+    H = cfg.dims[0] // cfg.head_dims[0]
+    P, N = cfg.expand * cfg.head_dims[0], cfg.d_state
+    chunks = batch * n
+    forward = 2.0 * (chunks * Q * Q * N  # C·Bᵀ
+                     + chunks * H * Q * Q * P  # scores·x
+                     + chunks * H * P * Q * N  # each chunk's state
+                     + batch * H * n * n * P * N  # states passed between chunks
+                     + chunks * H * Q * N * P)  # their output
+    return 3.0 * forward
 
 
 def predict_flop_counter(cfg: ModelConfig, batch: int, lengths: Sequence[int]) -> CounterPrediction:
@@ -422,6 +479,14 @@ def predict_flop_counter(cfg: ModelConfig, batch: int, lengths: Sequence[int]) -
         counted = L[0] * _sdpa_counted(batch * d[0] // cfg.head_dims[0], T, T, cfg.head_dims[0])
         terms.append(CounterTerm("attention", counted, 6.0 * d[0] * L[0] * T * units, WHY_ATTENTION))
         contraction: tuple[float, ...] = (1.0,)
+    elif cfg.arch == "mamba" and cfg.mamba_version == 2:
+        p = _mamba_layer(cfg)
+        w = 6.0 * L[0] * (p["in_proj"] + p["out_proj"]) * units
+        terms.append(CounterTerm("projections", w, w, WHY_WEIGHTS))
+        terms.append(CounterTerm("depthwise conv", 0.0, 6.0 * L[0] * p["conv_weight"] * units, WHY_SHIFTED_CONV))
+        terms.append(CounterTerm("SSD scan", L[0] * _ssd_counted(cfg, batch, T),
+                                 L[0] * _mamba_scan_flops(cfg) * units, WHY_SSD))
+        contraction = (1.0,)
     elif cfg.arch == "mamba":
         p = mamba_layer_params(d[0], cfg.d_state, cfg.d_conv, cfg.expand)
         e, n, k = cfg.expand * d[0], cfg.d_state, cfg.d_conv

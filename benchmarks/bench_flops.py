@@ -16,9 +16,12 @@ depthwise convolution and its scan are counted differently:
 * on the CPU, FlopCounterMode (torch 2.13) has no formula for the CPU flash-attention
   kernel and would count attention as 0; ``aunet.flops.count_flops`` gives it the
   GPU kernels' formulas.
-* Mamba's depthwise convolution: counted on the padded output (T + k - 1) and, in the
+* Mamba-1's depthwise convolution: counted on the padded output (T + k - 1) and, in the
   grad-weight formula, as if it were dense across channels (x E·d); the selective scan
   is elementwise work (not counted) except y = C·h, a batched matmul.
+* Mamba-2 (``mamba_bytes_tiny``): its convolution runs as shifted multiply-adds (not
+  counted); its chunked SSD scan is counted as the matmuls it runs (quadratic within a
+  chunk of 256 positions), where F counts the recurrence (5·E·d·N per position, x3).
 * embedding lookups, norms, activations, residual adds: counted by neither.
 """
 

@@ -19,12 +19,17 @@ from aunet.config import ModelConfig
 from aunet.flops import flops_per_unit, measure_contraction
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops_per_s(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32,
+                       device: str | torch.device = "cpu") -> float:
+    """FLOP/s of an n x n x n matmul, the roofline model FLOP/s are compared with."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize()
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 

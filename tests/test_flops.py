@@ -9,6 +9,7 @@ from aunet.flops import (
     DEFAULT_CONTRACTION,
     PAPER_CONTRACTION,
     SCAN_FORWARD_FLOPS,
+    SSD_FORWARD_FLOPS,
     WHY_WEIGHTS,
     count_flops,
     count_params,
@@ -43,7 +44,7 @@ TABLE10_AUNET = {
 }
 # Table 2: parameters (all of them, embeddings included).
 TABLE2_PARAMS = {
-    "transformer_bytes_1b": 1.3e9, "mamba_bytes_1b": 1.3e9, "transformer_bpe_1b": 1.8e9,
+    "transformer_bytes_1b": 1.3e9, "mamba_bytes_1b": 1.3e9, "mamba1_bytes_1b": 1.3e9, "transformer_bpe_1b": 1.8e9,
     "aunet2_1b": 1.3e9, "aunet3_1b": 2.5e9, "aunet4_1b": 4.2e9,
     "transformer_bpe_7b": 7.5e9, "aunet2_7b": 7.9e9,
 }
@@ -143,7 +144,9 @@ MODEL_VARIANTS = {
     "aunet3_truncated": tiny(stages=3, max_pooled=[20, 6]),
     "transformer_bytes": tiny("transformer"),
     "transformer_bpe": tiny("transformer", units="bpe", vocab_size=1000),
-    "mamba": tiny("mamba", d_state=8, d_conv=3, expand=3),
+    "mamba2": tiny("mamba", d_state=8, d_conv=3, expand=3),
+    "mamba2_chunks": tiny("mamba", d_state=8, seq_len=600),  # three SSD chunks, the last one partial
+    "mamba1": tiny("mamba", mamba_version=1, d_state=8, d_conv=3, expand=3),
 }
 
 
@@ -171,7 +174,7 @@ def test_mamba_layer_count_matches_mambapy(d, layers, d_state, d_conv, expand):
 
     real = sum(p.numel() for p in Mamba(MambaConfig(d_model=d, n_layers=layers, d_state=d_state,
                                                     expand_factor=expand, d_conv=d_conv)).parameters())
-    cfg = ModelConfig(arch="mamba", dims=[d], layers=[layers], head_dims=[d],
+    cfg = ModelConfig(arch="mamba", mamba_version=1, dims=[d], layers=[layers], head_dims=[d],
                       ffn_dims=[1], window=None, d_state=d_state, d_conv=d_conv, expand=expand)
     assert param_breakdown(cfg)["blocks"] == real
     assert mamba_dt_rank(100) == 7
@@ -202,8 +205,18 @@ def test_aunet_flops_by_hand():
     assert flops_per_unit(cfg, [1.0, c], include_head=False) == pytest.approx(byte + (trunk + resample) / c)
 
 
+def test_mamba2_flops_count_weights_and_scan():
+    cfg = tiny("mamba", dims=[64], layers=[3], head_dims=[16], d_state=32)  # 4 heads of 32 inner channels
+    e, n, heads = 128, 32, 4
+    weights = 64 * (2 * e + 2 * n + heads) + (e + 2 * n) * 4 + e * 64  # in_proj, conv, out_proj
+    expected = 3 * (6 * weights + 3 * SSD_FORWARD_FLOPS * e * n) + 6 * 64 * 259
+    assert flops_per_unit(cfg) == expected
+    assert param_breakdown(cfg)["blocks"] == 3 * (64 + 64 * (2 * e + 2 * n + heads) + (e + 2 * n) * 4 + 2 * heads
+                                                  + e + e * 64)
+
+
 def test_mamba_flops_count_weights_and_scan():
-    cfg = tiny("mamba", dims=[64], layers=[3], head_dims=[16])
+    cfg = tiny("mamba", dims=[64], layers=[3], head_dims=[16], mamba_version=1, d_state=16)
     e, n, r = 128, 16, 4
     weights = 64 * 2 * e + e * 4 + e * (r + 2 * n) + r * e + e * 64
     expected = 3 * (6 * weights + 3 * SCAN_FORWARD_FLOPS * e * n) + 6 * 64 * 259

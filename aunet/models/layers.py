@@ -9,6 +9,7 @@ cache (generation). Both compute exactly the same function.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +116,41 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return out[:, :, :T]
 
 
+def window_kernel(device: torch.device) -> str:
+    """The exact kernel that computes the sliding window on ``device`` (training and scoring).
+
+    CUDA: ``flex_attention`` with a sliding-window block mask (compiled: it skips the
+    blocks outside the window and runs flash-style tiles). Elsewhere: the blocked SDPA of
+    :func:`sliding_window_attention` (flex_attention has no backward on the CPU).
+    """
+    return "flex_attention + sliding-window block mask" if device.type == "cuda" else "blocked SDPA (2W-key band mask)"
+
+
+@torch.compiler.disable
+@lru_cache(maxsize=32)
+def sliding_window_block_mask(length: int, window: int, device: str):
+    """flex_attention's block mask for a sequence of ``length``: query q sees keys (q - window, q]."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def in_window(b, h, q, kv):
+        return (kv <= q) & (q - kv < window)
+
+    return create_block_mask(in_window, None, None, length, length, device=device)
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex_attention():
+    """flex_attention compiled once: uncompiled, it falls back to a dense (T x T) reference."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    """The same function as :func:`sliding_window_attention`, by flex_attention (CUDA path)."""
+    return _compiled_flex_attention()(q, k, v, block_mask=block_mask)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, head_dim: int, window: int | None = None):
         super().__init__()
@@ -129,10 +165,13 @@ class Attention(nn.Module):
         q, k, v = self.wqkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, block_mask=None) -> torch.Tensor:
+        """``block_mask``: the window's flex_attention mask (CUDA; see ``Stack.forward``)."""
         B, T, D = x.shape
         q, k, v = self._qkv(x, cos, sin)
-        if self.window is not None and T > self.window:
+        if block_mask is not None:
+            out = flex_window_attention(q, k, v, block_mask)
+        elif self.window is not None and T > self.window:
             out = sliding_window_attention(q, k, v, self.window)
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -168,8 +207,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(dim, eps)
         self.ffn = FeedForward(dim, ffn_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, block_mask=None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, block_mask)
         return x + self.ffn(self.ffn_norm(x))
 
     def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -185,11 +224,16 @@ class Stack(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, head_dim, ffn_dim, window, eps) for _ in range(n_layers))
         self.rotary = Rotary(head_dim, rope_theta)
+        self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.rotary.tables(x.shape[1], x.device)
+        T = x.shape[1]
+        cos, sin = self.rotary.tables(T, x.device)
+        block_mask = None
+        if self.window is not None and T > self.window and x.is_cuda:  # built once per stack and length
+            block_mask = sliding_window_block_mask(T, self.window, str(x.device))
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, block_mask)
         return x
 
     def new_cache(self) -> list[KVCache]:
@@ -203,10 +247,21 @@ class Stack(nn.Module):
         return x
 
 
-def init_weights(module: nn.Module, std: float, n_layers: int) -> None:
-    """Normal(0, std) everywhere; residual output projections scaled down by depth (GPT-2 style)."""
+def init_weights(module: nn.Module, std: float | None, n_layers: int) -> None:
+    """Initialise every matrix of ``module`` (1-d gains and biases keep their values).
+
+    ``std`` None: the reference code's (lingua) fan-in init, truncated normal at ±3σ with
+    σ = 1/√(input width), i.e. ``shape[1]``: a Linear's input features, an embedding's
+    width, a depthwise convolution's taps. A number: N(0, std), residual output
+    projections scaled down by 1/√(2 · n_layers) (GPT-2 style).
+    """
     for name, param in module.named_parameters():
         if param.dim() < 2:
             continue
-        scale = 1.0 / math.sqrt(2 * n_layers) if name.endswith(("wo.weight", "w2.weight")) else 1.0
+        if std is None:
+            sigma = param.shape[1] ** -0.5
+            nn.init.trunc_normal_(param, mean=0.0, std=sigma, a=-3 * sigma, b=3 * sigma)
+            continue
+        residual_out = name.endswith(("wo.weight", "w2.weight", "out_proj.weight"))
+        scale = 1.0 / math.sqrt(2 * n_layers) if residual_out else 1.0
         nn.init.normal_(param, mean=0.0, std=std * scale)
