@@ -51,6 +51,15 @@ class Cell:
         """The plan of one trial: the cell's model at the trial's LR and BSZ."""
         return plan_family(self.study, trial.family, trial.budget, self.measured, bsz=trial.bsz, lr=trial.lr)
 
+    def check_steps(self) -> None:
+        """Refuse, before anything is submitted, a box whose largest batch trains fewer than
+        ``ladder.MIN_STEPS`` optimizer steps (unless the study forces it)."""
+        top = ladder.whole_sequences(box(self.prior.law_bsz, self.study.bsz_factor)[1], self.prior.seq_len)
+        try:
+            ladder.check_steps(self.prior, top, force=self.study.force)
+        except ValueError as err:
+            raise ValueError(f"study {self.study.name!r}: {err} (sweep.force=true)") from None
+
     def overrides(self, trial: Trial) -> list[str]:
         """The overrides of the trial's job: its name, its search box, its plan."""
         lr_box, bsz_box = box(self.prior.lr, self.study.lr_factor), box(self.prior.law_bsz, self.study.bsz_factor)
@@ -66,11 +75,14 @@ def plan_family(study: StudyConfig, family: str, budget: float, measured: DataMe
 
 
 def plan_cell(study: StudyConfig, family: str, budget: float, data: DictConfig | DataConfig) -> Cell:
-    """Measure the data for the family at this budget and plan the cell (refuses a budget too small)."""
+    """Measure the data for the family at this budget and plan the cell (refuses a budget too small, or
+    a box that gives a trial too few steps)."""
     probe = ladder.get_family(family).probe(budget)
     cell_data = OmegaConf.to_object(OmegaConf.merge(data, {"units": probe.units, "seq_len": probe.seq_len}))
     measured = DataMeasurements.of(prepare_data(cell_data), probe)
-    return Cell(study, plan_family(study, family, budget, measured), measured)
+    cell = Cell(study, plan_family(study, family, budget, measured), measured)
+    cell.check_steps()
+    return cell
 
 
 def trial_config(cfg: DictConfig) -> TrainConfig:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws
+from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws, whole_sequences
 from aunet.laws import HyperLaws
 
 
@@ -59,10 +59,11 @@ class StudyConfig:
     trials: int = 6  # quasi-random trials per (family, budget)
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
-    prior: Any = "paper"  # "paper", a law file, or {aunet: {...}, bpe: {...}} inline (aunet.ladder.resolve_laws)
+    prior: Any = "paper"  # "paper", a law file, or {aunet: ..., bpe: ...}, each a law file or inline (resolve_laws)
     seed: int = 0
     max_attempts: int = 2  # runs of a failed or preempted trial before it is left as it is
     batch_size: int = 0  # jobs handed to the launcher at once (0: all pending trials)
+    force: bool = False  # run cells whose box gives a trial < aunet.ladder.MIN_STEPS steps (refused otherwise)
 
     def __post_init__(self) -> None:
         if isinstance(self.budgets, (int, float, str)):
@@ -103,7 +104,7 @@ class StudyConfig:
 
     def fingerprint(self) -> str:
         """What must not change under the same study name (trial points depend on it)."""
-        fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials")}
+        fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials", "force")}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def prior_laws(self, family: str) -> HyperLaws:
@@ -139,5 +140,5 @@ def cell_trials(study: StudyConfig, family: str, budget: float, seq_len: int, lr
     for index, (u_lr, u_bsz) in enumerate(points):
         lr = math.exp(math.log(lr_lo) + u_lr * (math.log(lr_hi) - math.log(lr_lo)))
         bsz = math.exp(math.log(bsz_lo) + u_bsz * (math.log(bsz_hi) - math.log(bsz_lo)))
-        trials.append(Trial(family, budget, index, float(f"{lr:.4g}"), max(1, round(bsz / seq_len)) * seq_len))
+        trials.append(Trial(family, budget, index, float(f"{lr:.4g}"), whole_sequences(bsz, seq_len)))
     return trials

@@ -8,13 +8,22 @@ import pytest
 from aunet.config import ModelConfig
 from aunet.flops import DEFAULT_CONTRACTION, flops_breakdown, flops_per_unit
 from aunet.ladder import (
+    CPU_BPE_VOCAB,
+    CPU_SEQ,
+    CPU_WINDOW,
     FAMILIES,
+    MIN_STEPS,
+    PRESET_DIR,
+    batch_sizes_in_box,
+    check_steps,
     family_config,
     ffn_dim_for,
     list_presets,
     load_preset,
     main,
     plan,
+    resolve_laws,
+    steps_at,
 )
 from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
 from aunet.record import RunRecord
@@ -203,7 +212,72 @@ def test_cpu_budgets_give_small_models(arch):
     assert p.model.dims[-1] <= 512
     if arch == "transformer_bpe":
         q = plan(arch, 1e11, 0.1)
-        assert q.model.vocab_size == 4096 and q.params < 2e6
+        assert q.model.vocab_size == CPU_BPE_VOCAB and q.params < 2e6
+
+
+def test_tiny_widths_give_a_16_wide_byte_stage_with_16_wide_heads():
+    cfg = family_config("aunet2", 48, 1, CPU_SEQ["bytes"], CPU_WINDOW)
+    assert cfg.dims == [16, 48] and cfg.head_dims == [16, 16] and cfg.layers == [1, 1]
+    assert family_config("aunet2", 64, 1, 256, 64).dims == [32, 64]  # the paper's grid is unchanged from 64 up
+    smallest = family_config("aunet2", 32, 1, CPU_SEQ["bytes"], CPU_WINDOW)
+    assert smallest.dims == [16, 32] and flops_per_unit(smallest, [1.0, 3.874]) < 1.3e5
+
+
+@pytest.mark.parametrize("family", ["aunet2", "transformer_bpe"])
+@pytest.mark.parametrize("ratio", [0.2, 1.0])
+def test_cpu_plans_train_at_least_the_ratio_and_more_data_for_twice_the_budget(family, ratio):
+    # The nearest tiny rung could train well under the ratio (γ 0.13 for 0.2) and give a budget
+    # twice as large less data; the CPU rule takes the largest rung that keeps the ratio.
+    budgets = [b for b in (1e11 * 2**k for k in range(7)) if b >= (3e11 if ratio == 1.0 else 1e11)]
+    plans = [plan(family, b, ratio) for b in budgets]
+    assert all(p.achieved_ratio >= ratio * 0.999 for p in plans)
+    assert all(b.train_units > a.train_units for a, b in zip(plans, plans[1:]))
+    assert all(b.flops_per_unit >= a.flops_per_unit for a, b in zip(plans, plans[1:]))
+
+
+def test_cpu_regime_keeps_200_steps_and_8_batch_sizes_where_the_design_says():
+    # A box of BSZ x/÷ 3 around 1 KB at 1e11 FLOPs, ratio 0.2 (the pilot's smallest cell).
+    p = plan("aunet2", 1e11, 0.2, contraction=[3.874])
+    sizes = batch_sizes_in_box(1024 / 3, 1024 * 3, p.seq_len)
+    assert len(sizes) >= 8 and sizes[0] == 256 and sizes[-1] == 3072
+    assert check_steps(p, sizes[-1]) >= MIN_STEPS
+    assert steps_at(p, 1024) == pytest.approx(p.budget / p.flops_per_unit / 1024)
+
+
+def test_too_few_steps_are_refused_with_the_budget_that_fixes_them():
+    p = plan("aunet2", 1e11, 0.2, contraction=[3.874])
+    with pytest.raises(ValueError, match="optimizer steps") as err:
+        check_steps(p, 8192)
+    steps = steps_at(p, 8192)
+    assert steps < MIN_STEPS
+    fix = float(str(err.value).split("raise the budget to >= ")[1].split(" FLOPs")[0])
+    assert fix == pytest.approx(1e11 * MIN_STEPS / steps, rel=1e-2)
+    assert check_steps(p, 8192, force=True) == pytest.approx(steps)  # forced: let through, steps returned
+
+
+def test_a_prior_takes_one_law_file_per_family_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative to the project root when not found from here
+    prior = {"aunet": "conf/laws/cpu_aunet.json", "bpe": "conf/laws/cpu_bpe.json"}
+    laws = PRESET_DIR.parent / "laws"
+    assert resolve_laws(prior, "bytes") == HyperLaws.from_file(laws / "cpu_aunet.json")
+    assert resolve_laws(prior, "bpe") == HyperLaws.from_file(laws / "cpu_bpe.json")
+    assert resolve_laws(prior, "bpe").units == "tokens" != resolve_laws(prior, "bytes").units
+    with pytest.raises(ValueError, match="nope.json does not exist"):
+        resolve_laws({"aunet": "conf/laws/nope.json"}, "bytes")
+
+
+def test_shipped_cpu_prior_laws_have_provenance_and_are_the_studies_priors():
+    import yaml
+
+    conf = PRESET_DIR.parent
+    for study in ("demo", "reference"):
+        prior = yaml.safe_load((conf / "sweep" / f"{study}.yaml").read_text())["sweep"]["prior"]
+        assert prior == {"aunet": "conf/laws/cpu_aunet.json", "bpe": "conf/laws/cpu_bpe.json"}
+    for name in ("cpu_aunet", "cpu_bpe"):
+        path = conf / "laws" / f"{name}.json"
+        provenance = json.loads(path.read_text())["provenance"]
+        assert provenance["study"] == "conf/sweep/cpu_prior_pilot.yaml" and "--law-out" in provenance["command"]
+        assert (conf / "sweep" / "cpu_prior_pilot.yaml").exists()
 
 
 # ---- plans: output and laws ------------------------------------------------------------
@@ -361,7 +435,7 @@ def test_the_family_plan_is_the_model_plan_of_its_model():
 
 
 def test_a_plan_on_several_processes_keeps_whole_sequences_per_process_and_its_budget():
-    p = plan("aunet2", 1e13, 0.3, bsz=3 * 1024)
+    p = plan("aunet2", 1e13, 0.3, bsz=3 * CPU_SEQ["bytes"])
     assert p.sequences_per_step == 3 and p.for_world(1) is p
     q = p.for_world(2)
     assert q.sequences_per_step == 4 and q.steps == round(p.budget / p.flops_per_unit / q.bsz)

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from aunet.ladder import CPU_SEQ, MIN_STEPS, steps_at, whole_sequences
 from sweeps.ledger import Ledger
 from sweeps.study import StudyConfig, Trial, box, cell_trials, parse_budget
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB.
+# A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB, so
+# some trials train fewer than 200 steps (forced: these tests check the machinery, not a law).
 TINY_STUDY = ["sweep.families=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
-              "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
+              "sweep.force=true", "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, timeout: float = 900, env: dict | None = None):
@@ -111,6 +113,27 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     assert status.returncode == 0 and "aunet2" in status.stdout and "2e10" in status.stdout
 
 
+def test_a_cell_whose_box_gives_a_trial_under_200_steps_is_refused_unless_forced():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sweeps.job import plan_cell
+
+    args = ["sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.ratio=0.005", "data.valid_bytes=65536"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        base = compose("sweep", overrides=args)
+    study = OmegaConf.to_object(base.sweep)
+    with pytest.raises(ValueError, match=r"budget 2e\+10 .* raise the budget to >= .*sweep.force=true") as err:
+        plan_cell(study, "aunet2", 2e10, base.data)
+    assert "\n" not in str(err.value)
+    study.force = True
+    cell = plan_cell(study, "aunet2", 2e10, base.data)  # forced: planned, and its box top is under 200 steps
+    top = whole_sequences(box(cell.prior.law_bsz, study.bsz_factor)[1], cell.prior.seq_len)
+    assert steps_at(cell.prior, top) < MIN_STEPS
+    fix = float(str(err.value).split("raise the budget to >= ")[1].split(" FLOPs")[0])
+    assert steps_at(cell.prior, top) * fix / 2e10 == pytest.approx(MIN_STEPS, rel=1e-2)
+
+
 def test_sweep_refuses_bad_input_before_submitting(tmp_path):
     proc = run_sweep(tmp_path / "s", "sweep.name=bad", "sweep.budgets=[1e3]")
     assert proc.returncode != 0 and "too small for the smallest aunet2 model" in proc.stderr
@@ -168,7 +191,7 @@ def test_a_slurm_trial_spans_two_tasks_as_one_distributed_run(tmp_path, slurm_cl
     # Both tasks trained the same run: one process group of two, each process a share of the batch.
     assert row.record["metrics"]["world_size"] == 2
     assert len(list(sweep_dir.glob(".submitit/*/*_1_log.out"))) == 1  # task 1 ran too
-    assert row.record["bsz"] % (2 * 1024) == 0
+    assert row.record["bsz"] % (2 * CPU_SEQ["bytes"]) == 0
 
 
 @pytest.mark.slurm
@@ -187,7 +210,8 @@ def test_the_sweeper_plans_a_trial_once_and_the_trainer_runs_that_plan(tmp_path)
     from aunet.train import TrainConfig, make_plan, train
     from sweeps.job import plan_cell, trial_config
 
-    study_args = ["sweep.name=one", "sweep.budgets=[2e10]", "sweep.trials=2", "data.valid_bytes=65536"]
+    study_args = ["sweep.name=one", "sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.trials=2",
+                  "sweep.ratio=0.005", "sweep.force=true", "data.valid_bytes=65536"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         base = compose("sweep", overrides=study_args)
         study = OmegaConf.to_object(base.sweep)
@@ -199,7 +223,7 @@ def test_the_sweeper_plans_a_trial_once_and_the_trainer_runs_that_plan(tmp_path)
                                           "eval_bytes=4096", f"output_dir={tmp_path}"])
     cfg = trial_config(job)
     assert cfg.plan == shipped and cfg.model == shipped.model  # shipped exactly, through Hydra's grammar
-    assert (shipped.bsz, shipped.lr) == (trial.bsz, trial.lr) and cfg.lr_box == list(box(cell.prior.lr, 4.0))
+    assert (shipped.bsz, shipped.lr) == (trial.bsz, trial.lr) and cfg.lr_box == list(box(cell.prior.lr, study.lr_factor))
     # The trainer planning by itself from the same model, budget, LR and BSZ finds the same plan.
     own = TrainConfig(model=shipped.model, data=cfg.data, budget=2e10, bsz=trial.bsz, optim=OptimConfig(lr=trial.lr),
                       ratio=0.005, family="aunet2")

@@ -55,13 +55,19 @@ The family rule (App. H's scaling rows, extended down to CPU sizes)
   falls in that range (or the one closest to it). A plan takes the rung whose cost
   F_γ·F (F_γ² with ``convention="paper"``) is nearest, in log, to C / γ_unit, so a
   bigger budget never gives a smaller model; the budget is then spent exactly
-  (N = C / F, or C / F_γ) and the γ achieved is recorded.
+  (N = C / F, or C / F_γ) and the γ achieved is recorded. In the CPU regime the
+  rungs are coarse (one trunk layer, x2-2.5 in cost from one to the next), so the
+  nearest rung could train far less than the requested γ and give a bigger budget
+  less data; there a plan takes the largest rung whose achieved γ is at least the one
+  requested (C / γ_unit >= its cost).
 * Sequence lengths: the paper's (8,192 bytes with a 512-byte window; 2,048 tokens,
   vocabulary 128,256) for budgets from ``families.CPU_REGIME_BELOW`` up; below it, CPU
-  sizes (1,024 bytes with a 128-byte window; 256 tokens, vocabulary 4,096). The
-  smallest rungs (main width 64, one trunk layer) cost 2-8e5 FLOPs per byte, so at
-  1e11-1e13 FLOPs the byte families need a ratio of about 0.1-1 (the error message
-  says which); such runs take minutes on 2 CPU cores.
+  sizes (256 bytes with a 64-byte window; 64 tokens, vocabulary 1,024; why: see
+  ``families.CPU_SEQ``), and main widths 32 and 48 below the paper's grid. The
+  smallest AU-Net 2 (widths 16 and 32, one layer each) costs 1.2e5 FLOPs per byte,
+  so γ = 1 starts at about 3e11 FLOPs; below that a CPU study lowers γ (the demo:
+  0.2). ``check_steps`` refuses a trial of fewer than ``MIN_STEPS`` (200) optimizer
+  steps, naming the budget that fixes it; the sweeper calls it on every study cell.
 
 Hyperparameter laws: ``aunet.laws.PAPER_LAWS`` are the priors ("aunet" for the byte
 families, "bpe" for ``transformer_bpe``; the paper fits no law for the byte-level
@@ -78,9 +84,13 @@ and ``cli`` (``python -m aunet.ladder``).
 
 from aunet.ladder.cli import main
 from aunet.ladder.families import (
+    CPU_BPE_VOCAB,
     CPU_REGIME_BELOW,
+    CPU_SEQ,
+    CPU_WINDOW,
     FAMILIES,
     LLAMA3_BYTES_PER_TOKEN,
+    MIN_STEPS,
     Family,
     family_config,
     family_of,
@@ -94,22 +104,32 @@ from aunet.ladder.families import (
 from aunet.ladder.planner import (
     DataMeasurements,
     RunPlan,
+    batch_sizes_in_box,
+    check_steps,
     hydra_value,
     plan,
     plan_model,
     positive_number,
     resolve_laws,
+    steps_at,
+    whole_sequences,
 )
 from aunet.ladder.presets import PRESET_DIR, list_presets, load_preset
 
 __all__ = [
+    "CPU_BPE_VOCAB",
     "CPU_REGIME_BELOW",
+    "CPU_SEQ",
+    "CPU_WINDOW",
     "FAMILIES",
     "LLAMA3_BYTES_PER_TOKEN",
+    "MIN_STEPS",
     "PRESET_DIR",
     "DataMeasurements",
     "Family",
     "RunPlan",
+    "batch_sizes_in_box",
+    "check_steps",
     "family_config",
     "family_of",
     "ffn_dim_for",
@@ -125,5 +145,7 @@ __all__ = [
     "resolve_laws",
     "rule_flops",
     "rule_width",
+    "steps_at",
+    "whole_sequences",
     "width_grid",
 ]

@@ -19,14 +19,36 @@ CPU_REGIME_BELOW = 1e16
 PAPER_SEQ = {"bytes": 8192, "bpe": 2048}
 PAPER_WINDOW = 512
 PAPER_BPE_VOCAB = 128256
-CPU_SEQ = {"bytes": 1024, "bpe": 256}
-CPU_WINDOW = 128
-CPU_BPE_VOCAB = 4096
+# The CPU regime (issue 10). A CPU study spends 1e10-1e13 FLOPs per trial, so a run sees
+# 0.3-10 MB of text, and every trial must still take >= MIN_STEPS optimizer steps with a
+# search box of >= 8 distinct batch sizes: the largest batch is at most data / 200, i.e.
+# 1.5-50 KB. Batches are whole sequences, so the sequence must be a few hundred bytes for
+# 8 sizes to fit under that: 256 bytes (~66 words, ~3.9 bytes per word vector at stage 2)
+# and 64 BPE tokens (~170 bytes at 2.6 bytes per token). Short sequences are also what the
+# CPU runs fastest: SDPA computes the windowed byte stage densely, so 1,024-byte sequences
+# with a 128-byte window ran 4.5x fewer bytes/s than 256 with 64 (same run, same model
+# class). A 1,024-token BPE vocabulary keeps the output head from being most of a tiny
+# Transformer's FLOPs (at width 64: 48% of F with 1,024 entries, 79% with 4,096; the
+# paper's 1B baseline: ~25%).
+CPU_SEQ = {"bytes": 256, "bpe": 64}
+CPU_WINDOW = 64
+CPU_BPE_VOCAB = 1024
+#: Every trial of a CPU study trains at least this many optimizer steps (``planner.check_steps``).
+MIN_STEPS = 200
+#: Main widths below the paper's grid, for CPU budgets: with a 16-wide byte stage (head
+#: dim 16) the smallest AU-Net 2 costs ~1.2e5 FLOPs per byte at 256 bytes (~40k params).
+TINY_WIDTHS = (32, 48)
+#: Trunk depths of the tiny widths: the width rule would give each one depth, but the next
+#: width (64, with a 32-wide byte stage) costs 2.5x more per byte, and a CPU study's budgets
+#: are a factor 2-2.5 apart: depths 1-4 keep the data growing with the budget at any fixed
+#: ratio (a budget twice another trains more data, from 1e11 to 1e13 FLOPs at γ 0.2 and 1).
+TINY_DEPTHS = (1, 2, 3, 4)
 
 
 def width_grid(max_width: int = 16384) -> list[int]:
-    """Main widths the ladder may pick: head-dim multiples (32 below 256, 64 below 1024, 128 above)."""
-    return list(range(64, 256, 32)) + list(range(256, 1024, 64)) + list(range(1024, max_width + 1, 128))
+    """Main widths the ladder may pick: the tiny CPU widths, then head-dim multiples (32 below 256,
+    64 below 1024, 128 above)."""
+    return [*TINY_WIDTHS, *range(64, 256, 32), *range(256, 1024, 64), *range(1024, max_width + 1, 128)]
 
 
 #: Width rule d = WIDTH_COEF · F_eq^WIDTH_EXP (fitted to Table 9's scaling baseline rows).
@@ -91,12 +113,13 @@ def _snap(x: float, multiple: int, half_down: bool = False) -> int:
 
 
 def head_dim_for(width: int) -> int:
-    """Head dim of a width: 128 from 1024 up, 64 from 256 up, else 32 (as in Table 9)."""
+    """Head dim of a width: 128 from 1024 up, 64 from 256 up, else 32 (as in Table 9); 16 for
+    the tiny widths that 32 does not divide (16, 48)."""
     if width >= 1024 and width % 128 == 0:
         return 128
     if width >= 128 and width % 64 == 0:
         return 64
-    return 32
+    return 32 if width % 32 == 0 else 16
 
 
 def grid_multiple(width: float) -> int:
@@ -110,7 +133,10 @@ def ffn_dim_for(width: int) -> int:
 
 
 def byte_width_for(main: int) -> int:
-    """AU-Net byte-stage width: a quarter of the main width (Table 9's scaling rows)."""
+    """AU-Net byte-stage width: a quarter of the main width (Table 9's scaling rows); 16 for
+    the tiny main widths below 64 (:data:`TINY_WIDTHS`), else at least 32."""
+    if main < 64:
+        return 16
     x = main / 4
     return max(32, _snap(x, 128 if x >= 256 else 32, half_down=True))
 
@@ -178,7 +204,7 @@ def rungs(family: str, seq_len: int, window: int | None, vocab: int | None, cont
         slope, base = g2 - g1, g1 - (g2 - g1)  # F_γ is affine in the trunk depth
         first = max(1, math.ceil((lo - base) / slope))
         last = min(MAX_DEPTH, math.floor((hi - base) / slope - 1e-12))
-        depths = list(range(first, last + 1))
+        depths = list(TINY_DEPTHS) if d in TINY_WIDTHS else list(range(first, last + 1))
         if not depths:
             centre = math.sqrt(lo * hi)
             best = min(range(1, MAX_DEPTH + 1), key=lambda n: abs(math.log((base + slope * n) / centre)))

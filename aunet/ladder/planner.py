@@ -16,7 +16,17 @@ from typing import Any
 
 from aunet.config import COUNTED_IN, ModelConfig
 from aunet.flops import count_params, flops_breakdown, resolve_contraction
-from aunet.ladder.families import LLAMA3_BYTES_PER_TOKEN, Rung, family_config, family_of, get_family, rungs
+from aunet.ladder.families import (
+    CPU_REGIME_BELOW,
+    LLAMA3_BYTES_PER_TOKEN,
+    MIN_STEPS,
+    Rung,
+    family_config,
+    family_of,
+    get_family,
+    rungs,
+)
+from aunet.ladder.presets import PROJECT_ROOT
 from aunet.laws import PAPER_LAWS, HyperLaws
 
 CONVENTIONS = {
@@ -180,7 +190,8 @@ def resolve_laws(spec: HyperLaws | str | Path | dict | None, units: str) -> Hype
     """The hyperparameter law for a model reading ``units`` ("bytes" or "bpe").
 
     ``spec``: None or "paper" (the paper's law for those units), a HyperLaws, a JSON file of
-    one, one law as a dict, or a dict of laws keyed like ``PAPER_LAWS`` ("aunet", "bpe").
+    one, one law as a dict, or a dict keyed like ``PAPER_LAWS`` ("aunet", "bpe") of laws, each
+    inline or a JSON file (``{aunet: conf/laws/cpu_aunet.json, bpe: conf/laws/cpu_bpe.json}``).
     """
     key = PAPER_LAW_FOR_UNITS[units]
     if spec is None or spec == "paper":
@@ -188,8 +199,17 @@ def resolve_laws(spec: HyperLaws | str | Path | dict | None, units: str) -> Hype
     if isinstance(spec, HyperLaws):
         return spec
     if isinstance(spec, dict):
-        return HyperLaws.from_dict(spec.get(key, spec))
-    return HyperLaws.from_file(spec)
+        spec = spec.get(key, spec)
+        if isinstance(spec, dict):
+            return HyperLaws.from_dict(spec)
+    return HyperLaws.from_file(law_path(spec))
+
+
+def law_path(path: str | Path) -> Path:
+    """A law file as given (absolute, or from the working directory), else from the project root: a
+    study's ``conf/laws/...`` then works from any directory."""
+    path = Path(path)
+    return path if path.is_absolute() or path.exists() else PROJECT_ROOT / path
 
 
 def is_paper_law(law: HyperLaws) -> bool:
@@ -209,6 +229,42 @@ def positive_number(name: str, value: Any, example: str) -> float:
 def whole_steps(budget: float, per_unit: float, bsz: int) -> int:
     """Optimizer steps of ``bsz`` units that spend ``budget`` FLOPs at ``per_unit`` FLOPs per unit."""
     return round(budget / per_unit / bsz)
+
+
+def whole_sequences(units: float, seq_len: int) -> int:
+    """A batch of ``units`` rounded to whole sequences (at least one): how plans and study boxes round."""
+    return max(1, round(units / seq_len)) * seq_len
+
+
+def batch_sizes_in_box(lo: float, hi: float, seq_len: int) -> list[int]:
+    """The distinct batch sizes (whole sequences of ``seq_len`` units) a search box [lo, hi] can give."""
+    return list(range(whole_sequences(lo, seq_len), whole_sequences(hi, seq_len) + 1, seq_len))
+
+
+def steps_at(plan: RunPlan, bsz: float) -> float:
+    """Optimizer steps the plan's budget buys at ``bsz`` units per step (every trial of a study cell
+    trains the same units, whatever its batch)."""
+    per_unit = plan.flops_per_unit if plan.convention == "total" else plan.flops_per_unit_ratio
+    return plan.budget / per_unit / bsz
+
+
+def check_steps(plan: RunPlan, max_bsz: float | None = None, min_steps: int = MIN_STEPS,
+                force: bool = False) -> float:
+    """Refuse a plan whose largest batch (``max_bsz``, e.g. the top of a study's box; default the
+    plan's own) trains fewer than ``min_steps`` optimizer steps: such a run measures the first
+    steps of training, not a scaling regime. The error names the budget that would fix it (steps
+    grow linearly with the budget at a fixed model) and the largest batch that would.
+    ``force=True`` lets it through. Returns the steps at ``max_bsz``."""
+    bsz = float(max_bsz if max_bsz is not None else plan.bsz)
+    steps = steps_at(plan, bsz)
+    if steps < min_steps and not force:
+        raise ValueError(
+            f"{plan.family} at budget {plan.budget:.3g} FLOPs (ratio {plan.ratio:g}) trains only {steps:.0f} optimizer "
+            f"steps at a batch of {bsz:,.0f} {plan.units}; a scaling study needs at least {min_steps}: raise the "
+            f"budget to >= {plan.budget * min_steps / steps:.3g} FLOPs, or keep batches <= "
+            f"{bsz * steps / min_steps:,.0f} {plan.units} (a smaller BSZ box or prior), or force it"
+        )
+    return steps
 
 
 def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | str | Path | dict | None = None,
@@ -237,7 +293,7 @@ def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | st
     if budget is None:
         if steps is None or bsz is None:
             raise ValueError("train config: give a budget, or both steps and bsz (the law needs a budget)")
-        budget = per_unit * max(1, round(bsz / seq)) * seq * steps
+        budget = per_unit * whole_sequences(bsz, seq) * steps
     at_paper = law_at == "paper" or (law_at == "auto" and is_paper_law(law))
 
     def law_point(c: float) -> tuple[float, float]:
@@ -249,7 +305,7 @@ def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | st
         return at, law_bsz
 
     def batch(c: float) -> int:
-        return max(1, round((bsz if bsz is not None else law_point(c)[1]) / seq)) * seq
+        return whole_sequences(bsz if bsz is not None else law_point(c)[1], seq)
 
     law_c, law_bsz = law_point(budget)
     n_units = batch(budget)
@@ -359,8 +415,14 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
             f"(main width {largest.main}, {largest.flops:.3g} FLOPs/{unit}); use a budget of at most "
             f"{most:.3g} FLOPs or a larger ratio"
         )
-    log_t = math.log(budget / gamma_unit)
-    best = min(chain, key=lambda r: (abs(math.log(cost(r)) - log_t), cost(r)))
+    if budget < CPU_REGIME_BELOW:
+        # The tiny rungs are coarse (x2-2.5 in cost): the nearest one could train well under the
+        # ratio asked for, and the data could shrink as the budget grows. So take the largest rung
+        # that still trains at least the requested ratio: data >= γ_unit x F_γ, growing with C.
+        best = [r for r in chain if cost(r) <= budget / gamma_unit * (1 + 1e-9)][-1]
+    else:
+        log_t = math.log(budget / gamma_unit)
+        best = min(chain, key=lambda r: (abs(math.log(cost(r)) - log_t), cost(r)))
     model = family_config(fam, best.main, best.depth, seq_len, window, vocab)
     model.name = f"{fam.name}_C{budget:.2g}_r{ratio:g}".replace("+", "")
     return plan_model(model, budget, laws=laws, ratio=ratio, family=fam.name,

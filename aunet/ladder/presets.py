@@ -9,7 +9,9 @@ import yaml
 
 from aunet.config import ModelConfig
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+#: The repository root, where ``conf/`` lives.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PRESET_DIR = PROJECT_ROOT / "conf" / "model"
 
 
 def list_presets() -> list[str]:
