@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import NOT_TASKS, load_results, warn
-from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
+from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95
 MIN_BUDGETS = 3  # a slope and one degree of freedom for its scatter
 BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
-EDGE = 0.1  # the outer tenth of a log box counts as its edge
 HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
 ESTIMATORS = ("band", "bowl")
 LAW_DRAWS = 4000  # draws of (log coef, exponent) behind every law interval and prediction
@@ -271,19 +270,13 @@ def _arch_runs(results, arch: str) -> pd.DataFrame:
 
 
 def _box(group: pd.DataFrame, column: str) -> tuple[float, float]:
-    """The search box of a budget: the recorded one, else the range its runs actually sampled."""
+    """The search box of a budget: the hull of the recorded ones (a sweep may have moved it past an edge),
+    else the range its runs actually sampled."""
     recorded = group[[f"{column}_min", f"{column}_max"]].dropna()
-    lo, hi = recorded.median() if len(recorded) else (math.nan, math.nan)
+    lo, hi = (recorded.iloc[:, 0].min(), recorded.iloc[:, 1].max()) if len(recorded) else (math.nan, math.nan)
     if not hi > lo:
         lo, hi = group[column].min(), group[column].max()
     return float(lo), float(hi)
-
-
-def _edge(value: float, lo: float, hi: float) -> str:
-    if hi <= lo:
-        return ""
-    position = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    return "lower" if position < EDGE else "upper" if position > 1 - EDGE else ""
 
 
 def _box_checks(arch: str, budget: float, box: list[tuple[float, float]], best: np.ndarray,
@@ -292,7 +285,7 @@ def _box_checks(arch: str, budget: float, box: list[tuple[float, float]], best: 
     flags, messages = [], []
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
-        side = _edge(best[k], lo, hi)
+        side = box_edge(best[k], lo, hi)
         if side:
             flags.append(f"{name} {side}")
             messages.append(warn(

@@ -19,7 +19,7 @@ from aunet.eval.suite import EvalConfig
 from aunet.optim import OptimConfig
 from aunet.tracking import TrackingConfig
 from aunet.train import TrainConfig, train
-from sweeps.study import StudyConfig, box
+from sweeps.study import StudyConfig
 
 
 def plan_cell(study: StudyConfig, arch: str, budget: float, data: DataConfig | None = None) -> ladder.RunPlan:
@@ -53,7 +53,7 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         raise ValueError(f"arch {arch!r} is not one of study {study.name!r}'s architectures {study.archs}")
     data = DataConfig.from_dict(raw["data"])
     cell = plan_cell(study, arch, budget, data)
-    lr0, bsz0 = cell_center(study, arch, budget, cell)
+    search_box = [float(v) for v in raw["box"]]  # the cell's box when the sweeper proposed the trial
     return TrainConfig(
         model=cell.model,
         data=DataConfig.from_dict({**data.to_dict(), "units": cell.model.units, "seq_len": cell.model.seq_len}),
@@ -68,8 +68,8 @@ def trial_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         arch=arch,
         study=study.name,
         trial=int(raw["trial"]),
-        lr_box=list(box(lr0, study.lr_factor)),
-        bsz_box=list(box(bsz0, study.bsz_factor)),
+        lr_box=search_box[:2],
+        bsz_box=search_box[2:],
         **{k: raw[k] for k in ("device", "compile", "precision", "parallel", "max_micro_batch", "eval_bytes",
                                "progress", "log_every") if k in raw},
     )

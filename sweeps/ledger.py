@@ -37,9 +37,13 @@ CREATE TABLE IF NOT EXISTS trials (
     error TEXT NOT NULL DEFAULT '',
     record TEXT,
     output_dir TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    phase TEXT NOT NULL DEFAULT 'qmc',
+    box TEXT NOT NULL DEFAULT ''
 );
 """
+#: Columns added since the first ledgers: (name, definition), added to older files when opened.
+ADDED_COLUMNS = (("phase", "TEXT NOT NULL DEFAULT 'qmc'"), ("box", "TEXT NOT NULL DEFAULT ''"))
 
 
 @dataclass
@@ -57,10 +61,12 @@ class Row:
     error: str
     record: dict[str, Any] | None
     output_dir: str
+    phase: str = "qmc"
+    box: tuple[float, ...] = ()
 
     @property
     def trial(self) -> Trial:
-        return Trial(self.arch, self.budget, self.index, self.lr, self.bsz)
+        return Trial(self.arch, self.budget, self.index, self.lr, self.bsz, self.phase, self.box)
 
 
 class Ledger:
@@ -69,6 +75,10 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            have = {column[1] for column in db.execute("PRAGMA table_info(trials)")}
+            for name, definition in ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE trials ADD COLUMN {name} {definition}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -109,9 +119,9 @@ class Ledger:
         now = time.time()
         with self._connect() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO trials (key, arch, budget, idx, lr, bsz, status, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(t.key, t.arch, t.budget, t.index, t.lr, t.bsz, now) for t in trials],
+                "INSERT OR IGNORE INTO trials (key, arch, budget, idx, lr, bsz, status, updated, phase, box) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [(t.key, t.arch, t.budget, t.index, t.lr, t.bsz, now, t.phase, json.dumps(t.box)) for t in trials],
             )
 
     def mark(self, key: str, status: str, *, record: dict[str, Any] | None = None, error: str = "",
@@ -131,10 +141,11 @@ class Ledger:
     def rows(self) -> list[Row]:
         with self._connect() as db:
             found = db.execute(
-                "SELECT key, arch, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir "
-                "FROM trials ORDER BY arch, budget, idx"
+                "SELECT key, arch, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir, "
+                "phase, box FROM trials ORDER BY arch, budget, idx"
             ).fetchall()
-        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12]) for r in found]
+        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13], tuple(json.loads(r[14] or "[]")))
+                for r in found]
 
     def to_frame(self):
         """Finished and failed trials as the analysis's results table (one flat row per record)."""
@@ -145,8 +156,8 @@ class Ledger:
         rows = []
         for row in self.rows():
             if row.record is not None:
-                rows.append(RunRecord.from_dict(row.record).to_row())
+                rows.append({**RunRecord.from_dict(row.record).to_row(), "phase": row.phase})
             else:
                 rows.append({"status": row.status, "arch": row.arch, "budget": row.budget, "lr": row.lr,
-                             "bsz": row.bsz, "trial": row.index, "error": row.error})
+                             "bsz": row.bsz, "trial": row.index, "error": row.error, "phase": row.phase})
         return pd.DataFrame(rows)

@@ -1,16 +1,20 @@
 """The study runner behind ``python sweep.py -m``: a study's trials, through any launcher.
 
 It reads the study (``sweep=<study>``), validates it and the launcher settings before
-anything is submitted, registers every trial in the study's ledger, and hands the
-trials that still need running (pending; failed or preempted ones below their attempt
-limit) to the configured launcher (in-process locally, or submitit on SLURM: one job
-array per batch). Each job's overrides show its real LR and BSZ. After each batch the
-ledger records what every job returned; a job that crashed, even one the launcher
-could not report on, is recorded as failed and the study goes on.
+anything is submitted, then runs rounds: every cell whose trials are settled proposes
+its next ones (``sweeps.adaptive``: phase 1, box moves, phase 2), the ledger registers
+them, and the trials that still need running (pending; failed or preempted ones below
+their attempt limit) go to the configured launcher (in-process locally, or submitit on
+SLURM: one job array per batch). Each job's overrides show its real LR and BSZ. After
+each batch the ledger records what every job returned; a job that crashed, even one
+the launcher could not report on, is recorded as failed and the study goes on. The
+study ends when no cell proposes and nothing is left to run; after each round its
+settled trials are mirrored into an Optuna storage for ``optuna-dashboard``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import subprocess
@@ -23,15 +27,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from aunet.data import DataConfig
 from aunet.record import RunRecord
+from sweeps.adaptive import Cell, next_trials
+from sweeps.dashboard import mirror_to_optuna
 from sweeps.job import cell_center, plan_cell
 from sweeps.ledger import Ledger, Row
 from sweeps.report import status_table
-from sweeps.study import StudyConfig, cell_trials
+from sweeps.study import StudyConfig, Trial
 
 log = logging.getLogger(__name__)
 
 #: Overrides the sweeper sets per trial; on the command line they would fight it.
-TRIAL_KEYS = ("arch", "budget", "trial", "trial_dir", "bsz", "optim.lr")
+TRIAL_KEYS = ("arch", "budget", "trial", "trial_dir", "bsz", "optim.lr", "box")
 
 
 def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: bool = True) -> list[JobReturn]:
@@ -44,42 +50,32 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     study = StudyConfig(**OmegaConf.to_container(config.sweep, resolve=True))
     data = DataConfig.from_dict(OmegaConf.to_container(config.data, resolve=True))
     check_launcher(config.hydra.launcher)
-    trials = []
-    for arch in study.archs:
-        for budget in study.budgets:
-            # The trial's own plan (contraction measured on the data): refuses a budget too small
-            # for the family here, before anything is submitted.
-            cell = plan_cell(study, arch, budget, data)
-            lr0, bsz0 = cell_center(study, arch, budget, cell)
-            trials += cell_trials(study, arch, budget, cell.seq_len, lr0, bsz0)
+    cells = study_cells(study, data)
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     ledger = Ledger(sweep_dir / "ledger.sqlite")
     ledger.bind(study)
-    ledger.add(trials)
     reconcile(ledger, sweep_dir)
     extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
-    todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
-    log.info("study %s: %d trials, %d to run", study.name, len(ledger.rows()), len(todo))
-    size = study.batch_size or len(todo) or 1
     returns: list[JobReturn] = []
     overheads: list[tuple[float, float, float]] = []
-    for start in range(0, len(todo), size):
-        batch = todo[start : start + size]
-        for row in batch:
-            ledger.mark(row.key, "running", attempt=True, output_dir=str(sweep_dir / row.key))
-        overrides = [[*arguments, *row.trial.overrides(), *extra] for row in batch]
-        tic = time.time()
-        try:
-            results = list(launcher.launch(overrides, initial_job_idx=start))
-        except Exception as err:  # the launcher itself failed (e.g. a job array lost)
-            log.error("launcher failed for a batch of %d trials: %s", len(batch), err)
-            results = [None] * len(batch)
-        for row, result in zip(batch, results):
-            settle(ledger, row, result, sweep_dir, launcher_error="the launcher returned no result")
-        returns += [r for r in results if r is not None]
-        overheads.append(batch_overhead(ledger, batch, time.time() - tic))
+    launched = 0
+    for round_number in itertools.count(1):
+        ledger.add(propose(study, cells, ledger.rows()))
+        todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
+        log.info("study %s, round %d: %d trials, %d to run", study.name, round_number, len(ledger.rows()), len(todo))
+        if not todo:
+            break
+        size = study.batch_size or len(todo)
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            results, overhead = launch_and_settle(ledger, launcher, batch, arguments, extra, sweep_dir, launched)
+            launched += len(batch)
+            returns += [r for r in results if r is not None]
+            overheads.append(overhead)
+        settled = [r for r in ledger.rows() if not needs_run(r, study.max_attempts)]
+        mirror_to_optuna(settled, sweep_dir / OPTUNA_STORAGE, study.name)
     ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
     print(status_table(ledger))
     if overheads:
@@ -87,8 +83,53 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         print(f"overhead per trial: {launcher_s:.1f} s launcher (composing, submitting, collecting), "
               f"{setup_s:.1f} s run start to first step, {teardown_s:.1f} s after training "
               f"(held-out evaluation, record)")
-    print(f"ledger: {ledger.path}\nresults: {sweep_dir / 'results.csv'}")
+    print(f"ledger: {ledger.path}\nresults: {sweep_dir / 'results.csv'}\n"
+          f"dashboard: optuna-dashboard sqlite:///{sweep_dir / OPTUNA_STORAGE}")
     return returns
+
+
+#: The Optuna storage that mirrors the study's ledger (one Optuna study per cell), next to it.
+OPTUNA_STORAGE = "optuna.db"
+
+
+def study_cells(study: StudyConfig, data: DataConfig) -> list[Cell]:
+    """Every (architecture, budget) of the study with its prior centre, from the trial's own plan
+    (contraction measured on the data): a budget too small for the family is refused here, before
+    anything is submitted."""
+    cells = []
+    for arch in study.archs:
+        for budget in study.budgets:
+            plan = plan_cell(study, arch, budget, data)
+            lr0, bsz0 = cell_center(study, arch, budget, plan)
+            cells.append(Cell(arch, budget, lr0, bsz0, plan.seq_len))
+    return cells
+
+
+def propose(study: StudyConfig, cells: list[Cell], rows: list[Row]) -> list[Trial]:
+    """Every cell whose trials are all settled proposes its next ones; a cell with trials to run waits."""
+    proposals = []
+    for cell in cells:
+        history = [r for r in rows if r.arch == cell.arch and r.budget == cell.budget]
+        if not any(needs_run(r, study.max_attempts) for r in history):
+            proposals += next_trials(study, cell, history)
+    return proposals
+
+
+def launch_and_settle(ledger: Ledger, launcher: Any, batch: list[Row], arguments: list[str], extra: list[str],
+                      sweep_dir: Path, first_job: int) -> tuple[list[JobReturn | None], tuple[float, float, float]]:
+    """Launch a batch of trials and record what each returned; the launcher's overhead per trial."""
+    for row in batch:
+        ledger.mark(row.key, "running", attempt=True, output_dir=str(sweep_dir / row.key))
+    overrides = [[*arguments, *row.trial.overrides(), *extra] for row in batch]
+    tic = time.time()
+    try:
+        results = list(launcher.launch(overrides, initial_job_idx=first_job))
+    except Exception as err:  # the launcher itself failed (e.g. a job array lost)
+        log.error("launcher failed for a batch of %d trials: %s", len(batch), err)
+        results = [None] * len(batch)
+    for row, result in zip(batch, results):
+        settle(ledger, row, result, sweep_dir, launcher_error="the launcher returned no result")
+    return results, batch_overhead(ledger, batch, time.time() - tic)
 
 
 def tracking_overrides(config: DictConfig, study: StudyConfig, ledger: Ledger, sweep_dir: Path) -> list[str]:

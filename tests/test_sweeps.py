@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB.
 TINY_STUDY = ["sweep.archs=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
-              "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
+              "sweep.phases=[qmc]", "sweep.max_moves=0", "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, timeout: float = 900, env: dict | None = None):
