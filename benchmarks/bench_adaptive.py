@@ -78,8 +78,8 @@ def measure(study: StudyConfig, lr_off: float, bsz_off: float, seeds: range) -> 
             "no edge": ok["no_edge"].sum() / len(frame)}
 
 
-def studies(sampler: str) -> dict[str, StudyConfig]:
-    common = dict(name="bench", archs=[ARCH], budgets=[1e18], lr_factor=4.0, bsz_factor=4.0)
+def studies(sampler: str, move_trials: int) -> dict[str, StudyConfig]:
+    common = dict(name="bench", archs=[ARCH], budgets=[1e18], lr_factor=4.0, bsz_factor=4.0, move_trials=move_trials)
     return {
         "QMC 16": StudyConfig(**common, phases=["qmc"], trials=PER_CELL, max_moves=0),
         f"QMC 8 + {sampler} 8": StudyConfig(**common, trials=PER_CELL // 2, adaptive_trials=PER_CELL // 2,
@@ -97,15 +97,18 @@ PRIORS = {"centred": (1.5, 1.5), "LR x10 BSZ x4": (10, 4), "LR /10 BSZ /4": (0.1
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--sampler", default="gp", choices=["gp", "tpe"])
+    parser.add_argument("--sampler", default=StudyConfig.sampler, choices=["gp", "tpe"])
     parser.add_argument("--scenarios", nargs="*", default=list(PRIORS), choices=list(PRIORS))
+    parser.add_argument("--move-trials", type=int, default=StudyConfig.move_trials)
+    parser.add_argument("--sweeps", nargs="*", type=int, default=[0, 1, 2], help="which sweeps (0 QMC, 1 adaptive, "
+                        "2 moves + adaptive) to run on the centred prior")
     args = parser.parse_args()
-    plans = studies(args.sampler)
+    plans = studies(args.sampler, args.move_trials)
     names = list(plans)
     rows = []
     for prior in args.scenarios:
         # Off-centre priors: box-following (moves + adaptive) beside pure QMC on the same prior.
-        chosen = names if prior == "centred" else [names[0], names[2]]
+        chosen = [names[k] for k in args.sweeps] if prior == "centred" else [names[0], names[2]]
         for name in chosen:
             tic = time.time()
             result = measure(plans[name], *PRIORS[prior], range(args.seeds))

@@ -8,10 +8,10 @@ the trials it would have proposed. No Hydra, no launcher, no storage.
    ``scipy.stats.qmc`` (``study.cell_trials``) rather than Optuna's QMCSampler, because a cell's
    points are then a pure function of (seed, cell, n) whose prefix never moves, where QMCSampler
    numbers its points by the trials of whatever study it samples for.
-2. Box moves (``move``): if the cell's best run sits on an edge of its box (``aunet.laws.box_edge``,
-   the analysis's own warning rule), the box grows past that edge by one prior box width and
-   ``move_trials`` Sobol points fill the new part; again, up to ``max_moves`` times. A cell where
-   every run diverged moves its LR down.
+2. Box moves (``move``): whenever the cell's best run sits on an edge of its box (``aunet.laws.box_edge``,
+   the analysis's own warning rule) after phase 1 or a later round, the box grows past that edge by
+   one prior box width and ``move_trials`` Sobol points fill the new part, before anything else; up to
+   ``max_moves`` times. A cell where every run diverged moves its LR down.
 3. Phase 2 (``adaptive``): an Optuna sampler (GP or TPE), rebuilt from the history with a seed drawn
    from the study seed, the cell and the history's length, is asked for ``adaptive_batch`` points at
    a time (ask/tell) over the final box.
@@ -57,7 +57,7 @@ def next_trials(study: StudyConfig, cell: Cell, history: Sequence[Outcome]) -> l
         return cell_trials(study, cell.arch, cell.budget, cell.seq_len, cell.lr, cell.bsz)[phases.count("qmc"):]
     current = cell_box(study, cell, history)
     moves = len({h.trial.box for h in history if h.trial.phase == "move"})
-    if "adaptive" not in phases and moves < study.max_moves:
+    if moves < study.max_moves:
         sides = edge_sides(current, history)
         if any(sides):
             return move_trials(study, cell, history, current, sides, moves + 1)

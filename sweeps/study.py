@@ -66,10 +66,10 @@ class StudyConfig:
     trials: int = 8  # phase 1: quasi-random trials per (arch, budget)
     phases: list[str] = field(default_factory=lambda: ["qmc", "adaptive"])
     adaptive_trials: int = 8  # phase 2: trials per cell proposed by Optuna's sampler
-    sampler: str = "gp"  # phase 2's sampler (measured best in benchmarks/bench_adaptive.py)
+    sampler: str = "tpe"  # phase 2's sampler (measured in benchmarks/bench_adaptive.py; see README)
     adaptive_batch: int = 4  # phase 2 trials proposed per cell and round (they run in parallel)
-    max_moves: int = 2  # box moves past an edge optimum after phase 1 (0: the box stays on the prior)
-    move_trials: int = 4  # trials added past the edge per move
+    max_moves: int = 2  # box moves past an edge optimum, from phase 1 on (0: the box stays on the prior)
+    move_trials: int = 8  # trials added past the edge per move (as many as phase 1: measured best)
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
     prior: str | dict[str, Any] = "paper"  # "paper", a law file, or {aunet: {...}, bpe: {...}} inline
