@@ -95,17 +95,15 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     assert finished and all(r.bpb and r.record["lr"] == r.lr and r.record["bsz"] == r.bsz for r in finished)
     assert (sweep_dir / "results.csv").exists()
     print(f"6 trials in {time.time() - started:.0f} s")
-    # Rerun: finished trials are not run again; the failed one is retried (still broken).
-    (broken / "checkpoint.pt").write_bytes(b"still broken")
+    # The failed trial was retried in the sweep's next round (still broken): its attempts are used up.
+    assert "round 2: 6 trials, 1 to run" in first.stdout + first.stderr
+    assert rows["aunet2/C2e10/t1"].attempts == 2
+    # Rerun: finished trials are not run again, nor the failed one.
     stamps = {k: (sweep_dir / k / "record.json").stat().st_mtime for k, r in rows.items() if r.status != "failed"}
     second = run_sweep(sweep_dir, "sweep.name=local")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "1 to run" in second.stdout + second.stderr
+    assert "0 to run" in second.stdout + second.stderr
     assert stamps == {k: (sweep_dir / k / "record.json").stat().st_mtime for k in stamps}
-    again = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
-    assert again["aunet2/C2e10/t1"].attempts == 2
-    third = run_sweep(sweep_dir, "sweep.name=local")  # attempts exhausted: nothing to run
-    assert "0 to run" in third.stdout + third.stderr
     status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)], cwd=REPO,
                             capture_output=True, text=True)
     assert status.returncode == 0 and "aunet2" in status.stdout and "2e10" in status.stdout
