@@ -65,7 +65,7 @@ def test_an_edge_optimum_moves_the_box_past_that_edge_until_it_is_inside(lr_opt,
     loss = bowl(lr_opt, bsz_opt)
     rounds = run_cell(study, loss)
     phases = [r[0].trial.phase for r in rounds]
-    assert phases[0] == "qmc" and phases[1] == "move" and phases[-1] == "adaptive"
+    assert phases[0] == "qmc" and phases[1] == "move" and "adaptive" in phases and phases.count("move") <= 3
     before, after = rounds[0][0].trial.box, rounds[1][0].trial.box
     moved = rounds[1]
     if sides == "lr upper":
@@ -127,7 +127,7 @@ def test_a_study_whose_phases_changed_is_refused_by_its_ledger(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.bind(StudyConfig(name="s"))
     ledger.bind(StudyConfig(name="s", trials=12, adaptive_trials=20))  # more trials per phase: the same study
-    for changed in (dict(phases=["qmc"]), dict(sampler="tpe"), dict(max_moves=0), dict(move_trials=2)):
+    for changed in (dict(phases=["qmc"]), dict(sampler="gp"), dict(max_moves=0), dict(move_trials=2)):
         with pytest.raises(ValueError, match="different config of study 's'"):
             ledger.bind(StudyConfig(name="s", **changed))
 
@@ -219,7 +219,7 @@ def test_a_killed_adaptive_sweep_resumes_every_phase_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "optuna-dashboard sqlite:///" in resumed.stdout
     rows = check_proposals_follow_from_history(sweep_dir)
-    assert rows[-1].phase == "adaptive" and [r.phase for r in rows].count("adaptive") == 2
+    assert [r.phase for r in rows].count("adaptive") == 2
     assert [r.phase for r in rows][:3] == ["qmc"] * 3 and [r.phase for r in rows].count("move") <= 1
     assert [(r.key, r.lr, r.bsz) for r in rows[:len(killed)]] == [(r.key, r.lr, r.bsz) for r in killed]
     assert all(r.status in ("finished", "diverged") for r in rows)
