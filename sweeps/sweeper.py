@@ -119,8 +119,9 @@ def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list
 
 
 def trial_labels(row: Row) -> list[str]:
-    """The trial's MLflow run is named like its folder and tagged, so the MLflow UI tells trials apart."""
-    tags = {"family": row.family, "budget": budget_tag(row.budget), "trial": str(row.index)}
+    """The trial's MLflow run is named like its folder and tagged, so the MLflow UI tells trials apart
+    (and ``sweeps.rebuild`` finds the trial's phase again in its record)."""
+    tags = {"family": row.family, "budget": budget_tag(row.budget), "trial": str(row.index), "phase": row.phase}
     return [f"tracking.run_name='{row.key}'", *(f"++tracking.tags.{k}='{v}'" for k, v in tags.items())]
 
 
