@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import DIVERGED_ABOVE, FAMILY, GROUP_KEYS, NOT_TASKS, load_results, warn
-from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
+from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95
 MIN_BUDGETS = 3  # a slope and one degree of freedom for its scatter
 BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
-EDGE = 0.1  # the outer tenth of a log box counts as its edge
 BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum
 HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
 ESTIMATORS = ("band", "bowl")
@@ -287,21 +286,15 @@ def _family_runs(results, family: str) -> pd.DataFrame:
 
 
 def _box(group: pd.DataFrame, column: str) -> tuple[float, float]:
-    """The search box of a budget: the recorded one widened to every value actually run.
+    """The search box of a budget: the hull of the recorded ones (a sweep may have moved it past an
+    edge), widened to every value actually run.
 
     Batch sizes are snapped to whole sequences after sampling, so a run can sit just
     outside the recorded box; the box, the runs and the edge warning must agree.
     """
     recorded = group[[f"{column}_min", f"{column}_max"]].dropna()
-    lo, hi = recorded.median() if len(recorded) else (math.inf, -math.inf)
+    lo, hi = (recorded.iloc[:, 0].min(), recorded.iloc[:, 1].max()) if len(recorded) else (math.inf, -math.inf)
     return float(min(lo, group[column].min())), float(max(hi, group[column].max()))
-
-
-def _edge(value: float, lo: float, hi: float) -> str:
-    if hi <= lo:
-        return ""
-    position = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    return "lower" if position < EDGE else "upper" if position > 1 - EDGE else ""
 
 
 def _where(family: str, budget: float, group: str) -> str:
@@ -315,7 +308,7 @@ def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bo
     flags, messages = [], []
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
-        side = _edge(best[k], lo, hi)
+        side = box_edge(best[k], lo, hi)
         if side:
             flags.append(f"{name} {side}")
             messages.append(warn(

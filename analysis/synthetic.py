@@ -75,9 +75,6 @@ def synthetic_sweep(family: str = "aunet2", *, design: SweepDesign | None = None
     design = design or SweepDesign()
     truth = truth or default_truth(family)
     rng = np.random.default_rng(seed)
-    tokens = truth.laws.units == "tokens"
-    bytes_per_unit = BPE_BYTES_PER_TOKEN if tokens else 1.0
-    ratio_units = design.ratio * (1.0 if tokens else BPE_BYTES_PER_TOKEN**2)
     m = max(1, math.ceil(math.log2(design.trials)))
     rows = []
     for b, compute in enumerate(design.budgets):
@@ -85,44 +82,60 @@ def synthetic_sweep(family: str = "aunet2", *, design: SweepDesign | None = None
             unit = np.stack(np.meshgrid(*(np.linspace(0, 1, k) for k in design.grid), indexing="ij"), -1).reshape(-1, 2)
         else:
             unit = qmc.Sobol(d=2, scramble=True, seed=rng).random_base2(m)[: design.trials]
-        trials = len(unit)
-        lr_opt, bsz_opt = truth.laws.lr(compute), truth.laws.bsz(compute)
         log_box = math.log(design.box)
-        centre = np.log([lr_opt * design.prior_offset, bsz_opt * design.prior_offset])
-        log_hp = centre + (2 * unit - 1) * log_box
-        u = log_hp - np.log([lr_opt, bsz_opt])  # offsets from the true optimum
-        excess = (truth.curv_lr * u[:, 0] ** 2 * (1 + truth.skew * np.tanh(u[:, 0]))
-                  + truth.curv_bsz * u[:, 1] ** 2
-                  - 2 * truth.tilt * math.sqrt(truth.curv_lr * truth.curv_bsz) * u[:, 0] * u[:, 1])
-        bpb = truth.best_bpb(compute) * (1 + excess) * (1 + design.noise * rng.standard_normal(trials))
-        status = np.where(u[:, 0] > math.log(design.diverge_above), "diverged", "finished")
-        status[rng.random(trials) < design.fail_rate] = "failed"
-        if design.diverged_as_finished:
-            hidden = rng.permutation(trials)[: round(design.diverged_as_finished * trials)]
-            status[hidden] = "finished"
-            bpb[hidden] = truth.best_bpb(compute) * rng.uniform(2.0, 3.0, len(hidden))
-        flops_per_unit = math.sqrt(compute / ratio_units)
-        for t in range(trials):
-            lr, bsz = np.exp(log_hp[t])
-            ok = status[t] == "finished"
-            run_bpb = bpb[t] if ok else math.nan
-            row = {
-                "status": status[t], FAMILY: family, "budget": float(compute), "lr": float(lr), "bsz": float(bsz),
-                "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
-                "trial": b * trials + t, "model": f"{family}-{compute:.0e}", "ratio": design.ratio,
-                "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
-                "steps": int(compute / flops_per_unit / bsz), "train_units": compute / flops_per_unit,
-                "loss": run_bpb * math.log(2) * bytes_per_unit, "bpb": run_bpb,
-                "lr_min": math.exp(centre[0] - log_box), "lr_max": math.exp(centre[0] + log_box),
-                "bsz_min": math.exp(centre[1] - log_box), "bsz_max": math.exp(centre[1] + log_box),
-                "bsz_bytes": float(bsz) * bytes_per_unit, "seed": seed,
-                "error": {"diverged": "loss became NaN", "failed": "node failure"}.get(status[t], ""),
-            }
-            for task, chance in design.tasks.items():
-                score = chance + (1 - chance) / (1 + math.exp(12 * (run_bpb - 0.95))) + 0.005 * rng.standard_normal()
-                row[f"eval_{task}"] = score if ok else math.nan
-            rows.append(row)
+        centre = np.log([truth.laws.lr(compute) * design.prior_offset, truth.laws.bsz(compute) * design.prior_offset])
+        lr, bsz = np.exp(centre + (2 * unit - 1) * log_box).T
+        box = np.exp([centre[0] - log_box, centre[0] + log_box, centre[1] - log_box, centre[1] + log_box])
+        rows += synthetic_runs(family, compute, lr, bsz, box, design=design, truth=truth, rng=rng, seed=seed,
+                               study=study, first_trial=b * len(unit))
     return pd.DataFrame(rows)
+
+
+def synthetic_runs(family: str, compute: float, lr: np.ndarray, bsz: np.ndarray, box, *, design: SweepDesign,
+                   truth: SyntheticTruth, rng: np.random.Generator, seed: int = 0, study: str = "synthetic",
+                   first_trial: int = 0) -> list[dict]:
+    """Runs at the given (LR, BSZ) points of one budget, as result rows: the landscape a sweeper explores.
+
+    ``box`` is each run's search box (lr_min, lr_max, bsz_min, bsz_max), one for all runs or one row per run.
+    """
+    tokens = truth.laws.units == "tokens"
+    bytes_per_unit = BPE_BYTES_PER_TOKEN if tokens else 1.0
+    ratio_units = design.ratio * (1.0 if tokens else BPE_BYTES_PER_TOKEN**2)
+    n = len(lr)
+    boxes = np.broadcast_to(np.asarray(box, dtype=float), (n, 4))
+    lr_opt, bsz_opt = truth.laws.lr(compute), truth.laws.bsz(compute)
+    u = np.log(np.column_stack([lr, bsz])) - np.log([lr_opt, bsz_opt])  # offsets from the true optimum
+    excess = (truth.curv_lr * u[:, 0] ** 2 * (1 + truth.skew * np.tanh(u[:, 0]))
+              + truth.curv_bsz * u[:, 1] ** 2
+              - 2 * truth.tilt * math.sqrt(truth.curv_lr * truth.curv_bsz) * u[:, 0] * u[:, 1])
+    bpb = truth.best_bpb(compute) * (1 + excess) * (1 + design.noise * rng.standard_normal(n))
+    status = np.where(u[:, 0] > math.log(design.diverge_above), "diverged", "finished")
+    status[rng.random(n) < design.fail_rate] = "failed"
+    if design.diverged_as_finished:
+        hidden = rng.permutation(n)[: round(design.diverged_as_finished * n)]
+        status[hidden] = "finished"
+        bpb[hidden] = truth.best_bpb(compute) * rng.uniform(2.0, 3.0, len(hidden))
+    flops_per_unit = math.sqrt(compute / ratio_units)
+    rows = []
+    for t in range(n):
+        ok = status[t] == "finished"
+        run_bpb = bpb[t] if ok else math.nan
+        row = {
+            "status": status[t], FAMILY: family, "budget": float(compute), "lr": float(lr[t]), "bsz": float(bsz[t]),
+            "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
+            "trial": first_trial + t, "model": f"{family}-{compute:.0e}", "ratio": design.ratio,
+            "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
+            "steps": int(compute / flops_per_unit / bsz[t]), "train_units": compute / flops_per_unit,
+            "loss": run_bpb * math.log(2) * bytes_per_unit, "bpb": run_bpb,
+            "lr_min": boxes[t, 0], "lr_max": boxes[t, 1], "bsz_min": boxes[t, 2], "bsz_max": boxes[t, 3],
+            "bsz_bytes": float(bsz[t]) * bytes_per_unit, "seed": seed,
+            "error": {"diverged": "loss became NaN", "failed": "node failure"}.get(status[t], ""),
+        }
+        for task, chance in design.tasks.items():
+            score = chance + (1 - chance) / (1 + math.exp(12 * (run_bpb - 0.95))) + 0.005 * rng.standard_normal()
+            row[f"eval_{task}"] = score if ok else math.nan
+        rows.append(row)
+    return rows
 
 
 def synthetic_study(families: tuple[str, ...] = ("aunet2", "aunet3", "transformer_bpe"), *,

@@ -7,6 +7,7 @@ The paper's fitted laws are the built-in priors of the ladder; a law fitted by
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,3 +63,15 @@ PAPER_LAWS: dict[str, HyperLaws] = {
     "aunet": HyperLaws(PowerLaw(0.66, 0.321), PowerLaw(6.6, -0.176), "bytes", "paper App. D (AU-Net)"),
     "bpe": HyperLaws(PowerLaw(29.9, 0.231), PowerLaw(19.3, -0.177), "tokens", "paper App. D (BPE)"),
 }
+
+
+#: The outer tenth of a log search box counts as its edge (the analysis warns, the sweeper moves the box).
+BOX_EDGE = 0.1
+
+
+def box_edge(value: float, lo: float, hi: float) -> str:
+    """"lower" or "upper" if ``value`` sits in the outer tenth of the log box [lo, hi] (or beyond it), else ""."""
+    if hi <= lo:
+        return ""
+    position = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return "lower" if position < BOX_EDGE else "upper" if position > 1 - BOX_EDGE else ""

@@ -19,6 +19,7 @@ from aunet import ladder
 from aunet.data import DataConfig, prepare_data
 from aunet.ladder import DataMeasurements, RunPlan
 from aunet.train import TrainConfig, train
+from sweeps.adaptive import CellPrior
 from sweeps.attempts import note_start
 from sweeps.study import StudyConfig, Trial, box, cell_trials
 
@@ -43,7 +44,13 @@ class Cell:
     prior: RunPlan  # the plan at the prior's LR and BSZ: the centre of the search box
     measured: DataMeasurements
 
+    @property
+    def start(self) -> CellPrior:
+        """What the proposer needs of the cell (``sweeps.adaptive``): its prior optimum and BSZ grain."""
+        return CellPrior(self.prior.family, self.prior.budget, self.prior.lr, self.prior.law_bsz, self.prior.seq_len)
+
     def trials(self) -> list[Trial]:
+        """Phase 1: the cell's quasi-random trials over the prior box."""
         return cell_trials(self.study, self.prior.family, self.prior.budget, self.prior.seq_len, self.prior.lr,
                            self.prior.law_bsz)
 
@@ -61,10 +68,9 @@ class Cell:
             raise ValueError(f"study {self.study.name!r}: {err} (sweep.force=true)") from None
 
     def overrides(self, trial: Trial) -> list[str]:
-        """The overrides of the trial's job: its name, its search box, its plan."""
-        lr_box, bsz_box = box(self.prior.lr, self.study.lr_factor), box(self.prior.law_bsz, self.study.bsz_factor)
-        return [*trial.overrides(), f"lr_box={ladder.hydra_value(lr_box)}",
-                f"bsz_box={ladder.hydra_value(bsz_box)}", self.trial_plan(trial).to_override()]
+        """The overrides of the trial's job: its name, its search box (where the sweeper proposed it), its plan."""
+        return [*trial.overrides(), f"lr_box={ladder.hydra_value(trial.box[:2])}",
+                f"bsz_box={ladder.hydra_value(trial.box[2:])}", self.trial_plan(trial).to_override()]
 
 
 def plan_family(study: StudyConfig, family: str, budget: float, measured: DataMeasurements,

@@ -38,9 +38,13 @@ CREATE TABLE IF NOT EXISTS trials (
     record TEXT,
     output_dir TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL,
-    job TEXT NOT NULL DEFAULT ''
+    job TEXT NOT NULL DEFAULT '',
+    phase TEXT NOT NULL DEFAULT 'qmc',
+    box TEXT NOT NULL DEFAULT ''
 );
 """
+#: Columns added since the first ledgers: (name, definition), added to older files when opened.
+ADDED_COLUMNS = (("job", "TEXT NOT NULL DEFAULT ''"), ("phase", "TEXT NOT NULL DEFAULT 'qmc'"), ("box", "TEXT NOT NULL DEFAULT ''"))
 
 
 @dataclass
@@ -59,10 +63,12 @@ class Row:
     record: dict[str, Any] | None
     output_dir: str
     job: str = ""  # the job that runs or last ran the trial (sweeps.attempts names it)
+    phase: str = "qmc"
+    box: tuple[float, ...] = ()
 
     @property
     def trial(self) -> Trial:
-        return Trial(self.family, self.budget, self.index, self.lr, self.bsz)
+        return Trial(self.family, self.budget, self.index, self.lr, self.bsz, self.phase, self.box)
 
 
 class LedgerError(ValueError):
@@ -75,9 +81,10 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(trials)")}
-            if "job" not in columns:  # a ledger written before jobs were recorded
-                db.execute("ALTER TABLE trials ADD COLUMN job TEXT NOT NULL DEFAULT ''")
+            have = {column[1] for column in db.execute("PRAGMA table_info(trials)")}
+            for name, definition in ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE trials ADD COLUMN {name} {definition}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -129,9 +136,9 @@ class Ledger:
         now = time.time()
         with self._connect() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO trials (key, family, budget, idx, lr, bsz, status, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(t.key, t.family, t.budget, t.index, t.lr, t.bsz, now) for t in trials],
+                "INSERT OR IGNORE INTO trials (key, family, budget, idx, lr, bsz, status, updated, phase, box) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [(t.key, t.family, t.budget, t.index, t.lr, t.bsz, now, t.phase, json.dumps(t.box)) for t in trials],
             )
 
     def mark(self, key: str, status: str, *, record: dict[str, Any] | None = None, error: str = "",
@@ -153,9 +160,10 @@ class Ledger:
         with self._connect() as db:
             found = db.execute(
                 "SELECT key, family, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir, "
-                "job FROM trials ORDER BY family, budget, idx"
+                "job, phase, box FROM trials ORDER BY family, budget, idx"
             ).fetchall()
-        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13]) for r in found]
+        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13], r[14], tuple(json.loads(r[15] or "[]")))
+                for r in found]
 
     def to_frame(self):
         """Finished and failed trials as the analysis's results table (one flat row per record)."""
@@ -166,8 +174,8 @@ class Ledger:
         rows = []
         for row in self.rows():
             if row.record is not None:
-                rows.append(RunRecord.from_dict(row.record).to_row())
+                rows.append({**RunRecord.from_dict(row.record).to_row(), "phase": row.phase})
             else:
                 rows.append({"status": row.status, "family": row.family, "budget": row.budget, "lr": row.lr,
-                             "bsz": row.bsz, "trial": row.index, "error": row.error})
+                             "bsz": row.bsz, "trial": row.index, "error": row.error, "phase": row.phase})
         return pd.DataFrame(rows)

@@ -50,7 +50,10 @@ def rebuild(sweep_dir: Path) -> str:
                 continue
             config_of = record.config or {}
             lr = (config_of.get("optim") or {}).get("lr") or record.lr
-            trial = Trial(record.family, record.budget, record.trial, float(lr), int(config_of.get("bsz") or record.bsz))
+            phase = ((config_of.get("tracking") or {}).get("tags") or {}).get("phase", "qmc")  # sweeper.trial_labels
+            search_box = (*(config_of.get("lr_box") or ()), *(config_of.get("bsz_box") or ()))
+            trial = Trial(record.family, record.budget, record.trial, float(lr), int(config_of.get("bsz") or record.bsz),
+                          phase, tuple(float(v) for v in search_box))
             if trial.key != key:
                 skipped.append(str(record_path))
                 continue

@@ -1,10 +1,11 @@
-"""A study: families × compute budgets × quasi-random (LR, BSZ) trials.
+"""A study: families × compute budgets × quasi-random (LR, BSZ) trials, then adaptive ones.
 
 Each (family, budget) cell gets its own scrambled Sobol sequence, seeded from
 the study seed and the cell, over a box in log LR × log BSZ centred on the prior
 law's values at that budget (widths are factors: LR ×/÷ 4 means [LR/4, 4·LR]).
 The same seed always yields the same trials, and adding trials to a cell extends
-its sequence without moving the existing points.
+its sequence without moving the existing points. What follows phase 1 (box moves past an
+edge optimum, phase 2's adaptive trials) is proposed by ``sweeps.adaptive``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from scipy.stats import qmc
 from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws, whole_sequences
 from aunet.laws import HyperLaws
 
+PHASES = ("qmc", "adaptive")  # phase 1 quasi-random, phase 2 adaptive (box moves come between them)
+SAMPLERS = ("gp", "tpe")  # Optuna's GPSampler and TPESampler for phase 2
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -32,6 +36,8 @@ class Trial:
     index: int
     lr: float
     bsz: int  # input units per optimizer step, whole sequences
+    phase: str = "qmc"  # "qmc", "move" (a box move past an edge) or "adaptive"
+    box: tuple[float, ...] = ()  # its cell's search box when it was proposed: (lr_min, lr_max, bsz_min, bsz_max)
 
     @property
     def key(self) -> str:
@@ -56,7 +62,13 @@ class StudyConfig:
     families: list[str] = field(default_factory=lambda: ["aunet2"])
     budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 1e12])
     ratio: float = 1.0  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
-    trials: int = 6  # quasi-random trials per (family, budget)
+    trials: int = 8  # phase 1: quasi-random trials per (family, budget)
+    phases: list[str] = field(default_factory=lambda: ["qmc", "adaptive"])
+    adaptive_trials: int = 8  # phase 2: trials per cell proposed by Optuna's sampler
+    sampler: str = "tpe"  # phase 2's sampler (measured in benchmarks/bench_adaptive.py; see README)
+    adaptive_batch: int = 4  # phase 2 trials proposed per cell and round (they run in parallel)
+    max_moves: int = 2  # box moves past an edge optimum, from phase 1 on (0: the box stays on the prior)
+    move_trials: int = 8  # trials added past the edge per move (as many as phase 1: measured best)
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
     prior: Any = "paper"  # "paper", a law file, or {aunet: ..., bpe: ...}, each a law file or inline (resolve_laws)
@@ -70,6 +82,7 @@ class StudyConfig:
             self.budgets = [self.budgets]
         self.budgets = [parse_budget(b) for b in self.budgets]
         self.families = list(self.families)
+        self.phases = [self.phases] if isinstance(self.phases, str) else list(self.phases)
         self.validate()
 
     def validate(self) -> None:
@@ -91,6 +104,20 @@ class StudyConfig:
             fail("budgets", f"repeats a budget: {self.budgets}")
         if self.trials < 1:
             fail("trials", f"is {self.trials}; a study needs at least one trial per budget")
+        if not self.phases or self.phases[0] != "qmc" or len(set(self.phases)) != len(self.phases) \
+                or not set(self.phases) <= set(PHASES):
+            fail("phases", f"is {self.phases}; give phase 1 'qmc', optionally followed by 'adaptive': {list(PHASES)}")
+        if self.adaptive_trials < ("adaptive" in self.phases):
+            fail("adaptive_trials", f"is {self.adaptive_trials}; phase 'adaptive' needs at least one trial per "
+                 "cell (or drop it from phases)")
+        if self.sampler not in SAMPLERS:
+            fail("sampler", f"is {self.sampler!r}; phase 2's Optuna sampler is one of {SAMPLERS}")
+        if self.adaptive_batch < 1:
+            fail("adaptive_batch", f"is {self.adaptive_batch}; propose at least one trial per cell and round")
+        if self.max_moves < 0:
+            fail("max_moves", f"is {self.max_moves}; the box moves at most this many times (0: never)")
+        if self.move_trials < (self.max_moves > 0):
+            fail("move_trials", f"is {self.move_trials}; a box move needs at least one trial past the edge")
         if not math.isfinite(self.ratio) or self.ratio <= 0:
             fail("ratio", f"is {self.ratio}; a data-to-model ratio must be positive")
         for name in ("lr_factor", "bsz_factor"):
@@ -103,8 +130,10 @@ class StudyConfig:
             fail("batch_size", f"is {self.batch_size}; must be >= 0 (0: all pending trials at once)")
 
     def fingerprint(self) -> str:
-        """What must not change under the same study name (trial points depend on it)."""
-        fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials", "force")}
+        """What must not change under the same study name (trial points depend on it); more trials in a
+        phase extend it."""
+        extendable = ("max_attempts", "batch_size", "trials", "adaptive_trials", "force")
+        fixed = {k: v for k, v in asdict(self).items() if k not in extendable}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def prior_laws(self, family: str) -> HyperLaws:
@@ -116,9 +145,9 @@ def parse_budget(value: Any) -> float:
     return positive_number("budget", value, "a compute budget in FLOPs, e.g. 1e12 or 3.5e11")
 
 
-def unit_points(family: str, budget: float, seed: int, n: int) -> np.ndarray:
-    """The first ``n`` points of the cell's scrambled Sobol sequence in [0, 1)²."""
-    cell = hashlib.sha256(f"{seed}:{family}:{budget:.6g}".encode()).digest()
+def unit_points(family: str, budget: float, seed: int, n: int, stream: str = "") -> np.ndarray:
+    """The first ``n`` points of the cell's scrambled Sobol sequence in [0, 1)² (``stream`` names another one)."""
+    cell = hashlib.sha256(f"{seed}:{family}:{budget:.6g}{stream}".encode()).digest()
     sampler = qmc.Sobol(d=2, scramble=True, seed=int.from_bytes(cell[:8], "little"))
     with warnings.catch_warnings():  # a prefix of any length is wanted: trials extend their cell's sequence
         warnings.filterwarnings("ignore", message="The balance properties of Sobol")
@@ -134,11 +163,19 @@ def cell_trials(study: StudyConfig, family: str, budget: float, seq_len: int, lr
     """The quasi-random trials of one cell around the prior (``lr0``, ``bsz0``); BSZ snapped to
     whole sequences of ``seq_len`` units."""
     points = unit_points(family, budget, study.seed, n or study.trials)
-    lr_lo, lr_hi = box(lr0, study.lr_factor)
-    bsz_lo, bsz_hi = box(bsz0, study.bsz_factor)
-    trials = []
-    for index, (u_lr, u_bsz) in enumerate(points):
-        lr = math.exp(math.log(lr_lo) + u_lr * (math.log(lr_hi) - math.log(lr_lo)))
-        bsz = math.exp(math.log(bsz_lo) + u_bsz * (math.log(bsz_hi) - math.log(bsz_lo)))
-        trials.append(Trial(family, budget, index, float(f"{lr:.4g}"), whole_sequences(bsz, seq_len)))
-    return trials
+    prior = (*box(lr0, study.lr_factor), *box(bsz0, study.bsz_factor))
+    return [trial_at(family, budget, index, lr, bsz, seq_len, "qmc", prior)
+            for index, (lr, bsz) in enumerate(in_box(points, prior))]
+
+
+def in_box(points: np.ndarray, search_box: tuple[float, ...]) -> np.ndarray:
+    """Points of [0, 1)² mapped log-uniformly onto the box (lr_min, lr_max, bsz_min, bsz_max): (LR, BSZ) rows."""
+    lo, hi = np.log(search_box[0::2]), np.log(search_box[1::2])
+    return np.exp(lo + np.asarray(points) * (hi - lo))
+
+
+def trial_at(family: str, budget: float, index: int, lr: float, bsz: float, seq_len: int, phase: str,
+             search_box: tuple[float, ...]) -> Trial:
+    """A trial at (LR, BSZ): LR to 4 significant digits, BSZ snapped to whole sequences of ``seq_len`` units."""
+    return Trial(family, budget, index, float(f"{lr:.4g}"), whole_sequences(bsz, seq_len), phase,
+                 tuple(float(f"{v:.6g}") for v in search_box))

@@ -1,17 +1,22 @@
 """The study runner behind ``python sweep.py -m``: a study's trials, through any launcher.
 
 It reads the study (``sweep=<study>``), validates it and the launcher settings before
-anything is submitted, registers every trial in the study's ledger, and hands the
-trials that still need running (pending; failed or preempted ones below their attempt
-limit) to the configured launcher (in-process locally, or submitit on SLURM: one job
-array per batch). Each job's overrides show its real LR and BSZ. One driver at a time
-holds a study (``sweeps.lock``); it first reconciles what earlier drivers left (jobs still
-running are waited for, never launched twice), then launches and settles the trials
-(``sweeps.launch``): a job that crashed is recorded as failed on its own, and the study goes on.
+anything is submitted. One driver at a time holds a study (``sweeps.lock``); it first
+reconciles what earlier drivers left (jobs still running are waited for, never launched twice),
+then runs rounds: every cell whose trials are settled proposes
+its next ones (``sweeps.adaptive``: phase 1, box moves, phase 2), the ledger registers
+them, and the trials that still need running (pending; failed or preempted ones below
+their attempt limit) go to the configured launcher (in-process locally, or submitit on
+SLURM: one job array per batch). Each job's overrides show its real LR and BSZ. After
+each batch the ledger records what every job returned; a job that crashed, even one
+the launcher could not report on, is recorded as failed and the study goes on. The
+study ends when no cell proposes and nothing is left to run; after each round its
+settled trials are mirrored into an Optuna storage for ``optuna-dashboard``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import subprocess
@@ -21,12 +26,15 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps.job import plan_cell
+from aunet.data import DataConfig
+from sweeps.adaptive import next_trials
+from sweeps.dashboard import mirror_to_optuna
+from sweeps.job import Cell, plan_cell
 from sweeps.launch import needs_run, reconcile, run_trials, wait_for_jobs
 from sweeps.ledger import Ledger, Row
 from sweeps.lock import StudyLock
 from sweeps.report import status_table
-from sweeps.study import StudyConfig, budget_tag
+from sweeps.study import StudyConfig, Trial, budget_tag
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +51,35 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
                              f"(conf/sweep/) instead")
     study: StudyConfig = OmegaConf.to_object(config.sweep)
     check_launcher(config.hydra.launcher)
-    # Each cell planned once, with contraction measured on the data: a budget too small for the
-    # family is refused here, before anything is submitted. Each job gets its trial's plan.
-    cells = {(f, b): plan_cell(study, f, b, config.data) for f in study.families for b in study.budgets}
-    trials = [trial for cell in cells.values() for trial in cell.trials()]
+    cells = study_cells(study, config.data)
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
+    returns: list[JobReturn] = []
+    overheads: list[tuple[float, float, float]] = []
     with StudyLock(sweep_dir):
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
         ledger = Ledger(sweep_dir / "ledger.sqlite")
         ledger.bind(study)
-        ledger.add(trials)
         adopted = reconcile(ledger, sweep_dir)
         extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
-        todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
-        log.info("study %s: %d trials, %d to run, %d still running from an earlier driver", study.name,
-                 len(ledger.rows()), len(todo), len(adopted))
-        returns, overheads = run_trials(ledger, launcher, todo,
-                                        lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
-                                                    *trial_labels(row), *extra],
-                                        sweep_dir, study.batch_size)
-        wait_for_jobs(ledger, adopted, sweep_dir)
+        for round_number in itertools.count(1):
+            ledger.add(propose(study, cells, ledger.rows()))
+            todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
+            log.info("study %s, round %d: %d trials, %d to run, %d still running from an earlier driver",
+                     study.name, round_number, len(ledger.rows()), len(todo), len(adopted))
+            if todo:
+                ran, overhead = run_trials(
+                    ledger, launcher, todo,
+                    lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
+                                 *trial_labels(row), *extra],
+                    sweep_dir, study.batch_size)
+                returns += ran
+                overheads += overhead
+            elif adopted:  # their cells propose once these are settled
+                wait_for_jobs(ledger, adopted, sweep_dir)
+                adopted = []
+            else:
+                break
+            mirror_to_optuna([r for r in ledger.rows() if settled(r, study)], sweep_dir / OPTUNA_STORAGE, study.name)
         ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
         if extra:
             close_study_run(config, ledger, study, sweep_dir)
@@ -72,13 +89,39 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         print(f"overhead per trial: {launcher_s:.1f} s launcher (composing, submitting, collecting), "
               f"{setup_s:.1f} s run start to first step, {teardown_s:.1f} s after training "
               f"(held-out evaluation, record)")
-    print(f"ledger: {ledger.path}\nresults: {sweep_dir / 'results.csv'}")
+    print(f"ledger: {ledger.path}\nresults: {sweep_dir / 'results.csv'}\n"
+          f"dashboard: optuna-dashboard sqlite:///{sweep_dir / OPTUNA_STORAGE}")
     return returns
 
 
+#: The Optuna storage that mirrors the study's ledger (one Optuna study per cell), next to it.
+OPTUNA_STORAGE = "optuna.db"
+
+
+def study_cells(study: StudyConfig, data: DictConfig | DataConfig) -> dict[tuple[str, float], Cell]:
+    """Each (family, budget) cell planned once, with contraction measured on the data: a budget too
+    small for the family is refused here, before anything is submitted."""
+    return {(f, b): plan_cell(study, f, b, data) for f in study.families for b in study.budgets}
+
+
+def settled(row: Row, study: StudyConfig) -> bool:
+    return row.status != "running" and not needs_run(row, study.max_attempts)
+
+
+def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list[Row]) -> list[Trial]:
+    """Every cell whose trials are all settled proposes its next ones; a cell with trials to run waits."""
+    proposals = []
+    for (family, budget), cell in cells.items():
+        history = [r for r in rows if r.family == family and r.budget == budget]
+        if all(settled(r, study) for r in history):
+            proposals += next_trials(study, cell.start, history)
+    return proposals
+
+
 def trial_labels(row: Row) -> list[str]:
-    """The trial's MLflow run is named like its folder and tagged, so the MLflow UI tells trials apart."""
-    tags = {"family": row.family, "budget": budget_tag(row.budget), "trial": str(row.index)}
+    """The trial's MLflow run is named like its folder and tagged, so the MLflow UI tells trials apart
+    (and ``sweeps.rebuild`` finds the trial's phase again in its record)."""
+    tags = {"family": row.family, "budget": budget_tag(row.budget), "trial": str(row.index), "phase": row.phase}
     return [f"tracking.run_name='{row.key}'", *(f"++tracking.tags.{k}='{v}'" for k, v in tags.items())]
 
 

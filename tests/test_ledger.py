@@ -58,7 +58,7 @@ def start(trial_dir: Path, job: str) -> None:
 
 
 def write_record(trial_dir: Path, status: str, **fields) -> None:
-    RunRecord(status=status, arch="aunet2", budget=1e11, lr=1e-3, bsz=1024, loss=2.0, bpb=3.0,
+    RunRecord(status=status, family="aunet2", budget=1e11, lr=1e-3, bsz=1024, loss=2.0, bpb=3.0,
               **fields).write(trial_dir / "record.json")
 
 
@@ -67,7 +67,7 @@ def row(ledger: Ledger, key: str):
 
 
 def test_needs_run_pending_retries_below_the_limit_and_never_a_running_row():
-    base = dict(key="k", arch="aunet2", budget=1e11, index=0, lr=1e-3, bsz=1024, loss=None, bpb=None, error="",
+    base = dict(key="k", family="aunet2", budget=1e11, index=0, lr=1e-3, bsz=1024, loss=None, bpb=None, error="",
                 record=None, output_dir="")
     from sweeps.ledger import Row
 
@@ -255,11 +255,14 @@ def test_rebuild_restores_the_ledger_from_record_files_and_keeps_the_damaged_one
     OmegaConf.save(OmegaConf.create({"sweep": dict(study.__dict__), "tracking": {"enabled": False}}),
                    tmp_path / "multirun.yaml")
     (tmp_path / "ledger.sqlite").write_bytes(b"garbage" * 100)
-    for trial, status in zip(TRIALS[:2], ("finished", "diverged")):
+    moved = (1e-4, 0.1, 256.0, 4096.0)  # the second trial came from a box move: its phase and box come back too
+    for trial, status, phase, (lr_box, bsz_box) in zip(TRIALS[:2], ("finished", "diverged"), ("qmc", "move"),
+                                                      ((None, None), (moved[:2], moved[2:]))):
         start(tmp_path / trial.key, dead_job())
         start(tmp_path / trial.key, dead_job())
-        RunRecord(status=status, arch="aunet2", budget=1e11, lr=0.5, bsz=2048, study="s", trial=trial.index,
-                  config={"optim": {"lr": trial.lr}, "bsz": trial.bsz}).write(tmp_path / trial.key / "record.json")
+        RunRecord(status=status, family="aunet2", budget=1e11, lr=0.5, bsz=2048, study="s", trial=trial.index,
+                  config={"optim": {"lr": trial.lr}, "bsz": trial.bsz, "lr_box": lr_box, "bsz_box": bsz_box,
+                          "tracking": {"tags": {"phase": phase}}}).write(tmp_path / trial.key / "record.json")
     (tmp_path / TRIALS[2].key).mkdir(parents=True)
     (tmp_path / TRIALS[2].key / "record.json").write_text("{torn")
     summary = rebuild(tmp_path)
@@ -267,5 +270,6 @@ def test_rebuild_restores_the_ledger_from_record_files_and_keeps_the_damaged_one
     rows = {r.key: r for r in Ledger(tmp_path / "ledger.sqlite").rows()}
     assert {k: (r.status, r.attempts, r.lr, r.bsz) for k, r in rows.items()} == {
         TRIALS[0].key: ("finished", 2, 1e-3, 1024), TRIALS[1].key: ("diverged", 2, 1e-3, 1024)}
+    assert [(rows[t.key].phase, rows[t.key].box) for t in TRIALS[:2]] == [("qmc", ()), ("move", moved)]
     assert len(list(tmp_path.glob("ledger.sqlite.damaged-*"))) == 1
     Ledger(tmp_path / "ledger.sqlite").bind(study)  # the same study: the next run goes on from here

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 # A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB, so
 # some trials train fewer than 200 steps (forced: these tests check the machinery, not a law).
 TINY_STUDY = ["sweep.families=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
-              "sweep.force=true", "data.valid_bytes=65536", "eval_bytes=4096", "tracking=off"]
+              "sweep.force=true", "sweep.phases=[qmc]", "sweep.max_moves=0", "data.valid_bytes=65536",
+              "eval_bytes=4096", "tracking=off"]
 
 
 def run_sweep(sweep_dir: Path, *overrides: str, timeout: float = 900, env: dict | None = None):
@@ -97,17 +98,15 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     assert finished and all(r.bpb and r.record["lr"] == r.lr and r.record["bsz"] == r.bsz for r in finished)
     assert (sweep_dir / "results.csv").exists()
     print(f"6 trials in {time.time() - started:.0f} s")
-    # Rerun: finished trials are not run again; the failed one is retried (still broken).
-    (broken / "checkpoint.pt").write_bytes(b"still broken")
+    # The failed trial was retried in the sweep's next round (still broken): its attempts are used up.
+    assert "round 2: 6 trials, 1 to run" in first.stdout + first.stderr
+    assert rows["aunet2/C2e10/t1"].attempts == 2
+    # Rerun: finished trials are not run again, nor the failed one.
     stamps = {k: (sweep_dir / k / "record.json").stat().st_mtime for k, r in rows.items() if r.status != "failed"}
     second = run_sweep(sweep_dir, "sweep.name=local")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "1 to run" in second.stdout + second.stderr
+    assert "0 to run" in second.stdout + second.stderr
     assert stamps == {k: (sweep_dir / k / "record.json").stat().st_mtime for k in stamps}
-    again = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
-    assert again["aunet2/C2e10/t1"].attempts == 2
-    third = run_sweep(sweep_dir, "sweep.name=local")  # attempts exhausted: nothing to run
-    assert "0 to run" in third.stdout + third.stderr
     status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)], cwd=REPO,
                             capture_output=True, text=True)
     assert status.returncode == 0 and "aunet2" in status.stdout and "2e10" in status.stdout
@@ -223,7 +222,9 @@ def test_the_sweeper_plans_a_trial_once_and_the_trainer_runs_that_plan(tmp_path)
                                           "eval_bytes=4096", f"output_dir={tmp_path}"])
     cfg = trial_config(job)
     assert cfg.plan == shipped and cfg.model == shipped.model  # shipped exactly, through Hydra's grammar
-    assert (shipped.bsz, shipped.lr) == (trial.bsz, trial.lr) and cfg.lr_box == list(box(cell.prior.lr, study.lr_factor))
+    assert (shipped.bsz, shipped.lr) == (trial.bsz, trial.lr)
+    assert [*cfg.lr_box, *cfg.bsz_box] == list(trial.box)  # the box the trial was proposed in, as its ledger row has it
+    assert cfg.lr_box == pytest.approx(box(cell.prior.lr, 4.0), rel=1e-5)  # phase 1: the prior's box
     # The trainer planning by itself from the same model, budget, LR and BSZ finds the same plan.
     own = TrainConfig(model=shipped.model, data=cfg.data, budget=2e10, bsz=trial.bsz, optim=OptimConfig(lr=trial.lr),
                       ratio=0.005, family="aunet2")
