@@ -354,6 +354,20 @@ def flops_per_unit(cfg: ModelConfig, contraction: Sequence[float] | None = None,
     return b.total if include_head else b.without_head
 
 
+def executed_flops(breakdown: FlopsBreakdown, lengths: Sequence[int]) -> float:
+    """FLOPs (forward + backward) of one sequence whose stages ran ``lengths`` vectors (byte stage first).
+
+    ``breakdown.total`` counts each stage at its mean contraction; a batch runs every pooled
+    stage at its longest row's length, attending over that many vectors. With ``lengths`` the
+    padded lengths of a batch, this is what the model executed per row (the head at the byte rate).
+    """
+    out = lengths[0] * breakdown.head
+    for k, (stage, n) in enumerate(zip(breakdown.stages, lengths, strict=True)):
+        attended = stage.attended if k == 0 else n
+        out += n * (stage.per_vector - stage.attention + 6.0 * stage.width * stage.blocks * attended)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Reality check: what torch.utils.flop_counter.FlopCounterMode counts
 # ---------------------------------------------------------------------------------------

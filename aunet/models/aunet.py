@@ -64,6 +64,16 @@ def hierarchy_indices(levels: torch.Tensor, lengths: list[int | None]) -> list[S
     return out
 
 
+def stage_lengths(levels: torch.Tensor, cfg: ModelConfig) -> list[int]:
+    """Vectors per row that each stage of ``cfg`` runs on a batch of per-byte levels [B, T] (byte stage
+    first): the static ``max_pooled`` lengths, else the longest row's count, as ``hierarchy_indices`` pads."""
+    if cfg.max_pooled:
+        return [levels.shape[1], *cfg.max_pooled]
+    kept = levels.clone()
+    kept[:, 0] = cfg.n_stages  # the sequence start is kept at every stage
+    return [levels.shape[1], *(int((kept > k).sum(-1).max()) for k in range(cfg.n_stages - 1))]
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x [B, T, D], index [B, L] -> [B, L, D]."""
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
