@@ -21,6 +21,7 @@ from scipy.stats import qmc
 
 from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws
 from aunet.laws import HyperLaws
+from aunet.record import check_convention
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class StudyConfig:
     families: list[str] = field(default_factory=lambda: ["aunet2"])
     budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 1e12])
     ratio: float = 1.0  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
+    budget_convention: str = "spent"  # what the budgets count: "spent" (head included) or "paper" (the paper's C)
     trials: int = 6  # quasi-random trials per (family, budget)
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
@@ -75,6 +77,7 @@ class StudyConfig:
         def fail(name: str, message: str) -> None:
             raise ValueError(f"study {self.name!r}: '{name}' {message}")
 
+        check_convention(self.budget_convention, f"study {self.name!r}: 'budget_convention'")
         if not self.name or "/" in self.name:
             fail("name", f"is {self.name!r}; give a plain name (it names the study's folder and ledger)")
         if not self.families:
@@ -104,6 +107,8 @@ class StudyConfig:
     def fingerprint(self) -> str:
         """What must not change under the same study name (trial points depend on it)."""
         fixed = {k: v for k, v in asdict(self).items() if k not in ("max_attempts", "batch_size", "trials")}
+        if self.budget_convention == "spent":  # the default: studies begun before the setting keep their fingerprint
+            del fixed["budget_convention"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def prior_laws(self, family: str) -> HyperLaws:
