@@ -483,13 +483,9 @@ def stage_lengths(model, ids, levels=None) -> list[int]:
     cfg = model.cfg
     if cfg.arch != "aunet":
         return [int(ids.shape[1])]
-    from aunet.models.aunet import hierarchy_indices
+    from aunet.models.aunet import stage_lengths as pooled_lengths
 
-    if levels is None:
-        levels = model.levels(ids)
-    lengths = cfg.max_pooled or [None] * (cfg.n_stages - 1)
-    index = hierarchy_indices(levels, list(lengths))
-    return [int(ids.shape[1])] + [int(i.pool_idx.shape[1]) for i in index]
+    return pooled_lengths(model.levels(ids) if levels is None else levels, cfg)
 
 
 def count_flops(model, ids, levels=None) -> dict[str, float]:

@@ -66,12 +66,9 @@ def hierarchy_indices(levels: torch.Tensor, lengths: list[int | None]) -> list[S
 
 def stage_lengths(levels: torch.Tensor, cfg: ModelConfig) -> list[int]:
     """Vectors per row that each stage of ``cfg`` runs on a batch of per-byte levels [B, T] (byte stage
-    first): the static ``max_pooled`` lengths, else the longest row's count, as ``hierarchy_indices`` pads."""
-    if cfg.max_pooled:
-        return [levels.shape[1], *cfg.max_pooled]
-    kept = levels.clone()
-    kept[:, 0] = cfg.n_stages  # the sequence start is kept at every stage
-    return [levels.shape[1], *(int((kept > k).sum(-1).max()) for k in range(cfg.n_stages - 1))]
+    first): the static ``max_pooled`` lengths, else the longest row's count."""
+    index = hierarchy_indices(levels, list(cfg.max_pooled or [None] * (cfg.n_stages - 1)))
+    return [int(levels.shape[1])] + [int(i.pool_idx.shape[1]) for i in index]
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
