@@ -323,7 +323,7 @@ class TrainState:
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"])
         self.step, self.first_loss, self.units_seen = state["step"], state["first_loss"], state["units_seen"]
-        self.executed_flops = state["executed_flops"]
+        self.executed_flops = state["executed_flops"] / self.env.world_size  # all processes' total, shared out
         self.history = state["history"]
         log.info("resumed from %s at step %d", self.path, self.step)
 
@@ -334,8 +334,9 @@ class TrainState:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.env.device)
         for micro in range(self.accumulation):
-            batch = {k: v.to(self.env.device, non_blocking=True) for k, v in next(self.loader).items()}
-            self.count_executed(batch)
+            host_batch = next(self.loader)
+            self.count_executed(host_batch)  # on the host: no device sync
+            batch = {k: v.to(self.env.device, non_blocking=True) for k, v in host_batch.items()}
             sync = contextlib.nullcontext()
             if self.env.distributed and micro < self.accumulation - 1 and hasattr(self.model, "no_sync"):
                 sync = self.model.no_sync()
@@ -371,12 +372,13 @@ class TrainState:
         if not (force or periodic or now - self.last_checkpoint > self.cfg.checkpoint_seconds):
             return
         model_state = parallel.full_state_dict(self.model)
+        executed = self.executed()
         if self.env.is_main:
             checkpoint.save(self.path, {
                 "fingerprint": self.fingerprint, "model": model_state, "optimizer": self.optimizer.state_dict(),
                 "loader": self.loader.state_dict(), "rng": torch.get_rng_state(), "step": self.step,
                 "first_loss": self.first_loss, "units_seen": self.units_seen, "history": self.history,
-                "executed_flops": self.executed_flops})
+                "executed_flops": executed})
         parallel.barrier()
         self.last_checkpoint = now
 

@@ -115,6 +115,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     b = RunRecord.read(tmp_path / "killed" / "record.json")
     assert b.steps == a.steps == 12
     assert b.loss == pytest.approx(a.loss, rel=1e-6)
+    assert b.executed_flops == pytest.approx(a.executed_flops, rel=1e-12)  # the checkpoint carries the count
     assert [h["loss"] for h in b.metrics["history"] if "loss" in h] == pytest.approx(
         [h["loss"] for h in a.metrics["history"] if "loss" in h], rel=1e-6)
 
