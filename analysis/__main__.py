@@ -23,6 +23,7 @@ from analysis.fits import LEVEL, Analysis, analyse
 from analysis.holdout import validate_holdout
 from analysis.load import DIVERGED_ABOVE, FAMILY, AnalysisWarning, load_results
 from analysis.report import write_report
+from aunet.record import BUDGET_CONVENTIONS
 
 SWEEPS = Path("outputs/sweeps")  # where `python sweep.py -m` writes one folder per study
 
@@ -36,7 +37,7 @@ def default_results() -> str:
 
 
 def resolve(source: str | None, study: str | None, tracking_uri: str | None,
-            diverged_above: float | None = DIVERGED_ABOVE) -> pd.DataFrame:
+            diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None) -> pd.DataFrame:
     """A path or mlflow:<experiment> is the results; any other word is a study (its folder, or its rows)."""
     if source is not None and not source.startswith("mlflow:") and not Path(source).exists():
         if study is not None:
@@ -46,7 +47,7 @@ def resolve(source: str | None, study: str | None, tracking_uri: str | None,
         else:
             source, study = default_results(), source
     return load_results(source or default_results(), tracking_uri=tracking_uri, study=study,
-                        diverged_above=diverged_above)
+                        diverged_above=diverged_above, budget_convention=budget_convention)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +62,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diverged-above", type=_diverged_rule, default=DIVERGED_ABOVE,
                         help=f"set aside finished runs whose loss exceeds this multiple of their budget's best "
                              f"(default {DIVERGED_ABOVE}; 'none' keeps every finished run)")
+    parser.add_argument("--budget-convention", choices=sorted(BUDGET_CONVENTIONS),
+                        help="fit every run against its compute in this convention (needed when a family mixes them)")
 
 
 def _diverged_rule(text: str) -> float | None:
@@ -68,7 +71,8 @@ def _diverged_rule(text: str) -> float | None:
 
 
 def _load(args: argparse.Namespace, source: str | None = None) -> pd.DataFrame:
-    return resolve(source if source is not None else args.source, args.study, args.tracking_uri, args.diverged_above)
+    return resolve(source if source is not None else args.source, args.study, args.tracking_uri, args.diverged_above,
+                   args.budget_convention)
 
 
 def _options(args: argparse.Namespace) -> dict:

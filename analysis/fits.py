@@ -651,16 +651,18 @@ class Analysis:
 
 def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
             seed: int = 0, level: float = LEVEL, bsz_in: str = "units",
-            diverged_above: float | None = DIVERGED_ABOVE) -> Analysis:
+            diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None) -> Analysis:
     """Every fit for every family; a fit that cannot be made becomes a warning, not a crash.
 
     With too little data for any law, ``laws`` is empty and ``warnings`` says what is
     missing (the report still shows the runs); ``Analysis.law`` then raises with it.
     ``diverged_above``: the rule setting aside finished runs that diverged
-    (``analysis.load.validate_results``).
+    (``analysis.load.validate_results``). ``budget_convention``: the budget column to fit against
+    when a family's runs mix conventions (``validate_results``).
     """
     df = load_results(results if not isinstance(results, pd.DataFrame) else results.drop(
-        columns=["usable", "set_aside"], errors="ignore"), diverged_above=diverged_above)
+        columns=["usable", "set_aside"], errors="ignore"), diverged_above=diverged_above,
+        budget_convention=budget_convention)
     names = families or sorted(df[FAMILY].unique())
     messages: list[str] = []
     laws: dict[str, dict[str, HyperFit]] = {}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aunet.record import STATUSES, RunRecord
+from aunet.record import BUDGET_CONVENTIONS, COMPUTE_COLUMN, STATUSES, RunRecord, check_convention
 
 #: The column naming a run's model family (aunet2, transformer_bpe, ...): the one place that spells it.
 FAMILY = "family"
@@ -35,7 +35,8 @@ RUN_IDENTITY = ("study", FAMILY, "budget", "group", "lr", "bsz", "seed", "trial"
 DIVERGED_ABOVE = 1.5
 #: The columns that split a table into the sets of runs one optimum is read from.
 GROUP_KEYS = [FAMILY, "budget", "group"]
-NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "params", "steps",
+NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "paper_compute",
+           "executed_flops", "params", "steps",
            "train_units", "loss", "bpb", "lr_min", "lr_max", "bsz_min", "bsz_max", "bsz_bytes", "trial", "seed")
 POSITIVE = ("budget", "lr", "bsz")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".json")
@@ -57,7 +58,7 @@ def warn(message: str) -> str:
 
 
 def load_results(source: Any, *, tracking_uri: str | None = None, study: str | None = None,
-                 diverged_above: float | None = DIVERGED_ABOVE) -> pd.DataFrame:
+                 diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None) -> pd.DataFrame:
     """The validated results table from any of the forms a sweep leaves behind.
 
     ``source`` is a DataFrame of rows; a CSV, Parquet or JSONL table of rows (or of
@@ -65,7 +66,7 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
     study's output (its ledger), a folder of studies (every ``*/ledger.sqlite``), or any
     folder of ``**/record.json`` files (MLflow's artifact copies skipped) or with one
     table file; or ``"mlflow:<experiment>"`` with ``tracking_uri``. ``study`` keeps only
-    that study's rows. ``diverged_above``: see :func:`validate_results`.
+    that study's rows. ``diverged_above``, ``budget_convention``: see :func:`validate_results`.
     """
     if isinstance(source, pd.DataFrame):
         table = source.copy()
@@ -85,7 +86,7 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
             found = sorted(set(table["study"].dropna())) if "study" in table.columns else []
             raise ValueError(f"no runs of study {study!r} in {origin}; studies found: {found}")
         table = table[table["study"] == study]
-    return validate_results(table, origin=origin, diverged_above=diverged_above)
+    return validate_results(table, origin=origin, diverged_above=diverged_above, budget_convention=budget_convention)
 
 
 def _read_path(path: Path) -> pd.DataFrame:
@@ -154,8 +155,14 @@ def _row(item: Any, origin: Path) -> dict[str, Any]:
 
 
 def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
-                     diverged_above: float | None = DIVERGED_ABOVE) -> pd.DataFrame:
+                     diverged_above: float | None = DIVERGED_ABOVE,
+                     budget_convention: str | None = None) -> pd.DataFrame:
     """Check and normalise a results table.
+
+    Each row's ``budget`` counts compute in its ``convention`` (``aunet.record.BUDGET_CONVENTIONS``;
+    a table without the column is "spent"). A family whose rows mix conventions is refused unless
+    ``budget_convention`` names the one to fit in: every budget is then re-expressed in it, through
+    the row's own compute in both (``flops`` and ``paper_compute``).
 
     Adds ``group`` (which runs of a family and budget belong together), ``usable``
     (finished with a finite loss, not set aside) and ``set_aside`` (finished runs whose
@@ -196,6 +203,7 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
                 f"{origin}: column {column!r} must be a positive finite number in every row; "
                 f"rows {_rows(bad)} have {df.loc[bad, column].head(3).tolist()}"
             )
+    _budgets_in_one_convention(df, budget_convention, origin)
     df["budget"] = df["budget"].map(lambda c: float(f"{c:.6g}"))  # one group per target budget
     _check_units(df, origin)
     if "bpb" not in df.columns:
@@ -216,6 +224,48 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     if diverged_above is not None:
         _set_aside_diverged(df, diverged_above, origin)
     return df
+
+
+def _budgets_in_one_convention(df: pd.DataFrame, convention: str | None, origin: str) -> None:
+    """Check each row's budget convention; refuse a family that mixes them, or convert to ``convention``."""
+    df["convention"] = df["convention"].fillna("spent").astype(str).str.strip() if "convention" in df else "spent"
+    for value in df["convention"].unique():
+        check_convention(value, f"{origin}: convention")
+    if convention is None:
+        counts = df.groupby(FAMILY)["convention"].value_counts().unstack(fill_value=0)
+        mixed = counts[(counts > 0).sum(axis=1) > 1]
+        if len(mixed):
+            family = mixed.index[0]
+            raise ValueError(f"{origin}: family {family!r} mixes budget conventions "
+                             f"({', '.join(f'{c}: {n} runs' for c, n in mixed.loc[family].items())}), whose budgets "
+                             "are not comparable; say which to fit in: budget_convention='spent' or 'paper' "
+                             "(--budget-convention)")
+        return
+    check_convention(convention)
+    target = COMPUTE_COLUMN[convention]
+    for own in set(df["convention"]) - {convention}:
+        rows = df["convention"] == own
+        source = COMPUTE_COLUMN[own]
+        if target not in df or source not in df:
+            raise ValueError(f"{origin}: rows in convention {own!r} need columns {source!r} and {target!r} to "
+                             f"express their budgets as {convention!r}; the table lacks them")
+        factor = (df[target] / df[source])[rows]
+        # a run that failed before recording its compute takes the factor of its family and budget
+        cell = [df.loc[rows, FAMILY], df.loc[rows, "budget"]]
+        factor = factor.where(np.isfinite(factor), factor.groupby(cell).transform("median"))
+        missing = rows & ~np.isfinite(factor).reindex(df.index, fill_value=True)
+        if missing.any():
+            raise ValueError(f"{origin}: rows {_rows(missing)} (convention {own!r}) have no {source!r} and "
+                             f"{target!r}, and no run of their family and budget has, to express their budget as "
+                             f"{convention!r}")
+        df.loc[rows, "budget"] = df.loc[rows, "budget"] * factor
+        df.loc[rows, "convention"] = convention
+
+
+def compute_label(results: pd.DataFrame) -> str:
+    """The compute axis label of ``results``: which convention its budgets count."""
+    conventions = dict.fromkeys(results["convention"]) if "convention" in results else ["spent"]
+    return "compute C (FLOPs; " + "; ".join(BUDGET_CONVENTIONS[c] for c in conventions) + ")"
 
 
 def _groups(df: pd.DataFrame) -> pd.Series:

@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
 from analysis.fits import Analysis, HyperFit, LossFit, paper_law
-from analysis.load import FAMILY
+from analysis.load import FAMILY, compute_label
 
 COLOURS = {"band": "tab:blue", "bowl": "tab:orange"}
 FAMILY_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
@@ -80,7 +80,7 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
                         ms=5, capsize=2, label=f"{estimator} optimum per budget")
         if reference is not None:
             ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=reference.source)
-        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label)
+        ax.set(xscale="log", yscale="log", xlabel=compute_label(runs), ylabel=label)
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=6.5, loc="upper left")
     fig.suptitle(f"{first.family}: hyperparameter laws")
@@ -151,15 +151,15 @@ def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
                 label=f"{family}: {fit.e:.3g} + {fit.a:.3g}·C^-{fit.alpha:.3f}")
         ax.fill_between(grid, lo, hi, color=colour, alpha=0.15)
     labels = " / ".join(dict.fromkeys(fit.label for fit in loss.values()))
-    ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=f"best loss per budget ({labels})")
+    ax.set(xscale="log", yscale="log", xlabel=compute_label(results), ylabel=f"best loss per budget ({labels})")
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("loss against compute (envelope and fit)")
     return fig
 
 
-def plot_isoflop(curves: pd.DataFrame) -> Figure:
-    """Each metric against C per family (Fig. 3 of the paper), with bootstrap intervals."""
+def plot_isoflop(curves: pd.DataFrame, compute: str) -> Figure:
+    """Each metric against C per family (Fig. 3 of the paper), with bootstrap intervals; ``compute``: the C axis label."""
     metrics = list(dict.fromkeys(curves["metric"]))
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, math.ceil(len(metrics) / ncols))
@@ -175,7 +175,7 @@ def plot_isoflop(curves: pd.DataFrame) -> Figure:
             ax.errorbar(part["budget"], part["value"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
                         color=colour, label=family)
         title = {"bpb": "bits per byte", "loss": "loss (nats per unit)"}.get(metric, metric.removeprefix("eval_"))
-        ax.set(xscale="log", xlabel="compute C (FLOPs)", title=title)
+        ax.set(xscale="log", xlabel=compute, title=title)
         ax.grid(True, alpha=0.2)
         ax.legend(fontsize=6, loc="best" if len(families) < 2 else "lower right")
     for ax in axes[len(metrics):]:
@@ -193,5 +193,5 @@ def all_figures(analysis: Analysis, out: str | Path) -> dict[str, list[Path]]:
     if analysis.loss:
         figures["loss"] = save(plot_loss_curves(analysis.loss, analysis.results), out / "loss_vs_compute")
     if len(analysis.isoflop):
-        figures["isoflop"] = save(plot_isoflop(analysis.isoflop), out / "isoflop")
+        figures["isoflop"] = save(plot_isoflop(analysis.isoflop, compute_label(analysis.results)), out / "isoflop")
     return figures

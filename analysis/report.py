@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis.extrapolate import extrapolate
 from analysis.fits import Analysis, LawFit, analyse, paper_law
-from analysis.load import FAMILY
+from analysis.load import FAMILY, compute_label
 from analysis.plots import all_figures
 
 Block = tuple[Any, ...]
@@ -59,7 +59,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                    [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)]))
 
     blocks.append(("h", 2, "Hyperparameter laws"))
-    blocks.append(("p", "BSZ = A·C^α and LR = B·C^β, C in FLOPs. *band*: the paper's protocol (fit through the "
+    blocks.append(("p", f"BSZ = A·C^α and LR = B·C^β, C: {compute_label(df)}. *band*: the paper's protocol (fit through the "
                         "runs near the best loss of each budget); *bowl*: the minimum of a robust quadratic in "
                         "log LR × log BSZ fitted to every finished run of a budget. *dispersion*: scatter of the "
                         "budgets around the law in units of their bootstrap spread (≈1 or below: consistent)."))

@@ -389,6 +389,20 @@ def flops_per_unit(cfg: ModelConfig, contraction: Sequence[float] | None = None,
     return b.total if include_head else b.without_head
 
 
+def executed_flops(breakdown: FlopsBreakdown, lengths: Sequence[int]) -> float:
+    """FLOPs (forward + backward) of one sequence whose stages ran ``lengths`` vectors (byte stage first).
+
+    ``breakdown.total`` counts each stage at its mean contraction; a batch runs every pooled
+    stage at its longest row's length, attending over that many vectors. With ``lengths`` the
+    padded lengths of a batch, this is what the model executed per row (the head at the byte rate).
+    """
+    out = lengths[0] * breakdown.head
+    for k, (stage, n) in enumerate(zip(breakdown.stages, lengths, strict=True)):
+        attended = stage.attended if k == 0 else n
+        out += n * (stage.per_vector - stage.attention + 6.0 * stage.width * stage.blocks * attended)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Reality check: what torch.utils.flop_counter.FlopCounterMode counts
 # ---------------------------------------------------------------------------------------
@@ -534,13 +548,9 @@ def stage_lengths(model, ids, levels=None) -> list[int]:
     cfg = model.cfg
     if cfg.arch != "aunet":
         return [int(ids.shape[1])]
-    from aunet.models.aunet import hierarchy_indices
+    from aunet.models.aunet import stage_lengths as pooled_lengths
 
-    if levels is None:
-        levels = model.levels(ids)
-    lengths = cfg.max_pooled or [None] * (cfg.n_stages - 1)
-    index = hierarchy_indices(levels, list(lengths))
-    return [int(ids.shape[1])] + [int(i.pool_idx.shape[1]) for i in index]
+    return pooled_lengths(model.levels(ids) if levels is None else levels, cfg)
 
 
 def count_flops(model, ids, levels=None) -> dict[str, float]:

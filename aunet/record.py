@@ -20,6 +20,20 @@ STATUSES = ("pending", "running", "finished", "diverged", "failed", "preempted")
 FINAL_STATUSES = ("finished", "diverged", "failed")
 #: Suffixes of ``downstream`` keys that qualify a task's score (aunet.eval.suite); the rest are scores.
 DOWNSTREAM_DETAILS = ("_ci_low", "_ci_high", "_chance", "_n", "_acc_raw", "_acc_token")
+#: What a budget counts (see ``aunet.ladder``), and the record column holding a run's compute in it.
+BUDGET_CONVENTIONS = {
+    "spent": "compute spent, head included: N x F",
+    "paper": "the paper's C: N x F_no-head",
+}
+COMPUTE_COLUMN = {"spent": "flops", "paper": "paper_compute"}
+
+
+def check_convention(value: str, where: str = "budget_convention") -> str:
+    """``value`` if it names a budget convention; else a one-line error naming the choices."""
+    if value not in BUDGET_CONVENTIONS:
+        raise ValueError(f"{where} {value!r} is not a budget convention; use one of {sorted(BUDGET_CONVENTIONS)} "
+                         "('spent': head included, the default; 'paper': the paper's C, no output head)")
+    return value
 
 
 @dataclass
@@ -28,7 +42,7 @@ class RunRecord:
 
     status: str
     family: str  # aunet2, aunet3, aunet4, transformer_bytes, transformer_bpe, mamba_bytes
-    budget: float  # target compute C (FLOPs)
+    budget: float  # target compute C (FLOPs), counted in ``convention``
     lr: float  # peak learning rate
     bsz: float  # input units (bytes or tokens) per optimizer step
     units: str = "bytes"  # "bytes" or "tokens"
@@ -38,7 +52,10 @@ class RunRecord:
     model: str = ""  # preset or ladder name
     ratio: float = float("nan")  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
     flops_per_unit: float = float("nan")
-    flops: float = float("nan")  # compute actually spent
+    flops: float = float("nan")  # compute actually spent (counted: mean contraction), head included
+    paper_compute: float = float("nan")  # the paper's C of the same run: no output head
+    executed_flops: float = float("nan")  # what the model ran: AU-Net's stages padded to the longest row
+    convention: str = "spent"  # what ``budget`` counts: a key of BUDGET_CONVENTIONS
     params: float = float("nan")
     steps: int = 0
     train_units: float = 0.0
@@ -60,6 +77,7 @@ class RunRecord:
             raise ValueError(f"record status {self.status!r} is not one of {STATUSES}")
         if self.units not in ("bytes", "tokens"):
             raise ValueError(f"record units {self.units!r} must be 'bytes' or 'tokens'")
+        check_convention(self.convention, "record convention")
 
     @property
     def bsz_bytes(self) -> float:
@@ -101,5 +119,5 @@ class RunRecord:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-_FLOAT_FIELDS = {"budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "params",
-                 "train_units", "loss", "bpb"}
+_FLOAT_FIELDS = {"budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "paper_compute",
+                 "executed_flops", "params", "train_units", "loss", "bpb"}

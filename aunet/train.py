@@ -35,10 +35,12 @@ from aunet import checkpoint, parallel
 from aunet.config import COUNTED_IN, ModelConfig
 from aunet.data import Corpus, DataConfig, Prefetcher, prepare_data
 from aunet.eval.suite import EvalConfig, run_downstream
+from aunet.flops import executed_flops, flops_breakdown
 from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
 from aunet.models import build_model
+from aunet.models.aunet import stage_lengths
 from aunet.optim import OptimConfig, build_optimizer, lr_at
-from aunet.record import RunRecord
+from aunet.record import RunRecord, check_convention
 from aunet.threads import use_allocated_threads
 from aunet.tracking import Tracker, TrackingConfig
 
@@ -60,6 +62,7 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(enabled=False))  # downstream tasks at the end
     budget: float | None = None  # compute C in FLOPs: sets the number of training units
+    budget_convention: str = "spent"  # what budget counts: "spent" (head included) or "paper" (the paper's C)
     steps: int | None = None  # or an explicit number of optimizer steps
     bsz: int | None = None  # input units per optimizer step; None: the law's prior at this budget
     micro_batch: int = 0  # sequences per forward pass and process; 0: as many as fit max_micro_batch
@@ -90,14 +93,16 @@ class TrainConfig:
     bsz_box: list[float] | None = None
 
     def __post_init__(self) -> None:
-        if self.plan is not None:  # a planned run trains the model of its plan
+        if self.plan is not None:  # a planned run trains the model of its plan, in its convention
             self.model = self.plan.model
+            self.budget_convention = self.plan.convention
         self.validate()
 
     def validate(self) -> None:
         def fail(name: str, message: str) -> None:
             raise ValueError(f"train config: '{name}' {message}")
 
+        check_convention(self.budget_convention, "train config: 'budget_convention'")
         if self.budget is None and self.steps is None:
             fail("budget", "is missing; give a compute budget in FLOPs (e.g. budget=1e12) or steps=N")
         if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
@@ -146,7 +151,8 @@ def make_plan(cfg: TrainConfig, corpus: Corpus) -> RunPlan:
     if cfg.plan is not None:
         return cfg.plan
     return plan_model(cfg.model, cfg.budget, laws=cfg.law, ratio=cfg.ratio or math.nan, family=cfg.family or None,
-                      measured=DataMeasurements.of(corpus, cfg.model), bsz=cfg.bsz, lr=cfg.optim.lr, steps=cfg.steps)
+                      measured=DataMeasurements.of(corpus, cfg.model), convention=cfg.budget_convention, bsz=cfg.bsz,
+                      lr=cfg.optim.lr, steps=cfg.steps)
 
 
 def batch_geometry(plan: RunPlan, world_size: int, micro_batch: int, max_micro_batch: int) -> tuple[int, int]:
@@ -242,6 +248,7 @@ def train(cfg: TrainConfig) -> RunRecord:
                        lr=float(cfg.optim.lr or "nan"), bsz=float(cfg.bsz or "nan"),
                        units=COUNTED_IN[cfg.model.units], study=cfg.study, trial=cfg.trial,
                        model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
+                       convention=cfg.budget_convention,
                        lr_box=tuple(cfg.lr_box) if cfg.lr_box else None,
                        bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict(),
                        threads=torch.get_num_threads(), threads_source=threads.source)
@@ -300,6 +307,9 @@ class TrainState:
             "world": env.world_size})
         self.path = out / "checkpoint.pt"
         self.step, self.first_loss, self.units_seen = 0, None, 0.0
+        pooled = plan.contraction if plan.model.arch == "aunet" else None
+        self.breakdown = flops_breakdown(plan.model, pooled)
+        self.executed_flops = 0.0  # this process's; see executed()
         self.history: list[dict[str, float]] = []
         self.last_checkpoint = time.time()
 
@@ -313,6 +323,7 @@ class TrainState:
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"])
         self.step, self.first_loss, self.units_seen = state["step"], state["first_loss"], state["units_seen"]
+        self.executed_flops = state["executed_flops"] / self.env.world_size  # all processes' total, shared out
         self.history = state["history"]
         log.info("resumed from %s at step %d", self.path, self.step)
 
@@ -323,7 +334,9 @@ class TrainState:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.env.device)
         for micro in range(self.accumulation):
-            batch = {k: v.to(self.env.device, non_blocking=True) for k, v in next(self.loader).items()}
+            host_batch = next(self.loader)
+            self.count_executed(host_batch)  # on the host: no device sync
+            batch = {k: v.to(self.env.device, non_blocking=True) for k, v in host_batch.items()}
             sync = contextlib.nullcontext()
             if self.env.distributed and micro < self.accumulation - 1 and hasattr(self.model, "no_sync"):
                 sync = self.model.no_sync()
@@ -340,6 +353,18 @@ class TrainState:
         self.first_loss = self.first_loss if self.first_loss is not None else loss_value
         return loss_value, lr, float(grad_norm)
 
+    def count_executed(self, batch: dict[str, torch.Tensor]) -> None:
+        """Add the FLOPs the model runs on ``batch``: AU-Net pads each pooled stage to its longest row."""
+        ids = batch["ids"][:, :-1]
+        model = self.plan.model
+        lengths = stage_lengths(batch["levels"][:, :-1], model) if model.arch == "aunet" else [ids.shape[1]]
+        self.executed_flops += ids.shape[0] * executed_flops(self.breakdown, lengths)
+
+    def executed(self) -> float:
+        """FLOPs executed so far by all processes."""
+        local = torch.tensor(self.executed_flops, dtype=torch.float64, device=self.env.device)
+        return float(parallel.all_reduce_sum(local))
+
     def maybe_checkpoint(self, force: bool = False) -> None:
         """Checkpoint when forced, every ``checkpoint_every`` steps, or ``checkpoint_seconds`` after the last one."""
         now = time.time()
@@ -347,11 +372,13 @@ class TrainState:
         if not (force or periodic or now - self.last_checkpoint > self.cfg.checkpoint_seconds):
             return
         model_state = parallel.full_state_dict(self.model)
+        executed = self.executed()
         if self.env.is_main:
             checkpoint.save(self.path, {
                 "fingerprint": self.fingerprint, "model": model_state, "optimizer": self.optimizer.state_dict(),
                 "loader": self.loader.state_dict(), "rng": torch.get_rng_state(), "step": self.step,
-                "first_loss": self.first_loss, "units_seen": self.units_seen, "history": self.history})
+                "first_loss": self.first_loss, "units_seen": self.units_seen, "history": self.history,
+                "executed_flops": executed})
         parallel.barrier()
         self.last_checkpoint = now
 
@@ -394,6 +421,8 @@ def run(state: TrainState, record: RunRecord, tracker: Tracker | None, started: 
         record.metrics["train_seconds"] = time.time() - loop_start
         record.steps, record.train_units = state.step, state.units_seen
         record.flops = plan.flops_per_unit * state.units_seen
+        record.paper_compute = plan.flops_per_unit_ratio * state.units_seen
+        record.executed_flops = state.executed()
         record.metrics.update(_throughput(state.history, env, state.corpus.bytes_per_unit))
         record.metrics["history"] = state.history
         if guard.signum is not None and state.step < plan.steps:

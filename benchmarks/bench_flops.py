@@ -1,6 +1,7 @@
 """Analytic FLOPs per unit vs torch's FlopCounterMode, and vs the paper's Table 10.
 
     python benchmarks/bench_flops.py [--presets aunet2_tiny,...] [--batch 2] [--seq-len 512] [--table10]
+                                     [--executed] [--micro-batch 8] [--batches 16]
 
 For each small model: FlopCounterMode over one forward + backward pass, per input
 unit, next to the analytic F of ``aunet.flops`` (the paper's convention, with the
@@ -23,6 +24,11 @@ depthwise convolution and its scan are counted differently:
   counted); its chunked SSD scan is counted as the matmuls it runs (quadratic within a
   chunk of 256 positions), where F counts the recurrence (5·E·d·N per position, x3).
 * embedding lookups, norms, activations, residual adds: counted by neither.
+
+``--executed``: for AU-Net 2/3/4 on the default corpus at the CPU sequence length and at
+8,192 bytes, the FLOPs the model executes (each pooled stage padded to the longest row of
+a micro-batch, as the trainer records them in ``executed_flops``) over the FLOPs counted
+with the mean contraction (``flops``), on the trainer's batches.
 """
 
 from __future__ import annotations
@@ -33,16 +39,19 @@ import time
 import torch
 
 from aunet.config import ModelConfig
+from aunet.data import DataConfig, prepare_data
 from aunet.flops import (
     PAPER_CONTRACTION,
     count_flops,
+    executed_flops,
     flops_breakdown,
     flops_per_unit,
     predict_flop_counter,
     stage_lengths,
 )
-from aunet.ladder import load_preset
+from aunet.ladder import get_family, load_preset, plan
 from aunet.models import build_model
+from aunet.models.aunet import stage_lengths as pooled_lengths
 
 PRESETS = ["transformer_bytes_tiny", "transformer_bpe_tiny", "mamba_bytes_tiny", "aunet2_tiny", "aunet3_tiny",
            "aunet4_tiny"]
@@ -106,13 +115,38 @@ def table10() -> None:
               f"paper convention {paper:9.3g} ({paper / listed:5.2f})")
 
 
+def executed_over_counted(micro_batch: int, batches: int) -> None:
+    """Executed (padded) over counted (mean contraction) FLOPs of AU-Net 2/3/4 on the trainer's batches."""
+    print(f"\n== executed / counted FLOPs, default corpus, micro-batch {micro_batch}, {batches} batches")
+    cpu = (get_family("aunet2").regime(1e12)[0], 1e12, 0.005)  # the ladder's CPU sizes
+    for seq_len, budget, ratio in (cpu, (8192, 1e19, 10.0)):
+        corpus = prepare_data(DataConfig(seq_len=seq_len))
+        for family in ("aunet2", "aunet3", "aunet4"):
+            cfg = plan(family, budget, ratio, seq_len=seq_len).model
+            breakdown = flops_breakdown(cfg, corpus.contraction(cfg))
+            loader = corpus.train_loader(cfg, micro_batch)
+            executed = counted = 0.0
+            for _ in range(batches):
+                levels = next(loader)["levels"][:, :-1]
+                executed += levels.shape[0] * executed_flops(breakdown, pooled_lengths(levels, cfg))
+                counted += levels.numel() * breakdown.total
+            print(f"   {family} seq_len {seq_len:5d} (dims {cfg.dims}): contraction "
+                  f"{[round(c, 2) for c in breakdown.contraction]}, executed / counted {executed / counted:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=512, help="override the presets' seq_len (0: keep)")
     parser.add_argument("--table10", action="store_true", help="also compare with Table 10")
+    parser.add_argument("--executed", action="store_true", help="only the executed / counted FLOPs of AU-Net 2/3/4")
+    parser.add_argument("--micro-batch", type=int, default=8, help="sequences per forward pass (--executed)")
+    parser.add_argument("--batches", type=int, default=16, help="batches measured (--executed)")
     args = parser.parse_args()
+    if args.executed:
+        executed_over_counted(args.micro_batch, args.batches)
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name in args.presets.split(","):
         cfg = load_preset(name)

@@ -77,7 +77,7 @@ def plan_family(study: StudyConfig, family: str, budget: float, measured: DataMe
                 bsz: int | None = None, lr: float | None = None) -> RunPlan:
     return ladder.plan(family, budget, study.ratio, laws=study.prior_laws(family), contraction=measured.contraction,
                        bpe_bytes_per_token=measured.bpe_bytes_per_token, vocab_size=measured.vocab_size,
-                       bsz=bsz, lr=lr)
+                       convention=study.budget_convention, bsz=bsz, lr=lr)
 
 
 def plan_cell(study: StudyConfig, family: str, budget: float, data: DictConfig | DataConfig) -> Cell:

@@ -22,6 +22,7 @@ from scipy.stats import qmc
 
 from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws, whole_sequences
 from aunet.laws import HyperLaws
+from aunet.record import check_convention
 
 PHASES = ("qmc", "adaptive")  # phase 1 quasi-random, phase 2 adaptive (box moves come between them)
 SAMPLERS = ("gp", "tpe")  # Optuna's GPSampler and TPESampler for phase 2
@@ -62,6 +63,7 @@ class StudyConfig:
     families: list[str] = field(default_factory=lambda: ["aunet2"])
     budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 1e12])
     ratio: float = 1.0  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
+    budget_convention: str = "spent"  # what the budgets count: "spent" (head included) or "paper" (the paper's C)
     trials: int = 8  # phase 1: quasi-random trials per (family, budget)
     phases: list[str] = field(default_factory=lambda: ["qmc", "adaptive"])
     adaptive_trials: int = 8  # phase 2: trials per cell proposed by Optuna's sampler
@@ -89,6 +91,7 @@ class StudyConfig:
         def fail(name: str, message: str) -> None:
             raise ValueError(f"study {self.name!r}: '{name}' {message}")
 
+        check_convention(self.budget_convention, f"study {self.name!r}: 'budget_convention'")
         if not self.name or "/" in self.name:
             fail("name", f"is {self.name!r}; give a plain name (it names the study's folder and ledger)")
         if not self.families:

@@ -190,7 +190,7 @@ def test_family_configs_follow_table9_shapes():
 def test_bigger_budget_never_gives_a_smaller_model(arch):
     budgets = [10 ** (e / 8) for e in range(8 * 12, 8 * 23)]  # 1e12 .. 1e23, fixed sequence length
     seq = 1024 if FAMILIES[arch].units == "bytes" else 256
-    for convention in ("total", "paper"):
+    for convention in ("spent", "paper"):
         plans = []
         for c in budgets:
             try:

@@ -115,6 +115,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     b = RunRecord.read(tmp_path / "killed" / "record.json")
     assert b.steps == a.steps == 12
     assert b.loss == pytest.approx(a.loss, rel=1e-6)
+    assert b.executed_flops == pytest.approx(a.executed_flops, rel=1e-12)  # the checkpoint carries the count
     assert [h["loss"] for h in b.metrics["history"] if "loss" in h] == pytest.approx(
         [h["loss"] for h in a.metrics["history"] if "loss" in h], rel=1e-6)
 
@@ -277,3 +278,27 @@ def test_a_budget_too_small_for_the_model_is_refused_before_training(tmp_path):
     record = RunRecord.read(tmp_path / "record.json")
     assert record.status == "failed" and record.steps == 0 and "too small" in record.error
     assert not (tmp_path / "model.pt").exists() and "train_seconds" not in record.metrics
+
+
+def test_paper_convention_and_executed_flops_are_recorded(tmp_path):
+    cfg = tiny_config(tmp_path, steps=None, budget=2e9, bsz=None, budget_convention="paper")
+    record = train(cfg)
+    assert record.status == "finished", record.error
+    contraction = prepare_data(cfg.data).contraction(cfg.model)
+    without_head = flops_per_unit(cfg.model, contraction, include_head=False)
+    assert record.convention == "paper" and record.budget == 2e9
+    assert record.paper_compute == pytest.approx(without_head * record.train_units)
+    assert abs(record.paper_compute - 2e9) <= without_head * record.bsz / 2 + 1  # the budget is the paper's C
+    assert record.flops == pytest.approx(record.flops_per_unit * record.train_units) and record.flops > 2e9
+    # Every pooled stage runs at its batch's longest row: more than the mean contraction counts, not absurdly.
+    assert record.flops < record.executed_flops < 1.5 * record.flops
+    stored = RunRecord.read(tmp_path / "record.json")
+    assert stored.executed_flops == record.executed_flops and stored.convention == "paper"
+
+
+def test_executed_flops_equal_counted_without_pooling(tmp_path):
+    model = dict(arch="transformer", name="t_test", dims=[32], layers=[1], head_dims=[16], ffn_dims=[64],
+                 seq_len=128, window=None)
+    record = train(tiny_config(tmp_path, model=model, steps=2))
+    assert record.status == "finished", record.error
+    assert record.convention == "spent" and record.executed_flops == pytest.approx(record.flops)

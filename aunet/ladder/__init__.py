@@ -17,8 +17,9 @@ With N the training units:
     BSZ, LR          paper laws at N · F_γ; a fitted law at the budget
     steps            N / BSZ (BSZ in input units per step, whole sequences)
 
-``budget`` is the compute spent, head included (``convention="total"``, the default,
-as in DESIGN.md and ``aunet.train``), or the paper's C (``convention="paper"``).
+``budget`` is the compute spent, head included (``convention="spent"``, the default,
+as in DESIGN.md), or the paper's C (``convention="paper"``): ``aunet.record.BUDGET_CONVENTIONS``;
+``budget_convention`` of ``aunet.train.TrainConfig`` and of a sweep's study config.
 
 Evidence, from the Table 9 presets and ``aunet.flops``:
 * the 12 "Scaling baseline" rows satisfy Steps × Tokens/Step = 10 · F_γ to the step

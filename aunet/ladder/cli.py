@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 from aunet.flops import count_params, flops_breakdown
 from aunet.ladder.families import FAMILIES, LLAMA3_BYTES_PER_TOKEN
-from aunet.ladder.planner import CONVENTIONS, LAW_AT, RunPlan, _fmt_list, plan
+from aunet.ladder.planner import LAW_AT, RunPlan, _fmt_list, plan
 from aunet.ladder.presets import list_presets, load_preset
+from aunet.record import BUDGET_CONVENTIONS
 
 
 def _fmt_count(n: float) -> str:
@@ -58,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bytes-per-token", type=float, default=LLAMA3_BYTES_PER_TOKEN,
                         help="bytes per LLaMA-3 token on the data (default 4.56)")
     parser.add_argument("--bpe-bytes-per-token", type=float, help="bytes per token of the BPE model's tokenizer")
-    parser.add_argument("--convention", choices=sorted(CONVENTIONS), default="total",
-                        help="what the budget counts: 'total' compute spent (default) or the paper's C (no head)")
+    parser.add_argument("--convention", choices=sorted(BUDGET_CONVENTIONS), default="spent",
+                        help="what the budget counts: 'spent' compute, head included (default) or the paper's C "
+                             "(no head)")
     parser.add_argument("--law-at", choices=LAW_AT, default="auto",
                         help="evaluate the law at the paper's C or at the budget (auto: paper laws at C)")
     parser.add_argument("--json", action="store_true", help="print the plan(s) as JSON")

@@ -28,11 +28,8 @@ from aunet.ladder.families import (
 )
 from aunet.ladder.presets import PROJECT_ROOT
 from aunet.laws import PAPER_LAWS, HyperLaws
+from aunet.record import BUDGET_CONVENTIONS, check_convention
 
-CONVENTIONS = {
-    "total": "compute spent, head included: N x F",
-    "paper": "the paper's C: N x F_no-head",
-}
 LAW_AT = ("auto", "paper", "budget")
 #: The paper's law for a model's units (the byte law for every byte model, the BPE law for tokens).
 PAPER_LAW_FOR_UNITS = {"bytes": "aunet", "bpe": "bpe"}
@@ -46,7 +43,7 @@ class RunPlan:
     name: str
     family: str
     model: ModelConfig
-    budget: float  # FLOPs: the compute spent (convention "total") or the paper's C ("paper")
+    budget: float  # FLOPs: the compute spent (convention "spent") or the paper's C ("paper")
     ratio: float  # requested γ, LLaMA-3-token units (nan: none requested)
     flops_per_unit: float  # F, output head included (Table 10's FLOPs/token)
     flops_per_unit_ratio: float  # F_γ: without the output head, the F of the ratio
@@ -64,7 +61,7 @@ class RunPlan:
     params: int
     contraction: list[float] = field(default_factory=list)
     bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN
-    convention: str = "total"
+    convention: str = "spent"
     law_bsz: float = 0.0  # the law's BSZ before rounding to sequences, model units
     steps_given: bool = False  # steps were fixed, not derived from the budget
 
@@ -83,7 +80,7 @@ class RunPlan:
         if n % world_size == 0:
             return self
         bsz = max(world_size, round(n / world_size) * world_size) * self.seq_len
-        per_unit = self.flops_per_unit if self.convention == "total" else self.flops_per_unit_ratio
+        per_unit = self.flops_per_unit if self.convention == "spent" else self.flops_per_unit_ratio
         steps = self.steps if self.steps_given else whole_steps(self.budget, per_unit, bsz)
         scale = steps * bsz / self.train_units
         return replace(self, bsz=bsz, steps=steps, train_units=steps * bsz, total_flops=self.total_flops * scale,
@@ -99,7 +96,8 @@ class RunPlan:
         return dict(family=self.family, budget=self.budget, lr=self.lr, bsz=float(self.bsz), units=self.units,
                     bytes_per_unit=self.bytes_per_unit, model=self.model.name, ratio=self.ratio,
                     flops_per_unit=self.flops_per_unit, params=float(self.params), steps=self.steps,
-                    train_units=float(self.train_units), contraction=list(self.contraction))
+                    train_units=float(self.train_units), contraction=list(self.contraction),
+                    convention=self.convention)
 
     def to_overrides(self) -> list[str]:
         """Hydra overrides of ``conf/train.yaml`` (``aunet.train.TrainConfig``) that run this plan.
@@ -110,7 +108,7 @@ class RunPlan:
         out = [f"++model.{k}={hydra_value(v)}" for k, v in self.model.to_dict().items()]
         out += [f"++{k}={hydra_value(v)}" for k, v in (
             ("family", self.family), ("budget", self.budget), ("ratio", self.ratio), ("bsz", self.bsz),
-            ("steps", self.steps), ("optim.lr", self.lr))]
+            ("steps", self.steps), ("optim.lr", self.lr), ("budget_convention", self.convention))]
         return out
 
     def table(self) -> str:
@@ -118,7 +116,7 @@ class RunPlan:
         rows = [
             ("plan", self.name),
             ("family", f"{self.family} ({m.arch}, {self.units})"),
-            ("budget", f"{self.budget:.3g} FLOPs ({CONVENTIONS[self.convention]})"),
+            ("budget", f"{self.budget:.3g} FLOPs ({BUDGET_CONVENTIONS[self.convention]})"),
             ("ratio", f"{self.ratio:g} requested, {self.achieved_ratio:.3g} achieved (LLaMA-3-token units)"),
             ("dims", _fmt_list(m.dims)),
             ("layers", _fmt_list(m.layers)),
@@ -269,7 +267,7 @@ def check_steps(plan: RunPlan, max_bsz: float | None = None, min_steps: int = MI
 
 def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | str | Path | dict | None = None,
                ratio: float = math.nan, family: str | None = None, measured: DataMeasurements | None = None,
-               bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN, convention: str = "total", law_at: str = "auto",
+               bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN, convention: str = "spent", law_at: str = "auto",
                bsz: int | None = None, lr: float | None = None, steps: int | None = None) -> RunPlan:
     """Plan a run of ``model``: batch size in whole sequences, steps that spend ``budget``, peak LR.
 
@@ -278,14 +276,13 @@ def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | st
     Refuses a budget that buys less than one step, naming the smallest one that works.
     """
     measured = measured or DataMeasurements()
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention {convention!r}: use one of {sorted(CONVENTIONS)}")
+    check_convention(convention, "convention")
     if law_at not in LAW_AT:
         raise ValueError(f"law_at {law_at!r}: use one of {LAW_AT}")
     law = resolve_laws(laws, model.units)
     breakdown = flops_breakdown(model, measured.contraction)
     f_total, f_gamma = breakdown.total, breakdown.without_head
-    per_unit = f_total if convention == "total" else f_gamma
+    per_unit = f_total if convention == "spent" else f_gamma
     bpe = model.units == "bpe"
     units = COUNTED_IN[model.units]
     b_unit = (measured.bpe_bytes_per_token or bytes_per_token) if bpe else 1.0
@@ -298,7 +295,7 @@ def plan_model(model: ModelConfig, budget: float | None, *, laws: HyperLaws | st
 
     def law_point(c: float) -> tuple[float, float]:
         """(the compute the law is evaluated at, its BSZ in model units) for a budget c."""
-        at = c * f_gamma / f_total if at_paper and convention == "total" else c
+        at = c * f_gamma / f_total if at_paper and convention == "spent" else c
         law_bsz = law.bsz(at)
         if law.units != units:
             law_bsz = law_bsz * (bytes_per_token if law.units == "tokens" else 1.0) / b_unit
@@ -347,11 +344,11 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
          seq_len: int | None = None, contraction: Sequence[float] | None = None,
          bytes_per_token: float = LLAMA3_BYTES_PER_TOKEN, *, window: int | None = None,
          vocab_size: int | None = None, bpe_bytes_per_token: float | None = None,
-         convention: str = "total", law_at: str = "auto", bsz: int | None = None, lr: float | None = None) -> RunPlan:
+         convention: str = "spent", law_at: str = "auto", bsz: int | None = None, lr: float | None = None) -> RunPlan:
     """Choose the model, data, batch size, steps and prior LR for budget C and ratio γ.
 
     ``family``: a family of ``FAMILIES``. ``budget``: FLOPs, the compute spent
-    (``convention="total"``) or the paper's C = N x F_no-head (``"paper"``); see the
+    (``convention="spent"``) or the paper's C = N x F_no-head (``"paper"``); see the
     package docstring. ``ratio``: γ in LLaMA-3-token units. ``laws``: see ``resolve_laws``.
     ``seq_len``/``window``/``vocab_size``: None picks the regime's (paper sizes from 1e16
     FLOPs up, CPU sizes below). ``contraction``: AU-Net's bytes per vector per stage (None:
@@ -367,8 +364,7 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
     bytes_per_token = positive_number("bytes_per_token", bytes_per_token, "bytes per LLaMA-3 token, e.g. 4.56")
     if bpe_bytes_per_token is not None:
         bpe_bytes_per_token = positive_number("bpe_bytes_per_token", bpe_bytes_per_token, "e.g. 3.8 for a 4k BPE")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention {convention!r}: use one of {sorted(CONVENTIONS)}")
+    check_convention(convention, "convention")
     regime_seq, regime_window, regime_vocab = fam.regime(budget)
     seq_len = regime_seq if seq_len is None else seq_len
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
@@ -389,7 +385,7 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
     ladder = rungs(fam.name, seq_len, window, vocab, contraction_key, bytes_per_token / b_unit)
 
     def cost(r: Rung) -> float:  # budget / γ_unit for this rung
-        return r.flops_ratio * (r.flops if convention == "total" else r.flops_ratio)
+        return r.flops_ratio * (r.flops if convention == "spent" else r.flops_ratio)
 
     # Keep a chain on which cost, F and F_no-head all grow, so that every one of them
     # grows with the budget (a wide shallow rung can cost more yet have a smaller F_no-head).
@@ -398,7 +394,7 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
         if not chain or (r.flops_ratio >= chain[-1].flops_ratio and r.flops >= chain[-1].flops):
             chain.append(r)
     unit = "byte" if fam.units == "bytes" else "token"
-    what = "F x F_no-head" if convention == "total" else "F_no-head²"
+    what = "F x F_no-head" if convention == "spent" else "F_no-head²"
     smallest, largest = chain[0], chain[-1]
     if budget < gamma_unit * cost(smallest):
         need = gamma_unit * cost(smallest)

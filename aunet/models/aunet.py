@@ -64,6 +64,13 @@ def hierarchy_indices(levels: torch.Tensor, lengths: list[int | None]) -> list[S
     return out
 
 
+def stage_lengths(levels: torch.Tensor, cfg: ModelConfig) -> list[int]:
+    """Vectors per row that each stage of ``cfg`` runs on a batch of per-byte levels [B, T] (byte stage
+    first): the static ``max_pooled`` lengths, else the longest row's count."""
+    index = hierarchy_indices(levels, list(cfg.max_pooled or [None] * (cfg.n_stages - 1)))
+    return [int(levels.shape[1])] + [int(i.pool_idx.shape[1]) for i in index]
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x [B, T, D], index [B, L] -> [B, L, D]."""
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
