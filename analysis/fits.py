@@ -143,8 +143,9 @@ def _replicates(loss: np.ndarray, logv: np.ndarray, n_boot: int, rng: np.random.
     moves with whichever grid points a resample happens to drop, so resampling invents
     design variability (the exponents' bootstrap spread was 1.5-2.2x their real spread
     over seeds). Its replicates instead redraw the loss noise at the fixed points, at the
-    relative scale of the robust quadratic's residuals (1.0-1.25x the real spread). The
-    bowl, a smooth regression, keeps resampling runs (1.0-1.3x, closer than redrawn noise).
+    relative scale of the robust quadratic's residuals (1.1-1.3x the real spread). The
+    bowl, a smooth regression, keeps resampling runs (0.9-1.3x on a grid; redrawn noise
+    was no closer, 1.0-1.3x).
     """
     n = len(loss)
     if estimator != "band" or not _is_grid(logv):

@@ -14,7 +14,7 @@ coverage 0.92 to 1.00, 8 of 24 rows within target (every grid row with divergenc
 Sobol bowl at 4 budgets); the rest over-cover at 0.99-1.00 (Sobol band 0.96-1.00, Sobol
 bowl 0.98-1.00, clean grid rows 0.97-1.00). Width ratios 1.07-1.26. The previous rule (a
 Student-t mixture over the dispersion floored at 1, runs resampled on grids too; 40
-seeds) covered 0.975-1.000 in every row, at 1.3-2.6x these widths. What remains: the
+seeds) covered 0.975-1.000 in every row, at 1.1-4.2x these widths (most at 3 budgets). What remains: the
 runs are resampled as if independent, while a scrambled Sobol design is more even than
 that (the exponents' bootstrap spread is 1.2-1.5x their spread over seeds); conditioning
 on the design instead (redrawing loss noise at the fixed points) gave 0.55x for the Sobol
