@@ -2,12 +2,12 @@
 
 Uncertainty comes from one bootstrap design used everywhere: the runs of each budget
 are resampled with replacement (as multinomial weights, so a thousand replicates are
-a few matrix products) and each replicate re-estimates every budget's optimum. The
-budgets' bootstrap variances propagate into the law, whose scale is then checked
-against the budgets' actual scatter around it (see ``_law_from_estimates``): the
-intervals widen when the law does not fit, and never narrow below the plain
-bootstrap (with 3-5 budgets the scatter has 1-3 degrees of freedom: too few to trust
-a smaller scale).
+a few matrix products; the band on a fixed grid redraws the loss noise instead, see
+``_replicates``) and each replicate re-estimates every budget's optimum. The budgets'
+bootstrap variances propagate into the law, whose scale is then checked against the
+budgets' actual scatter around it (see ``_law_from_estimates``): the intervals widen
+when the law does not fit, and never narrow below the propagated bootstrap (with 3-5
+budgets the scatter has 1-3 degrees of freedom: too few to trust a smaller scale).
 """
 
 from __future__ import annotations
@@ -126,6 +126,36 @@ def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndar
     return np.vstack([np.ones((1, n)), counts]).astype(float)
 
 
+def _is_grid(logv: np.ndarray) -> bool:
+    """Whether a budget's runs sit on a grid: every LR and every BSZ value is shared by several runs."""
+    n = len(logv)
+    return all(len(np.unique(np.round(col, 9))) <= n / 2 for col in logv.T)
+
+
+def _replicates(loss: np.ndarray, logv: np.ndarray, n_boot: int, rng: np.random.Generator,
+                estimator: str) -> tuple[np.ndarray, np.ndarray]:
+    """A budget's bootstrap replicates as (losses, weights), row 0 the data itself (losses: one per run
+    shared by every replicate, or one row per replicate).
+
+    Runs are resampled, except for the band on a grid. A grid is a fixed design: the next
+    sweep runs the same points, and the band's centroid is a selection by threshold that
+    moves with whichever grid points a resample happens to drop, so resampling invents
+    design variability (the exponents' bootstrap spread was 1.5-2.2x their real spread
+    over seeds). Its replicates instead redraw the loss noise at the fixed points, at the
+    relative scale of the robust quadratic's residuals (1.1-1.3x the real spread). The
+    bowl, a smooth regression, keeps resampling runs (0.9-1.3x on a grid; redrawn noise
+    was no closer, 1.0-1.3x).
+    """
+    n = len(loss)
+    if estimator != "band" or not _is_grid(logv):
+        return loss, _bootstrap_weights(n, n_boot, rng)
+    scale = _quadratic(loss, logv, np.ones((1, n)))[1]
+    noise = scale / 100 * math.sqrt(n / (n - 6))  # percent excess -> relative; six coefficients fitted
+    losses = loss * (1 + noise * rng.standard_normal((n_boot + 1, n)))
+    losses[0] = loss
+    return losses, np.ones((n_boot + 1, n))
+
+
 def _exp(x: float) -> float:
     """exp that says infinity instead of raising: heavy-tailed draws of a 3-budget law reach e^1000."""
     return math.exp(x) if x < 709.0 else math.inf
@@ -156,14 +186,16 @@ def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weigh
     estimate propagates into the law's covariance exactly. That scale is then checked
     against how far the budgets actually scatter around the law: the dispersion phi
     (residuals in units of their bootstrap spread, normalised to 1 in expectation; B-2
-    degrees of freedom) multiplies the covariance, each draw taking phi from its
-    inverse chi-square (Student-t), so the interval widens when the law does not fit
-    (budgets scatter more than their noise). A draw's scale is floored at 1: with 3-5
-    budgets phi has 1-3 degrees of freedom and often comes out small by chance, so the
-    interval never narrows below the plain bootstrap (on a real sweep of 17 settings,
-    5 of 6 misses came from that narrowing). With nothing to resample (one run per
-    budget) every budget gets the same variance, set by the residuals alone: the
-    classical regression interval, with no floor.
+    degrees of freedom) scales the standard errors by max(1, phi), so the interval
+    widens when the law does not fit (budgets scatter more than their noise) and never
+    narrows below the propagated bootstrap when 1-3 degrees of freedom happen to show
+    little scatter (on a real sweep of 17 settings, 5 of 6 misses came from that
+    narrowing). The scale is a point value, not a Student-t mixture over phi: a
+    t-mixture floored at 1 is wider than the bootstrap even when phi is 1 (12.7 instead
+    of 1.96 standard errors at 1 degree of freedom), which over-covered every design of
+    ``benchmarks/bench_coverage.py``. With nothing to resample (one run per budget) every
+    budget gets the same variance, set by the residuals alone: the classical Student-t
+    regression interval.
     """
     x = np.log(budgets)
     y = np.log(est[0])
@@ -184,9 +216,10 @@ def _law_from_estimates(target: str, budgets: np.ndarray, est: np.ndarray, weigh
     dispersion = math.sqrt(float((resid**2 / var).sum()) / expected)
     maps = np.stack([intercept_map, slope_map])
     chol = np.linalg.cholesky((maps * var) @ maps.T)
-    phi = dispersion * np.sqrt((nb - 2) / rng.chisquare(nb - 2, size=(LAW_DRAWS, 1)))
     if resampled:
-        phi = np.maximum(phi, 1.0)
+        phi = np.full((LAW_DRAWS, 1), max(1.0, dispersion))
+    else:
+        phi = dispersion * np.sqrt((nb - 2) / rng.chisquare(nb - 2, size=(LAW_DRAWS, 1)))
     samples = np.array([a0, b0]) + phi * (rng.standard_normal((LAW_DRAWS, 2)) @ chol.T)
     return LawFit(target, math.exp(a0), b0, _ci(samples[:, 0], level, _exp), _ci(samples[:, 1], level),
                   budgets, np.exp(y), resid, dispersion, samples, level)
@@ -215,7 +248,8 @@ def fit_power_law(compute, values, *, target: str = "y", level: float = LEVEL, s
 
 
 def _near_weights(loss: np.ndarray, w: np.ndarray, tolerance: float) -> np.ndarray:
-    """Each replicate's weights restricted to its runs within ``tolerance`` of its own best loss."""
+    """Each replicate's weights restricted to its runs within ``tolerance`` of its own best loss
+    (``loss``: one row for all replicates, or one per replicate)."""
     best = np.where(w > 0, loss, np.inf).min(axis=1, keepdims=True)
     return w * (loss <= best * (1 + tolerance))
 
@@ -232,13 +266,14 @@ def _band(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, tolerance: float) -
     return np.exp(near @ logv / count[:, None]), count
 
 
-def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray,
-          iterations: int = 8) -> np.ndarray:
-    """Minimum of a robust quadratic in (log LR, log BSZ) fitted to a budget's runs, per replicate.
+def _quadratic(loss: np.ndarray, logv: np.ndarray, w: np.ndarray,
+               iterations: int = 8) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """A robust quadratic in standardised (log LR, log BSZ) through the percent excess of the loss over
+    the best run, batched over replicates (rows of the weights ``w``).
 
-    Huber-weighted least squares by iteratively reweighting, batched over replicates.
-    A replicate whose quadratic has no minimum, or whose minimum lies more than one box
-    width outside the box, gives NaN (no bowl to read an optimum from).
+    Huber-weighted least squares by iteratively reweighting. Returns the coefficients per
+    replicate, the residual scale of the data (row 0: the MAD of its residuals, in percent),
+    and the standardisation (centre, spread) of the log values.
     """
     centre, spread = logv.mean(axis=0), logv.std(axis=0) + 1e-12
     z = (logv - centre) / spread
@@ -258,6 +293,16 @@ def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray,
     for _ in range(iterations):
         theta = solve(w * np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(resid), 1e-300)))
         resid = y - theta @ design.T
+    return theta, scale, centre, spread
+
+
+def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Minimum of the robust quadratic (``_quadratic``) fitted to a budget's runs, per replicate.
+
+    A replicate whose quadratic has no minimum, or whose minimum lies more than one box
+    width outside the box, gives NaN (no bowl to read an optimum from).
+    """
+    theta, _, centre, spread = _quadratic(loss, logv, w)
     g1, g2, h11, h12, h22 = theta[:, 1], theta[:, 2], 2 * theta[:, 3], theta[:, 4], 2 * theta[:, 5]
     det = h11 * h22 - h12**2
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -382,7 +427,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
         loss = group["loss"].to_numpy()
         values = group[["lr", bsz_col]].to_numpy()
         logv = np.log(values)
-        w = _bootstrap_weights(len(group), n_boot, rng)
+        replicate_loss, w = _replicates(loss, logv, n_boot, rng, estimator)
         best = int(np.argmin(loss))
         near = loss <= loss[best] * (1 + tolerance)
         runs.loc[group.index[near], "near_optimal"] = True
@@ -390,10 +435,10 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
         to_bsz = float(everything["bytes_per_unit"].iloc[0]) if bsz_in == "bytes" else 1.0
         box = [_box(everything, "lr"), tuple(v * to_bsz for v in _box(everything, "bsz"))]
         if estimator == "band":
-            est[:, j], band_counts = _band(loss, logv, w, tolerance)
+            est[:, j], band_counts = _band(replicate_loss, logv, w, tolerance)
             weight[j] = band_counts[0]
         else:
-            est[:, j] = _bowl(loss, logv, w, np.log(np.array(box)))
+            est[:, j] = _bowl(replicate_loss, logv, w, np.log(np.array(box)))
         has_bowl = estimator == "bowl" and np.isfinite(est[0, j]).all()
         edges, found = _box_checks(where, box, values[best], est[0, j] if has_bowl else None, int(near.sum()),
                                    len(group), tolerance)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,77 @@ def test_intervals_never_narrow_below_the_plain_bootstrap():
     plain_se = math.sqrt(float((((x - x.mean()) / ((x - x.mean()) ** 2).sum()) ** 2 * sd**2).sum()))
     half_width = (law.exponent_ci[1] - law.exponent_ci[0]) / 2
     assert 1.96 * plain_se * 0.95 < half_width < 1.96 * plain_se * 1.08
+
+
+def test_the_law_scales_the_bootstrap_by_the_dispersion_only_when_it_exceeds_one():
+    """Budgets scattering exactly as their bootstrap says (dispersion 1): the plain propagated interval, not a
+    Student-t mixture over the dispersion (at 1-3 degrees of freedom that mixture over-covered every design);
+    twice as much scatter: twice as wide."""
+    budgets = np.geomspace(1e18, 1e20, 3)
+    sd = np.array([0.05, 0.1, 0.05])
+    rng = np.random.default_rng(1)
+    draws = sd * rng.standard_normal((4000, 3))
+    on_law = np.log(0.02 * budgets**-0.17)
+    off_law = np.array([1.0, -2.0, 1.0]) * sd  # orthogonal to the line: all of it is residual
+    x = np.log(budgets)
+    plain_se = math.sqrt(float((((x - x.mean()) / ((x - x.mean()) ** 2).sum()) ** 2 * sd**2).sum()))
+    unit = _law_from_estimates("lr", budgets, np.exp(on_law + np.vstack([off_law, draws])), np.ones(3), rng, 0.95)
+    for scatter in (1.0, 2.0):
+        est = np.exp(on_law + np.vstack([off_law * scatter / unit.dispersion, draws]))
+        law = _law_from_estimates("lr", budgets, est, np.ones(3), rng, 0.95)
+        assert law.dispersion == pytest.approx(scatter, rel=1e-9)
+        half_width = (law.exponent_ci[1] - law.exponent_ci[0]) / 2
+        assert 1.96 * plain_se * scatter * 0.93 < half_width < 1.96 * plain_se * scatter * 1.08
+
+
+def _on_the_law(design: SweepDesign, seed: int) -> pd.DataFrame:
+    """One budget's runs copied to three budgets, LR and BSZ moved along the true law: every budget's
+    optimum sits exactly on the law (residuals 0), while each budget's runs keep their noise."""
+    truth = default_truth("aunet2").laws
+    first = synthetic_sweep("aunet2", design=replace(design, budgets=(1e18,)), seed=seed)
+    copies = []
+    for i, budget in enumerate((1e18, 1e19, 1e20)):
+        lr, bsz = truth.lr(budget) / truth.lr(1e18), truth.bsz(budget) / truth.bsz(1e18)
+        copies.append(first.assign(
+            budget=budget, flops=budget, trial=first["trial"] + 1000 * i, lr=first["lr"] * lr,
+            lr_min=first["lr_min"] * lr, lr_max=first["lr_max"] * lr, bsz=first["bsz"] * bsz,
+            bsz_bytes=first["bsz_bytes"] * bsz, bsz_min=first["bsz_min"] * bsz, bsz_max=first["bsz_max"] * bsz))
+    return pd.concat(copies, ignore_index=True)
+
+
+@pytest.mark.parametrize("estimator", ["band", "bowl"])
+@pytest.mark.parametrize("design", [SweepDesign(trials=24), SweepDesign(grid=(12, 10))], ids=["sobol", "grid"])
+def test_budgets_exactly_on_the_law_never_collapse_the_interval(design, estimator):
+    """The real-sweep failure: 1 degree of freedom showing no scatter must not narrow the interval below
+    what each budget's own noise implies: the budgets' bootstrap intervals propagated to the slope. A bowl's
+    replicates can be skewed (its per-budget interval reaching far on one side), so the floor uses each budget's
+    narrower half-interval and the ceiling its full interval; with no floor the width would be 0."""
+    fit = quiet(fit_hyper_laws, _on_the_law(design, seed=3), "aunet2", estimator=estimator, n_boot=400)
+    x = np.log(fit.budgets["budget"].to_numpy())
+    slope_map = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    for law in (fit.lr, fit.bsz):
+        t = law.target
+        assert law.dispersion < 1e-6
+        lo, opt, hi = (np.log(fit.budgets[f"{t}_{k}"].to_numpy()) for k in ("lo", "opt", "hi"))
+        implied = [1.96 * math.sqrt(float((slope_map**2 * (half / 1.96) ** 2).sum()))
+                   for half in (np.minimum(opt - lo, hi - opt), (hi - lo) / 2)]
+        half_width = (law.exponent_ci[1] - law.exponent_ci[0]) / 2
+        assert 0.8 * implied[0] < half_width < 1.25 * implied[1], (t, half_width, implied)
+
+
+def test_the_band_on_a_fixed_grid_redraws_noise_instead_of_resampling_grid_points():
+    """On a fixed grid the next sweep runs the same points: the band's bootstrap spread must match its real
+    spread over noise draws (resampling the grid points made it about 2x too wide)."""
+    design = SweepDesign(budgets=(1e18, 1e19, 1e20), grid=(12, 10))
+    optima, spreads = [], []
+    for seed in range(20):
+        fit = quiet(fit_hyper_laws, synthetic_sweep("aunet2", design=design, seed=seed), "aunet2", n_boot=200,
+                    seed=seed)
+        b = fit.budgets
+        optima.append(np.log(b[["lr_opt", "bsz_opt"]].to_numpy()))
+        spreads.append(np.log(b[["lr_hi", "bsz_hi"]].to_numpy() / b[["lr_lo", "bsz_lo"]].to_numpy()) / (2 * 1.96))
+    ratio = float(np.median(np.median(spreads, axis=0) / np.std(optima, axis=0)))
+    assert 0.8 < ratio < 1.6, ratio
 
 
 def test_power_law_intervals_cover_95_percent_not_90():
