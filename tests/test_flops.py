@@ -247,6 +247,18 @@ def test_contraction_errors_name_the_problem():
         measure_contraction([b""], 2)
 
 
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -4.0, 0.5])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_non_finite_or_sub_byte_contraction_is_refused(bad, stage):
+    # An infinite contraction would make the deep stages free; nan would poison every budget.
+    given = [5.0, 11.0]
+    given[stage - 1] = bad  # inf at the last stage keeps the order: finiteness alone must refuse it
+    with pytest.raises(ValueError, match=r"must be finite, >= 1 and non-decreasing"):
+        flops_per_unit(tiny(stages=3), given)
+    with pytest.raises(ValueError, match=r"must be finite, >= 1 and non-decreasing"):
+        resolve_contraction(tiny(stages=3), [1.0, *given])
+
 # ---- reality: torch.utils.flop_counter ------------------------------------------------
 
 
