@@ -18,6 +18,7 @@ from aunet.ladder import (
 )
 from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
 from aunet.record import RunRecord
+from aunet.train import TrainConfig
 
 # Table 10 and 11, "Scaling" rows: label -> (Total FLOPs, G/Acc x Batch x NGpus sequences per step, LR).
 BASELINE = {
@@ -314,15 +315,12 @@ def test_overrides_compose_into_the_training_config(tmp_path):
     from aunet.ladder import PRESET_DIR
 
     conf = PRESET_DIR.parent
-    if not (conf / "train.yaml").is_file():
-        pytest.skip("needs conf/train.yaml")
-    train = pytest.importorskip("aunet.train")
     from hydra import compose, initialize_config_dir
 
     p = plan("aunet3", 1e13, 0.5)
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = compose("train", overrides=[*p.to_overrides(), f"output_dir={tmp_path}"])
-    run = train.TrainConfig.from_hydra(cfg)
+    run = TrainConfig.from_hydra(cfg)
     assert run.model == p.model and (run.steps, run.bsz, run.budget) == (p.steps, p.bsz, p.budget)
     assert run.optim.lr == pytest.approx(p.lr)
 
