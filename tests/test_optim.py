@@ -59,6 +59,9 @@ def test_short_runs_still_warm_up_for_one_step():
     assert lr_at(2, 3, 1.0, TABLE6) == pytest.approx(0.01 + 0.99 * 0.5, rel=1e-12)
     # 10% of 15 steps rounds to 2 warm-up steps.
     assert lr_at(0, 15, 1.0, TABLE6) == 0.5
+    # A one-step run without warm-up: the peak, then the floor right after.
+    no_warmup = OptimConfig(warmup_fraction=0.0)
+    assert (lr_at(0, 1, 1.0, no_warmup), lr_at(1, 1, 1.0, no_warmup)) == (1.0, pytest.approx(0.01, rel=1e-12))
 
 
 def test_warmup_rises_linearly_and_decay_never_goes_below_the_floor():
