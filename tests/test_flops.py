@@ -12,6 +12,7 @@ from aunet.flops import (
     WHY_WEIGHTS,
     count_flops,
     count_params,
+    count_params_no_embedding,
     flops_breakdown,
     flops_per_unit,
     mamba_dt_rank,
@@ -247,6 +248,36 @@ def test_contraction_errors_name_the_problem():
         measure_contraction([b""], 2)
 
 
+
+def test_measure_contraction_honours_rules_skips_empty_docs_and_reads_str_as_utf8():
+    text = "one two three four five "  # words:2 marks bytes 7 and 18; byte 0 is kept too
+    assert measure_contraction([text], 2, ["words:2"]) == [1.0, 24 / 3]
+    assert measure_contraction([b"", text, ""], 2, ["words:2"]) == [1.0, 24 / 3]  # empty docs add nothing
+    assert measure_contraction([text], 2) != measure_contraction([text], 2, ["words:2"])
+    assert measure_contraction(["café au lait"], 2) == measure_contraction(["café au lait".encode()], 2)
+    assert measure_contraction([text], 1) == [1.0]
+    with pytest.raises(ValueError, match="^n_stages must be >= 1, got 0$"):
+        measure_contraction([text], 0)
+    with pytest.raises(ValueError, match="^measure_contraction needs at least one non-empty document$"):
+        measure_contraction(["", b""], 2)
+
+
+@pytest.mark.parametrize("arch", ["aunet", "transformer"])
+def test_params_without_embedding_drop_only_the_input_embedding(arch):
+    from aunet.models import build_model
+
+    cfg = tiny(arch)
+    model = build_model(cfg)
+    embedding = model.embed.weight.numel()
+    assert count_params_no_embedding(cfg) == sum(p.numel() for p in model.parameters()) - embedding
+
+
+def test_breakdown_to_dict_carries_the_totals():
+    b = flops_breakdown(tiny(stages=3), [5.0, 11.0])
+    d = b.to_dict()
+    assert (d["total"], d["without_head"], d["resampling"], d["attention"]) == (
+        b.total, b.without_head, b.resampling, b.attention)
+    assert d["contraction"] == (1.0, 5.0, 11.0) and len(d["stages"]) == 3
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -4.0, 0.5])
 @pytest.mark.parametrize("stage", [1, 2])
