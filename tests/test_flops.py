@@ -16,6 +16,7 @@ from aunet.flops import (
     flops_breakdown,
     flops_per_unit,
     mamba_dt_rank,
+    mamba_layer_params,
     measure_contraction,
     param_breakdown,
     predict_flop_counter,
@@ -271,6 +272,37 @@ def test_params_without_embedding_drop_only_the_input_embedding(arch):
     embedding = model.embed.weight.numel()
     assert count_params_no_embedding(cfg) == sum(p.numel() for p in model.parameters()) - embedding
 
+
+MAMBA_TENSORS = {"norm": "norm.weight", "in_proj": "mixer.in_proj.weight", "conv_weight": "mixer.conv1d.weight",
+                 "conv_bias": "mixer.conv1d.bias", "x_proj": "mixer.x_proj.weight",
+                 "dt_proj_weight": "mixer.dt_proj.weight", "dt_proj_bias": "mixer.dt_proj.bias",
+                 "A_log": "mixer.A_log", "D": "mixer.D", "out_proj": "mixer.out_proj.weight"}
+
+
+def test_mamba_layer_params_name_each_tensor_of_a_mambapy_block():
+    from aunet.models import build_model
+
+    cfg = tiny("mamba")
+    block = dict(build_model(cfg).get_submodule("mamba.layers.0").named_parameters())
+    counted = mamba_layer_params(cfg.dims[0], cfg.d_state, cfg.d_conv, cfg.expand)
+    assert counted == {key: block[name].numel() for key, name in MAMBA_TENSORS.items()}
+    assert len(block) == len(MAMBA_TENSORS)
+
+
+@pytest.mark.parametrize(("arch", "stages", "middle"), [
+    ("transformer", 1, ["blocks"]),
+    ("mamba", 1, ["blocks"]),
+    ("aunet", 3, ["stage1_blocks", "stage2_blocks", "stage3_blocks", "pool1", "upsample1", "pool2", "upsample2"]),
+])
+def test_param_breakdown_names_its_parts(arch, stages, middle):
+    from aunet.models import build_model
+
+    cfg = tiny(arch, stages=stages)
+    parts = param_breakdown(cfg)
+    assert list(parts) == ["embedding", *middle, "norm", "head"]
+    model = build_model(cfg)
+    assert (parts["embedding"], parts["norm"], parts["head"]) == (
+        model.embed.weight.numel(), model.norm.weight.numel(), model.head.weight.numel())
 
 def test_breakdown_to_dict_carries_the_totals():
     b = flops_breakdown(tiny(stages=3), [5.0, 11.0])
