@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint data clean
+.PHONY: setup demo test lint data clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# Mutation score (slow, not in CI): mutmut copies the packages to mutants/ and runs the fast
+# tests of each module ([tool.mutmut] in pyproject.toml); only `evaluate` of aunet/train.py.
+# PYTHONPATH is cleared so the tests import the mutants, not the originals.
+MUTATE := "aunet.splitting.*" "aunet.flops.*" "analysis.fits.*" "aunet.optim.*" "aunet.train.x_evaluate__mutmut_*"
+mutation: $(STAMP)
+	env -u PYTHONPATH $(VENV)/bin/mutmut run $(MUTATE)
+	env -u PYTHONPATH $(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache mutants

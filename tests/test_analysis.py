@@ -29,8 +29,11 @@ from analysis.load import AnalysisWarning, load_results, validate_results
 from analysis.plots import plot_hyper_laws
 from analysis.report import write_report
 from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_study, synthetic_sweep
+from aunet.ladder import plan
 from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
 from aunet.record import RunRecord
+from sweeps.ledger import Ledger
+from sweeps.study import StudyConfig, Trial
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -383,14 +386,12 @@ def test_a_study_folder_is_read_through_its_ledger(tmp_path):
 
     outputs/sweeps/<study>/: ledger.sqlite, <trial>/record.json, mlartifacts/ (MLflow's copies).
     """
-    ledger_module = pytest.importorskip("sweeps.ledger")
-    study_module = pytest.importorskip("sweeps.study")
     df = synthetic_sweep("aunet2", design=SweepDesign(budgets=(1e11, 3e11, 1e12), trials=6), seed=16,
                          study="mystudy")
     folder = tmp_path / "outputs" / "sweeps" / "mystudy"
-    ledger = ledger_module.Ledger(folder / "ledger.sqlite")
-    ledger.bind(study_module.StudyConfig(name="mystudy", budgets=[1e11, 3e11, 1e12]))
-    trials = [study_module.Trial("aunet2", row["budget"], int(row["trial"]), row["lr"], int(row["bsz"]))
+    ledger = Ledger(folder / "ledger.sqlite")
+    ledger.bind(StudyConfig(name="mystudy", budgets=[1e11, 3e11, 1e12]))
+    trials = [Trial("aunet2", row["budget"], int(row["trial"]), row["lr"], int(row["bsz"]))
               for _, row in df.iterrows()]
     ledger.add(trials)
     for trial, (_, row) in zip(trials, df.iterrows()):
@@ -407,8 +408,8 @@ def test_a_study_folder_is_read_through_its_ledger(tmp_path):
     assert len(load_results(folder / "ledger.sqlite")) == len(load_results(tmp_path / "outputs" / "sweeps"))
     (folder / "ledger.sqlite").unlink()  # without the ledger: the trials' records, not MLflow's copies
     assert len(load_results(folder)) == int((df["status"] != "failed").sum())
-    ledger = ledger_module.Ledger(folder / "ledger.sqlite")
-    ledger.bind(study_module.StudyConfig(name="mystudy", budgets=[1e11, 3e11, 1e12]))
+    ledger = Ledger(folder / "ledger.sqlite")
+    ledger.bind(StudyConfig(name="mystudy", budgets=[1e11, 3e11, 1e12]))
     ledger.add(trials)
     for trial, (_, row) in zip(trials, df.iterrows()):
         ledger.mark(trial.key, row["status"], record=None if row["status"] == "failed" else _record(row).to_dict())
@@ -493,9 +494,8 @@ def bpe_recipe(small_study):
 
 
 def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
-    ladder = pytest.importorskip("aunet.ladder")
     law = _analysis(small_study, families=["transformer_bpe"], n_boot=100).law("transformer_bpe", "band")
-    assert bpe_recipe.plan == ladder.plan("transformer_bpe", 3e21, 2.0, laws=law.hyper_laws())  # the sweep's ratio
+    assert bpe_recipe.plan == plan("transformer_bpe", 3e21, 2.0, laws=law.hyper_laws())  # the sweep's ratio
     assert bpe_recipe.plan.lr == pytest.approx(bpe_recipe.lr.value)
     assert abs(bpe_recipe.plan.bsz - bpe_recipe.bsz.value) <= bpe_recipe.plan.model.seq_len / 2
     steps = bpe_recipe.steps
@@ -511,14 +511,12 @@ def test_extrapolate_cli_writes_yaml_overrides(small_study, bpe_recipe, tmp_path
     overrides = yaml.safe_load(text)
     assert overrides["budget"] == 3e21 and overrides["family"] == "transformer_bpe"
     assert overrides["optim"]["lr"] == pytest.approx(bpe_recipe.lr.value, rel=1e-3)
-    if bpe_recipe.plan is not None:
-        assert overrides["bsz"] == bpe_recipe.plan.bsz and overrides["steps"] == bpe_recipe.plan.steps
-        assert overrides["model"]["dims"] == bpe_recipe.plan.model.dims
+    assert overrides["bsz"] == bpe_recipe.plan.bsz and overrides["steps"] == bpe_recipe.plan.steps
+    assert overrides["model"]["dims"] == bpe_recipe.plan.model.dims
 
 
 def test_overrides_compose_into_the_training_config(bpe_recipe, tmp_path):
-    if not (REPO / "conf" / "train.yaml").is_file() or bpe_recipe.plan is None:
-        pytest.skip("needs conf/train.yaml and aunet.ladder")
+    assert bpe_recipe.plan is not None  # the recipe comes with its ladder plan
     from hydra import compose, initialize_config_dir
 
     from aunet.train import TrainConfig

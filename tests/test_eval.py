@@ -130,6 +130,23 @@ def test_bpe_models_tokenise_context_and_option_separately():
         score_pairs(model, [(ctx, cont)], codec=Lossy())
 
 
+
+def test_bpe_scoring_with_a_trained_tokenizer():
+    """The same check with a real byte-level BPE (``tokenizers``), on UTF-8 and newlines too."""
+    from aunet.data import train_bpe
+    from tests.test_data_sources import make_docs
+
+    tok = train_bpe(make_docs(200, seed=11), vocab_size=400)
+    g = torch.Generator().manual_seed(4)
+    model = BigramLM(torch.randn(tok.vocab_size, tok.vocab_size, generator=g), units="bpe")
+    pairs = [("Document 7. the", " cat sat"), ("héllo", " wörld 🙂"), ("", "the end.\n")]
+    scores = score_pairs(model, pairs, codec=tok)
+    for (ctx, cont), s in zip(pairs, scores):
+        cont_ids = tok.encode(cont)
+        prefix = [tok.eos_id, *tok.encode(ctx)]
+        assert (s.n_units, s.n_bytes) == (len(cont_ids), len(cont.encode()))
+        assert s.nll == pytest.approx(model.nll([prefix[-1], *cont_ids]), rel=1e-5)
+
 @pytest.mark.parametrize("arch", ["aunet", "transformer_bytes", "transformer_bpe", "mamba"])
 def test_every_architecture_scores_like_its_cached_generation(arch):
     torch.manual_seed(0)

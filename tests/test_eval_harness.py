@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from aunet.config import EOS_ID
-from aunet.eval import score_pairs
 from tests.test_eval_helpers import BigramLM, ToyCodec
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -30,8 +29,14 @@ def test_loglikelihood_is_the_scorer():
     assert isinstance(lm, LM)
     pairs = [("qwe", "rty"), ("qwe", "rtz"), ("", "qw")]
     out = lm.loglikelihood([request("loglikelihood", c, x) for c, x in pairs])
-    expected = score_pairs(model, pairs)
-    assert [round(lp, 6) for lp, _ in out] == [round(-s.nll, 6) for s in expected]
+    # Independent answer from the bigram table: log p(continuation | EOS + context), and greedy
+    # when every continuation byte is the table's argmax after the byte before it.
+    for (context, continuation), (logprob, greedy) in zip(pairs, out):
+        units = [EOS_ID, *context.encode(), *continuation.encode()]
+        first = 1 + len(context)
+        assert logprob == pytest.approx(sum(model.logprob(units[i - 1], units[i]) for i in range(first, len(units))),
+                                        rel=1e-5)  # the model scores in float32, the table here in float64
+        assert greedy == all(int(model.table[units[i - 1]].argmax()) == units[i] for i in range(first, len(units)))
     assert [g for _, g in out] == [True, False, True]
     assert lm.loglikelihood([request("loglikelihood", "qwe", ""), request("loglikelihood", "qwe", "r")])[0] == (0.0, True)
 

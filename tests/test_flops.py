@@ -13,9 +13,11 @@ from aunet.flops import (
     WHY_WEIGHTS,
     count_flops,
     count_params,
+    count_params_no_embedding,
     flops_breakdown,
     flops_per_unit,
     mamba_dt_rank,
+    mamba_layer_params,
     measure_contraction,
     param_breakdown,
     predict_flop_counter,
@@ -259,6 +261,79 @@ def test_contraction_errors_name_the_problem():
     with pytest.raises(ValueError, match="non-empty"):
         measure_contraction([b""], 2)
 
+
+
+def test_measure_contraction_honours_rules_skips_empty_docs_and_reads_str_as_utf8():
+    text = "one two three four five "  # words:2 marks bytes 7 and 18; byte 0 is kept too
+    assert measure_contraction([text], 2, ["words:2"]) == [1.0, 24 / 3]
+    assert measure_contraction([b"", text, ""], 2, ["words:2"]) == [1.0, 24 / 3]  # empty docs add nothing
+    assert measure_contraction([text], 2) != measure_contraction([text], 2, ["words:2"])
+    assert measure_contraction(["café au lait"], 2) == measure_contraction(["café au lait".encode()], 2)
+    assert measure_contraction([text], 1) == [1.0]
+    with pytest.raises(ValueError, match="^n_stages must be >= 1, got 0$"):
+        measure_contraction([text], 0)
+    with pytest.raises(ValueError, match="^measure_contraction needs at least one non-empty document$"):
+        measure_contraction(["", b""], 2)
+
+
+@pytest.mark.parametrize("arch", ["aunet", "transformer"])
+def test_params_without_embedding_drop_only_the_input_embedding(arch):
+    from aunet.models import build_model
+
+    cfg = tiny(arch)
+    model = build_model(cfg)
+    embedding = model.embed.weight.numel()
+    assert count_params_no_embedding(cfg) == sum(p.numel() for p in model.parameters()) - embedding
+
+
+MAMBA_TENSORS = {"norm": "norm.weight", "in_proj": "mixer.in_proj.weight", "conv_weight": "mixer.conv1d.weight",
+                 "conv_bias": "mixer.conv1d.bias", "x_proj": "mixer.x_proj.weight",
+                 "dt_proj_weight": "mixer.dt_proj.weight", "dt_proj_bias": "mixer.dt_proj.bias",
+                 "A_log": "mixer.A_log", "D": "mixer.D", "out_proj": "mixer.out_proj.weight"}
+
+
+def test_mamba_layer_params_name_each_tensor_of_a_mambapy_block():
+    from aunet.models import build_model
+
+    cfg = tiny("mamba")
+    block = dict(build_model(cfg).get_submodule("mamba.layers.0").named_parameters())
+    counted = mamba_layer_params(cfg.dims[0], cfg.d_state, cfg.d_conv, cfg.expand)
+    assert counted == {key: block[name].numel() for key, name in MAMBA_TENSORS.items()}
+    assert len(block) == len(MAMBA_TENSORS)
+
+
+@pytest.mark.parametrize(("arch", "stages", "middle"), [
+    ("transformer", 1, ["blocks"]),
+    ("mamba", 1, ["blocks"]),
+    ("aunet", 3, ["stage1_blocks", "stage2_blocks", "stage3_blocks", "pool1", "upsample1", "pool2", "upsample2"]),
+])
+def test_param_breakdown_names_its_parts(arch, stages, middle):
+    from aunet.models import build_model
+
+    cfg = tiny(arch, stages=stages)
+    parts = param_breakdown(cfg)
+    assert list(parts) == ["embedding", *middle, "norm", "head"]
+    model = build_model(cfg)
+    assert (parts["embedding"], parts["norm"], parts["head"]) == (
+        model.embed.weight.numel(), model.norm.weight.numel(), model.head.weight.numel())
+
+def test_breakdown_to_dict_carries_the_totals():
+    b = flops_breakdown(tiny(stages=3), [5.0, 11.0])
+    d = b.to_dict()
+    assert (d["total"], d["without_head"], d["resampling"], d["attention"]) == (
+        b.total, b.without_head, b.resampling, b.attention)
+    assert d["contraction"] == (1.0, 5.0, 11.0) and len(d["stages"]) == 3
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -4.0, 0.5])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_non_finite_or_sub_byte_contraction_is_refused(bad, stage):
+    # An infinite contraction would make the deep stages free; nan would poison every budget.
+    given = [5.0, 11.0]
+    given[stage - 1] = bad  # inf at the last stage keeps the order: finiteness alone must refuse it
+    with pytest.raises(ValueError, match=r"must be finite, >= 1 and non-decreasing"):
+        flops_per_unit(tiny(stages=3), given)
+    with pytest.raises(ValueError, match=r"must be finite, >= 1 and non-decreasing"):
+        resolve_contraction(tiny(stages=3), [1.0, *given])
 
 # ---- reality: torch.utils.flop_counter ------------------------------------------------
 

@@ -169,8 +169,10 @@ def test_torchrun_on_two_processes_matches_one_process(tmp_path):
     a = RunRecord.read(tmp_path / "one" / "record.json")
     b = RunRecord.read(tmp_path / "two" / "record.json")
     assert b.status == "finished" and b.steps == 12 and b.bsz == a.bsz
-    # Different data order per rank, same model and budget: the same loss within noise.
-    assert b.bpb == pytest.approx(a.bpb, rel=0.05)
+    # Each optimizer step sees the same global sequences (sequence j goes to rank j % 2), so only
+    # the order of float sums differs, and training amplifies it a little: measured 0.07% (seed 0,
+    # this config) and 0.0004% (seed 1). 0.5% is 7x the larger.
+    assert b.bpb == pytest.approx(a.bpb, rel=0.005)
     # FSDP2 shards the same model over the two processes: same data order as DDP, same result.
     fsdp = cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args,
                "parallel=fsdp", f"hydra.run.dir={tmp_path / 'fsdp'}", env_extra={"OMP_NUM_THREADS": "1"})
