@@ -164,10 +164,8 @@ def cmd_harness(argv: list[str]) -> int:
     if not args["checkpoint"] or not args["tasks"]:
         raise ValueError("give checkpoint=<run> and tasks=[...] (lm-eval task names, e.g. from include_path=DIR)")
     from aunet.eval.harness import run_harness
-    from aunet.threads import use_allocated_threads
 
     use_allocated_threads()
-
     limit = args["limit"]
     results = run_harness(args["checkpoint"], _list(args["tasks"]),
                           limit=float(limit) if limit and "." in limit else _int_or_none("limit", limit),
