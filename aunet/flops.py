@@ -68,7 +68,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from aunet.config import ModelConfig
+from aunet.config import COUNTED_IN, ModelConfig
 from aunet.splitting import default_rules, pool_levels
 
 #: Bytes per vector at stages 1..4 for the paper's rules, measured with ``pool_levels``
@@ -348,7 +348,7 @@ def flops_breakdown(cfg: ModelConfig, contraction: Sequence[float] | None = None
     """FLOPs per input unit of ``cfg``, term by term (see the module docstring)."""
     c = resolve_contraction(cfg, contraction)
     d, L, f = cfg.dims, cfg.layers, cfg.ffn_dims
-    units = "tokens" if cfg.units == "bpe" else "bytes"
+    units = COUNTED_IN[cfg.units]
     head = 6.0 * d[0] * cfg.vocab_size
     if cfg.arch == "transformer":
         S = cfg.seq_len
