@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = ["sweep=demo", "sweep.name=threads", "eval=none"]
+# The study: AU-Net 2 alone, quasi-random trials only, at the old demo's ratio (few steps: forced).
+STUDY = ["sweep=demo", "sweep.name=threads", "eval=none", "sweep.families=[aunet2]", "sweep.phases=[qmc]",
+         "sweep.max_moves=0", "sweep.ratio=0.005", "sweep.force=true"]
 LAUNCHERS = {
     "local": [],
     "slurm2": ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=30",

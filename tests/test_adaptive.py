@@ -160,7 +160,7 @@ def test_the_dashboard_storage_holds_every_settled_trial_with_its_loss(tmp_path)
 
 
 # A study small enough for seconds per trial, with all three stages (a 10x-too-small LR prior forces a move).
-ADAPTIVE_STUDY = ["sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.ratio=0.005", "sweep.trials=3",
+ADAPTIVE_STUDY = ["sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.ratio=0.005", "sweep.trials=3", "sweep.force=true",
                   "sweep.phases=[qmc,adaptive]", "sweep.adaptive_trials=2", "sweep.adaptive_batch=1",
                   "sweep.max_moves=1", "sweep.move_trials=1", "sweep.sampler=gp", "data.valid_bytes=65536",
                   "eval_bytes=4096", "tracking=off"]

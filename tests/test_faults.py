@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The tiniest study: two quasi-random trials (no box move, no phase 2) of 2 and 5 steps of the smallest AU-Net, no downstream tasks.
 TINY = ["sweep.families=[aunet2]", "sweep.budgets=[2e9]", "sweep.trials=2", "sweep.phases=[qmc]", "sweep.max_moves=0",
+        "sweep.force=true",
         "sweep.ratio=0.0005", "data.valid_bytes=65536", "eval_bytes=2048", "eval=none"]
 KEYS = ["aunet2/C2e09/t0", "aunet2/C2e09/t1"]
 LOCAL = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=30"]

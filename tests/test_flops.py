@@ -295,7 +295,7 @@ MAMBA_TENSORS = {"norm": "norm.weight", "in_proj": "mixer.in_proj.weight", "conv
 def test_mamba_layer_params_name_each_tensor_of_a_mambapy_block():
     from aunet.models import build_model
 
-    cfg = tiny("mamba")
+    cfg = tiny("mamba", mamba_version=1, d_state=16)  # mambapy's (Mamba-1) block
     block = dict(build_model(cfg).get_submodule("mamba.layers.0").named_parameters())
     counted = mamba_layer_params(cfg.dims[0], cfg.d_state, cfg.d_conv, cfg.expand)
     assert counted == {key: block[name].numel() for key, name in MAMBA_TENSORS.items()}
