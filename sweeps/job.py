@@ -84,7 +84,8 @@ def plan_cell(study: StudyConfig, family: str, budget: float, data: DictConfig |
     """Measure the data for the family at this budget and plan the cell (refuses a budget too small, or
     a box that gives a trial too few steps)."""
     probe = ladder.get_family(family).probe(budget)
-    cell_data = OmegaConf.to_object(OmegaConf.merge(data, {"units": probe.units, "seq_len": probe.seq_len}))
+    cell_data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), data,  # typed, even from YAML
+                                                    {"units": probe.units, "seq_len": probe.seq_len}))
     measured = DataMeasurements.of(prepare_data(cell_data), probe)
     cell = Cell(study, plan_family(study, family, budget, measured), measured)
     cell.check_steps()
