@@ -73,6 +73,11 @@ class RunPlan:
     def sequences_per_step(self) -> int:
         return self.bsz // self.model.seq_len
 
+    @property
+    def budget_per_unit(self) -> float:
+        """What one training unit costs against the budget: F in the "spent" convention, F_no-head in "paper"."""
+        return self.flops_per_unit if self.convention == "spent" else self.flops_per_unit_ratio
+
     def for_world(self, world_size: int) -> RunPlan:
         """This plan on ``world_size`` processes: the batch rounded to whole sequences on every process,
         the steps re-derived from the budget (unless they were fixed)."""
@@ -80,8 +85,7 @@ class RunPlan:
         if n % world_size == 0:
             return self
         bsz = max(world_size, round(n / world_size) * world_size) * self.seq_len
-        per_unit = self.flops_per_unit if self.convention == "spent" else self.flops_per_unit_ratio
-        steps = self.steps if self.steps_given else whole_steps(self.budget, per_unit, bsz)
+        steps = self.steps if self.steps_given else whole_steps(self.budget, self.budget_per_unit, bsz)
         scale = steps * bsz / self.train_units
         return replace(self, bsz=bsz, steps=steps, train_units=steps * bsz, total_flops=self.total_flops * scale,
                        paper_compute=self.paper_compute * scale, achieved_ratio=self.achieved_ratio * scale)
@@ -242,8 +246,7 @@ def batch_sizes_in_box(lo: float, hi: float, seq_len: int) -> list[int]:
 def steps_at(plan: RunPlan, bsz: float) -> float:
     """Optimizer steps the plan's budget buys at ``bsz`` units per step (every trial of a study cell
     trains the same units, whatever its batch)."""
-    per_unit = plan.flops_per_unit if plan.convention == "total" else plan.flops_per_unit_ratio
-    return plan.budget / per_unit / bsz
+    return plan.budget / plan.budget_per_unit / bsz
 
 
 def check_steps(plan: RunPlan, max_bsz: float | None = None, min_steps: int = MIN_STEPS,
