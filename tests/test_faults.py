@@ -123,7 +123,13 @@ def test_second_driver_refused_then_corrupt_ledger_named_and_rebuilt(tmp_path):
     sweep_dir = tmp_path / "twice"
     first = start(sweep_cmd(sweep_dir, "twice"))
     wait_until(lambda: n_starts(sweep_dir, KEYS[0]) == 1, "the first driver started a trial", first)
-    second = run(sweep_cmd(sweep_dir, "twice"))
+    # Freeze the first driver (it keeps its lock) so that its tiny trials cannot end before the
+    # second driver has tried: the refusal must not depend on timing.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run(sweep_cmd(sweep_dir, "twice"))
+    finally:
+        first.send_signal(signal.SIGCONT)
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
     assert second.returncode == 2
