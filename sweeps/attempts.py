@@ -143,5 +143,12 @@ def starts(trial_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def started_jobs(trial_dir: str | Path) -> list[str]:
-    """The distinct jobs that started the trial, in order: its attempts (a requeued job is one)."""
-    return list(dict.fromkeys(str(s.get("job", "")) for s in starts(trial_dir)))
+    """The jobs that started the trial, in order: its attempts. A requeued SLURM or submitit job starts
+    again under its own name and is one attempt; a trial run inside the driver cannot be requeued, and
+    the driver's retries of it share the driver's name, so each of its starts is an attempt."""
+    jobs: list[str] = []
+    for start in starts(trial_dir):
+        job = str(start.get("job", ""))
+        if job.startswith("process:") or job not in jobs:
+            jobs.append(job)
+    return jobs

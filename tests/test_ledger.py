@@ -234,6 +234,12 @@ def test_started_jobs_skips_a_torn_line(tmp_path):
     assert started_jobs(tmp_path) == ["local:h:1:2"]
 
 
+def test_a_requeued_job_is_one_attempt_but_each_in_driver_retry_is_one(tmp_path):
+    for job in ("slurm:7_1", "slurm:7_1", "slurm:9_1", "process:h:5:6", "process:h:5:6"):
+        start(tmp_path, job)  # a preempted SLURM job requeued, a new job, then two retries in one driver
+    assert started_jobs(tmp_path) == ["slurm:7_1", "slurm:9_1", "process:h:5:6", "process:h:5:6"]
+
+
 def test_overhead_is_the_wall_time_no_run_covers_never_negative(study):
     ledger, root = study
     tic = time.time() - 100
