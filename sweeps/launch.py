@@ -1,6 +1,6 @@
 """Launching a study's trials and settling what became of them, whatever happened meanwhile.
 
-``run_trials`` is the one reusable step: launch these trials (in batches) through the
+``run_trials`` is the one reusable step: launch these trials (so many at once) through the
 configured Hydra launcher and settle each one in the ledger. Through submitit (local or
 SLURM) every job's id goes into the ledger the moment it is submitted, and every job is
 waited for on its own, so one job's death decides nothing about the others. ``reconcile``
@@ -41,39 +41,60 @@ def needs_run(row: Row, max_attempts: int) -> bool:
 
 def run_trials(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callable[[Row], list[str]],
                sweep_dir: Path, batch_size: int = 0) -> tuple[list[JobReturn], list[tuple[float, float, float]]]:
-    """Launch ``rows`` in batches of ``batch_size`` (0: all at once) and settle each in the ledger.
+    """Launch ``rows``, at most ``batch_size`` at once (0: all at once), and settle each in the ledger
+    as it ends.
 
-    Returns the jobs' returns and, per batch, the overhead per trial (see ``batch_overhead``)."""
-    size = batch_size or len(rows) or 1
+    Through submitit a slot is refilled the moment one of its jobs ends (a rolling window: a slow
+    trial holds one slot, not a whole batch); Hydra's in-process launcher runs them one by one.
+    Returns the jobs' returns and the overhead per trial (see ``batch_overhead``)."""
+    tic = time.time()
     returns: list[JobReturn] = []
-    overheads: list[tuple[float, float, float]] = []
-    for start in range(0, len(rows), size):
-        batch = rows[start : start + size]
-        tic = time.time()
-        results = _launch(ledger, launcher, [overrides(row) for row in batch], batch, start, sweep_dir)
-        for row, (result, error) in zip(batch, results):
-            settle(ledger, row, result, sweep_dir, launcher_error=error)
-        returns += [result for result, _ in results if result is not None]
-        overheads.append(batch_overhead(ledger, batch, tic, time.time(), sweep_dir))
-    return returns, overheads
 
+    def ended(row: Row, result: JobReturn | None, error: str) -> None:
+        settle(ledger, row, result, sweep_dir, launcher_error=error)
+        if result is not None:
+            returns.append(result)
 
-def _launch(ledger: Ledger, launcher: Any, overrides: list[list[str]], batch: list[Row], start: int,
-            sweep_dir: Path) -> list[tuple[JobReturn | None, str]]:
-    """Each trial's JobReturn (None when there is none) and the error to record if nothing better is known."""
     if _is_submitit(launcher):
-        jobs = submit_jobs(launcher, overrides, start)
-        for row, job in zip(batch, jobs):
-            ledger.mark(row.key, "running", job=submitted_job(job), output_dir=str(sweep_dir / row.key))
-        return [_wait(job) for job in jobs]
-    me = process_job("process", os.getpid())  # Hydra's basic launcher runs the trials in this process
-    for row in batch:
+        _launch_rolling(ledger, launcher, rows, overrides, sweep_dir, batch_size or len(rows), ended)
+    else:
+        _launch_in_process(ledger, launcher, rows, overrides, sweep_dir, ended)
+    return returns, [batch_overhead(ledger, rows, tic, time.time(), sweep_dir)] if rows else []
+
+
+def _launch_rolling(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callable[[Row], list[str]],
+                    sweep_dir: Path, slots: int, ended: Callable, poll: float = 1.0) -> None:
+    """Keep ``slots`` submitit jobs in flight; every job's id goes into the ledger when it is
+    submitted (with every slot free at once, all go as one job array), and each is waited for on
+    its own: one job's death decides nothing about the others."""
+    running: dict[int, Any] = {}
+    queue = list(range(len(rows)))
+    while queue or running:
+        free = min(slots - len(running), len(queue))
+        if free > 0:
+            chosen, queue = queue[:free], queue[free:]
+            for i, job in zip(chosen, submit_jobs(launcher, [overrides(rows[i]) for i in chosen], chosen[0])):
+                ledger.mark(rows[i].key, "running", job=submitted_job(job), output_dir=str(sweep_dir / rows[i].key))
+                running[i] = job
+        done = [i for i, job in running.items() if job.done()]
+        for i in done:
+            ended(rows[i], *_wait(running.pop(i)))
+        if running and not done:
+            time.sleep(poll)
+
+
+def _launch_in_process(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callable[[Row], list[str]],
+                       sweep_dir: Path, ended: Callable) -> None:
+    """Hydra's basic launcher runs each trial inside this process, one by one."""
+    me = process_job("process", os.getpid())
+    for i, row in enumerate(rows):
         ledger.mark(row.key, "running", job=me, output_dir=str(sweep_dir / row.key))
-    try:
-        return [(result, "the launcher returned no result") for result in launcher.launch(overrides, start)]
-    except Exception as err:  # the launcher itself failed
-        log.error("launcher failed for a batch of %d trials: %s", len(batch), err)
-        return [(None, f"the launcher failed: {err}")] * len(batch)
+        try:
+            (result,) = launcher.launch([overrides(row)], i)
+            ended(row, result, "the launcher returned no result")
+        except Exception as err:  # the launcher itself failed
+            log.error("launcher failed on trial %s: %s", row.key, err)
+            ended(row, None, f"the launcher failed: {err}")
 
 
 def _is_submitit(launcher: Any) -> bool:

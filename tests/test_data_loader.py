@@ -18,6 +18,7 @@ from aunet.data import (
     doc_key,
     prepare_data,
 )
+from aunet.data.corpus import spread_sample
 from aunet.data.sources import iter_docs, resolve_sources
 from aunet.splitting import Splitter, pool_levels
 from tests.test_data_sources import make_docs, write_jsonl, write_parquet
@@ -342,7 +343,18 @@ def test_heldout_batches_split_over_ranks_add_up(corpus_dir, tmp_path):
                 if mask.any():
                     assert lv.tolist() == pool_levels(row.tolist(), 2)
     capped = list(corpus.heldout_batches(model, 4, max_bytes=1))
-    assert sum(b["n_bytes"] for b in capped) == len(corpus.heldout_docs()[0])  # whole first document
+    assert 0 < sum(b["n_bytes"] for b in capped) <= 4096  # one piece of held-out text
+
+
+def test_a_capped_evaluation_samples_every_held_out_document():
+    docs = [bytes([65 + i]) * 10_000 + b"\n" + bytes([97 + i]) * 10_000 for i in range(4)]
+    sample = spread_sample(docs, 16_000, piece=2_000)
+    assert 14_000 <= sum(map(len, sample)) <= 18_000
+    assert {p[:1] for p in sample} >= {b"A", b"b", b"C", b"d"}  # beginnings and ends of every document
+    assert all(p in d for p in sample for d in docs if p[:1] in d)  # pieces are verbatim held-out text
+    lines = spread_sample([b"x" * 2_500 + b"\n" + b"y" * 2_500], 1, piece=4_000)
+    assert lines == [b"x" * 2_500 + b"\n"]  # a piece ends at a line end when it holds one
+    assert spread_sample(docs, 10**6) == docs  # under the cap: everything, whole
 
 
 def test_levels_match_the_splitter_and_contraction_grows(corpus_dir, tmp_path):

@@ -220,22 +220,15 @@ class Corpus:
     def eval_set_for(self, model_cfg: ModelConfig, max_bytes: int | None = None) -> EvalSet:
         """Held-out evaluation sequences for ``model_cfg`` (cached in memory).
 
-        ``max_bytes`` keeps the first held-out documents (in key order, at least one) whose
-        bytes fit, so every architecture given the same cap sees the same bytes.
+        ``max_bytes`` keeps a sample of the held-out text spread over all of it
+        (:func:`spread_sample`), defined in bytes, so every architecture given the same cap sees
+        the same bytes.
         """
         splitter = self.splitter_for(model_cfg)
         key = (int(model_cfg.seq_len), tuple(model_cfg.splits or ()) if splitter else None, max_bytes)
         cache = self.__dict__.setdefault("_eval_cache", {})
         if key not in cache:
-            docs = self._heldout
-            if max_bytes is not None:
-                kept, used = [], 0
-                for d in docs:
-                    if kept and used + len(d) > max_bytes:
-                        break
-                    kept.append(d)
-                    used += len(d)
-                docs = kept
+            docs = self._heldout if max_bytes is None else spread_sample(self._heldout, max_bytes)
             cache[key] = make_eval_set(docs, self.encoder, int(model_cfg.seq_len), splitter)
         return cache[key]
 
@@ -288,6 +281,33 @@ class Corpus:
         if self.tokenizer is not None:
             out["tokenizer"] = self.tokenizer.path
         return out
+
+
+#: Bytes per piece of held-out text in a capped evaluation (cut at a line end when there is one).
+EVAL_PIECE_BYTES = 4096
+
+
+def spread_sample(docs: list[bytes], max_bytes: int, piece: int = EVAL_PIECE_BYTES) -> list[bytes]:
+    """About ``max_bytes`` of held-out text, as pieces taken at an even stride over all the documents.
+
+    The held-out split is a few whole documents (works, books) and a prefix of it would be one
+    of them: a capped evaluation would then measure one book's style, not the corpus. Pieces
+    (each evaluated as a document of its own) end at a line end where the piece has one."""
+    pieces = []
+    for doc in docs:
+        start = 0
+        while start < len(doc):
+            end = min(start + piece, len(doc))
+            if end < len(doc):
+                newline = doc.rfind(b"\n", start, end)
+                end = newline + 1 if newline > start else end
+            pieces.append(doc[start:end])
+            start = end
+    total = sum(map(len, pieces))
+    if total <= max_bytes:
+        return docs
+    wanted = max(1, round(len(pieces) * max_bytes / total))
+    return [pieces[int(j * len(pieces) / wanted)] for j in range(wanted)]
 
 
 def replace_seed(stream: DocStream, seed: int) -> DocStream:
