@@ -659,6 +659,23 @@ def seed_noise(results, *, tolerance: float = 0.01) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def average_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: the usable runs of one (family, budget, group, LR, BSZ) with several
+    seeds count once, at their mean (every float column), because keeping each seed's run would let
+    the best-of-several-seeds (noise) decide the optimum and the best loss."""
+    if "seed" not in df.columns or df.empty:
+        return df
+    key = [*GROUP_KEYS, "lr", "bsz"]
+    usable = df[df["usable"]]
+    repeated = usable[usable.duplicated(key, keep=False)]
+    if repeated.empty:
+        return df
+    floats = [c for c in df.columns if c not in key and pd.api.types.is_float_dtype(df[c])]
+    out = df.copy()
+    out.loc[repeated.index, floats] = repeated.groupby(key, dropna=False)[floats].transform("mean")
+    return out.drop(index=repeated.index[repeated.duplicated(key, keep="first")])
+
+
 def _seed_noise_warnings(noise: pd.DataFrame, tolerance: float) -> list[str]:
     return [warn(f"{_where(r[FAMILY], r['budget'], r['group'])}: {r['seeds']} seeds of LR {r['lr']:.3g}, BSZ "
                  f"{r['bsz']:.4g} differ by {r['spread']:.2%} in loss, at least the {tolerance:.2%} band: the band "
@@ -709,6 +726,8 @@ def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.
         columns=["usable", "set_aside"], errors="ignore"), diverged_above=diverged_above,
         budget_convention=budget_convention)
     names = families or sorted(df[FAMILY].unique())
+    noise = seed_noise(df[df[FAMILY].isin(names)], tolerance=tolerance)
+    df = average_seeds(df)
     messages: list[str] = []
     laws: dict[str, dict[str, HyperFit]] = {}
     loss: dict[str, LossFit] = {}
@@ -727,6 +746,5 @@ def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.
         except ValueError as err:
             messages.append(warn(f"{family}: no loss curve: {str(err).removeprefix(f'{family}: ')}"))
     curves = isoflop_curves(df[df[FAMILY].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
-    noise = seed_noise(df[df[FAMILY].isin(names)], tolerance=tolerance)
     messages += _seed_noise_warnings(noise, tolerance)
     return Analysis(df, laws, loss, curves, list(dict.fromkeys(messages)), tolerance, noise)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.fits import LEVEL, MIN_BUDGETS, _band, analyse, loss_metric
+from analysis.fits import LEVEL, MIN_BUDGETS, _band, analyse, average_seeds, loss_metric
 from analysis.load import DIVERGED_ABOVE, FAMILY, load_results
 
 PREDICTED = "at_prediction"  # the column flagging the run at the predicted hyperparameters
@@ -73,7 +73,7 @@ def validate_holdout(results, holdout: float, *, families: list[str] | None = No
     """Fit on the budgets below ``holdout``, predict at it, compare with its own finished trials."""
     if not (isinstance(holdout, (int, float)) and math.isfinite(holdout) and holdout > 0):
         raise ValueError(f"held-out budget {holdout!r} must be a positive number of FLOPs, e.g. 1e12")
-    df = load_results(results, diverged_above=diverged_above)
+    df = average_seeds(load_results(results, diverged_above=diverged_above))
     holdout = float(f"{holdout:.6g}")  # budgets are compared as the table stores them
     budgets = sorted(df["budget"].unique())
     if holdout not in budgets:
@@ -113,17 +113,17 @@ def _check(family: str, holdout: float, below: pd.DataFrame, held: pd.DataFrame,
         metric, label = curve.metric, curve.label
         predicted["loss"] = tuple(float(v[0]) for v in curve.predict(holdout))
     bsz_col = "bsz_bytes" if bsz_in == "bytes" else "bsz"
+    flagged = held[PREDICTED].fillna(False).astype(bool) if PREDICTED in held.columns else held["loss"] < -math.inf
+    at_prediction = None
+    if flagged.sum() > 1:
+        notes.append(f"{int(flagged.sum())} runs are flagged {PREDICTED}; the first is compared")
+    if flagged.any():
+        at_prediction = float(held.loc[flagged, metric].iloc[0])
+        held = held[~flagged] if (~flagged).any() else held  # the confirmation sweep: every other run
     best = held.loc[held["loss"].idxmin()]
     logv = np.log(held[["lr", bsz_col]].to_numpy(float))
     centroid, _ = _band(held["loss"].to_numpy(float), logv, np.ones((1, len(held))), tolerance)
     observed = {"lr": float(best["lr"]), "bsz": float(best[bsz_col]), "loss": float(best[metric]),
                 "lr_opt": float(centroid[0, 0]), "bsz_opt": float(centroid[0, 1])}
-    at_prediction = None
-    if PREDICTED in held.columns:
-        flagged = held[held[PREDICTED].fillna(False).astype(bool)]
-        if len(flagged) > 1:
-            notes.append(f"{len(flagged)} runs are flagged {PREDICTED}; the first is compared")
-        if len(flagged):
-            at_prediction = float(flagged[metric].iloc[0])
     return HoldoutCheck(family, holdout, fit.estimator, [float(b) for b in sorted(set(fit.lr.budgets))], predicted,
                         observed, label, at_prediction, notes, level)

@@ -15,6 +15,8 @@ the trials it would have proposed. No Hydra, no launcher, no storage.
 3. Phase 2 (``adaptive``): an Optuna sampler (GP or TPE), rebuilt from the history with a seed drawn
    from the study seed, the cell and the history's length, is asked for ``adaptive_batch`` points at
    a time (ask/tell) over the final box.
+4. Seed reruns (``seed``): last, the cell's best configuration is run again with training seeds
+   1 .. ``seeds`` - 1, so that the analysis can weigh its 1% band against seed noise.
 """
 
 from __future__ import annotations
@@ -64,7 +66,19 @@ def next_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome])
     wanted = study.adaptive_trials - phases.count("adaptive") if "adaptive" in study.phases else 0
     if wanted > 0:
         return adaptive_trials(study, cell, history, current, min(wanted, study.adaptive_batch))
-    return []
+    return seed_trials(study, cell, history, current)
+
+
+def seed_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome], current: Box) -> list[Trial]:
+    """The best configuration of the search (seed reruns excluded) with each seed it still lacks."""
+    searched = [h for h in history if h.trial.phase not in ("seed", "predicted") and _finished(h)]
+    if study.seeds < 2 or not searched:
+        return []
+    best = min(searched, key=lambda h: h.loss).trial
+    done = {h.trial.seed for h in history if h.trial.phase == "seed"}
+    missing = [s for s in range(1, study.seeds) if s not in done]
+    return [Trial(cell.family, cell.budget, len(history) + k, best.lr, best.bsz, "seed", current, seed)
+            for k, seed in enumerate(missing)]
 
 
 def cell_box(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome]) -> Box:
@@ -76,7 +90,7 @@ def cell_box(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome]) ->
 
 def edge_sides(current: Box, history: Sequence[Outcome]) -> tuple[str, str]:
     """Which edge ("lower", "upper" or "") of the box the best finished run sits on, in LR and in BSZ."""
-    finished = [h for h in history if _finished(h)]
+    finished = [h for h in history if _finished(h) and h.trial.phase != "predicted"]  # the search's own runs
     if finished:
         best = min(finished, key=lambda h: h.loss).trial
         return box_edge(best.lr, current[0], current[1]), box_edge(best.bsz, current[2], current[3])

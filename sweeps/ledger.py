@@ -40,11 +40,13 @@ CREATE TABLE IF NOT EXISTS trials (
     updated REAL NOT NULL,
     job TEXT NOT NULL DEFAULT '',
     phase TEXT NOT NULL DEFAULT 'qmc',
-    box TEXT NOT NULL DEFAULT ''
+    box TEXT NOT NULL DEFAULT '',
+    seed INTEGER NOT NULL DEFAULT 0
 );
 """
 #: Columns added since the first ledgers: (name, definition), added to older files when opened.
-ADDED_COLUMNS = (("job", "TEXT NOT NULL DEFAULT ''"), ("phase", "TEXT NOT NULL DEFAULT 'qmc'"), ("box", "TEXT NOT NULL DEFAULT ''"))
+ADDED_COLUMNS = (("job", "TEXT NOT NULL DEFAULT ''"), ("phase", "TEXT NOT NULL DEFAULT 'qmc'"), ("box", "TEXT NOT NULL DEFAULT ''"),
+                 ("seed", "INTEGER NOT NULL DEFAULT 0"))
 
 
 @dataclass
@@ -65,10 +67,11 @@ class Row:
     job: str = ""  # the job that runs or last ran the trial (sweeps.attempts names it)
     phase: str = "qmc"
     box: tuple[float, ...] = ()
+    seed: int = 0
 
     @property
     def trial(self) -> Trial:
-        return Trial(self.family, self.budget, self.index, self.lr, self.bsz, self.phase, self.box)
+        return Trial(self.family, self.budget, self.index, self.lr, self.bsz, self.phase, self.box, self.seed)
 
 
 class LedgerError(ValueError):
@@ -136,9 +139,10 @@ class Ledger:
         now = time.time()
         with self._connect() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO trials (key, family, budget, idx, lr, bsz, status, updated, phase, box) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                [(t.key, t.family, t.budget, t.index, t.lr, t.bsz, now, t.phase, json.dumps(t.box)) for t in trials],
+                "INSERT OR IGNORE INTO trials (key, family, budget, idx, lr, bsz, status, updated, phase, box, seed) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                [(t.key, t.family, t.budget, t.index, t.lr, t.bsz, now, t.phase, json.dumps(t.box), t.seed)
+                 for t in trials],
             )
 
     def mark(self, key: str, status: str, *, record: dict[str, Any] | None = None, error: str = "",
@@ -160,22 +164,29 @@ class Ledger:
         with self._connect() as db:
             found = db.execute(
                 "SELECT key, family, budget, idx, lr, bsz, status, attempts, loss, bpb, error, record, output_dir, "
-                "job, phase, box FROM trials ORDER BY family, budget, idx"
+                "job, phase, box, seed FROM trials ORDER BY family, budget, idx"
             ).fetchall()
-        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13], r[14], tuple(json.loads(r[15] or "[]")))
-                for r in found]
+        return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13], r[14], tuple(json.loads(r[15] or "[]")),
+                    r[16]) for r in found]
 
     def to_frame(self):
         """Finished and failed trials as the analysis's results table (one flat row per record)."""
-        import pandas as pd
+        return rows_frame(self.rows())
 
-        from aunet.record import RunRecord
 
-        rows = []
-        for row in self.rows():
-            if row.record is not None:
-                rows.append({**RunRecord.from_dict(row.record).to_row(), "phase": row.phase})
-            else:
-                rows.append({"status": row.status, "family": row.family, "budget": row.budget, "lr": row.lr,
-                             "bsz": row.bsz, "trial": row.index, "error": row.error, "phase": row.phase})
-        return pd.DataFrame(rows)
+def rows_frame(rows: list[Row]):
+    """Trials as the analysis's results table (one flat row per record). ``at_prediction`` flags the run
+    at the hyperparameters the laws predicted (``analysis.holdout``)."""
+    import pandas as pd
+
+    from aunet.record import RunRecord
+
+    flat = []
+    for row in rows:
+        labels = {"phase": row.phase, "at_prediction": row.phase == "predicted"}
+        if row.record is not None:
+            flat.append({**RunRecord.from_dict(row.record).to_row(), **labels})
+        else:
+            flat.append({"status": row.status, "family": row.family, "budget": row.budget, "lr": row.lr,
+                         "bsz": row.bsz, "trial": row.index, "error": row.error, "seed": row.seed, **labels})
+    return pd.DataFrame(flat)

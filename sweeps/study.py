@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
+from analysis.fits import MIN_BUDGETS
 from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws, whole_sequences
 from aunet.laws import HyperLaws
 from aunet.record import check_convention
@@ -37,8 +38,9 @@ class Trial:
     index: int
     lr: float
     bsz: int  # input units per optimizer step, whole sequences
-    phase: str = "qmc"  # "qmc", "move" (a box move past an edge) or "adaptive"
+    phase: str = "qmc"  # "qmc", "move" (a box move past an edge), "adaptive" or "seed" (a rerun of the best)
     box: tuple[float, ...] = ()  # its cell's search box when it was proposed: (lr_min, lr_max, bsz_min, bsz_max)
+    seed: int = 0  # the training seed (model init and data order); only seed reruns use another
 
     @property
     def key(self) -> str:
@@ -47,7 +49,8 @@ class Trial:
 
     def overrides(self) -> list[str]:
         """What names the trial's job; the sweeper adds its search box and its plan (``sweeps.job.Cell``)."""
-        return [f"family={self.family}", f"budget={self.budget:.6g}", f"trial={self.index}", f"trial_dir={self.key}"]
+        names = [f"family={self.family}", f"budget={self.budget:.6g}", f"trial={self.index}", f"trial_dir={self.key}"]
+        return names + ([f"seed={self.seed}"] if self.seed else [])
 
 
 def budget_tag(budget: float) -> str:
@@ -71,6 +74,8 @@ class StudyConfig:
     adaptive_batch: int = 4  # phase 2 trials proposed per cell and round (they run in parallel)
     max_moves: int = 2  # box moves past an edge optimum, from phase 1 on (0: the box stays on the prior)
     move_trials: int = 8  # trials added past the edge per move (as many as phase 1: measured best)
+    seeds: int = 1  # last: the cell's best configuration is rerun until it has this many seeds (seed noise)
+    holdout: Any = None  # a budget predicted from those below it: its cell also runs at the predicted LR and BSZ
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
     prior: Any = "paper"  # "paper", a law file, or {aunet: ..., bpe: ...}, each a law file or inline (resolve_laws)
@@ -127,6 +132,14 @@ class StudyConfig:
             factor = getattr(self, name)
             if not math.isfinite(factor) or factor <= 1:
                 fail(name, f"is {factor}; the search box [x/f, x·f] needs a factor f > 1 (1 is a degenerate box)")
+        if self.holdout is not None:
+            self.holdout = parse_budget(self.holdout)
+            below = [b for b in self.budgets if b < self.holdout]
+            if self.holdout not in self.budgets or len(below) < MIN_BUDGETS:
+                fail("holdout", f"is {self.holdout:.4g}; it must be one of the budgets {self.budgets} with at least "
+                     f"{MIN_BUDGETS} budgets below it (the laws it is predicted from need them)")
+        if self.seeds < 1:
+            fail("seeds", f"is {self.seeds}; the best configuration runs with at least its own seed (1)")
         if self.max_attempts < 1:
             fail("max_attempts", f"is {self.max_attempts}; must be >= 1")
         if self.batch_size < 0:
@@ -135,7 +148,7 @@ class StudyConfig:
     def fingerprint(self) -> str:
         """What must not change under the same study name (trial points depend on it); more trials in a
         phase extend it."""
-        extendable = ("max_attempts", "batch_size", "trials", "adaptive_trials", "force")
+        extendable = ("max_attempts", "batch_size", "trials", "adaptive_trials", "force", "seeds")
         fixed = {k: v for k, v in asdict(self).items() if k not in extendable}
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -27,14 +27,14 @@ from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
 from aunet.data import DataConfig
-from sweeps.adaptive import next_trials
+from sweeps.adaptive import CellPrior, cell_box, next_trials
 from sweeps.dashboard import mirror_to_optuna
 from sweeps.job import Cell, plan_cell
 from sweeps.launch import needs_run, reconcile, run_trials, wait_for_jobs
-from sweeps.ledger import Ledger, Row
+from sweeps.ledger import Ledger, Row, rows_frame
 from sweeps.lock import StudyLock
 from sweeps.report import status_table
-from sweeps.study import StudyConfig, Trial, budget_tag
+from sweeps.study import StudyConfig, Trial, budget_tag, trial_at
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,40 @@ def settled(row: Row, study: StudyConfig) -> bool:
 
 
 def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list[Row]) -> list[Trial]:
-    """Every cell whose trials are all settled proposes its next ones; a cell with trials to run waits."""
-    proposals = []
+    """Every cell whose trials are all settled proposes its next ones; a cell with trials to run waits.
+    Once a family's cells are all done, its held-out cell gets its run at the predicted hyperparameters."""
+    proposals, done = [], set()
     for (family, budget), cell in cells.items():
         history = [r for r in rows if r.family == family and r.budget == budget]
         if all(settled(r, study) for r in history):
-            proposals += next_trials(study, cell.start, history)
+            found = next_trials(study, cell.start, history)
+            proposals += found
+            done |= set() if found else {(family, budget)}
+    for family in study.families if study.holdout else ():
+        held = [r for r in rows if r.family == family and r.budget == study.holdout]
+        if all((family, b) in done for b in study.budgets) and not any(r.phase == "predicted" for r in held):
+            proposals += predicted_trial(study, cells[family, study.holdout].start, rows)
     return proposals
+
+
+def predicted_trial(study: StudyConfig, cell: CellPrior, rows: list[Row]) -> list[Trial]:
+    """One trial in the held-out ``cell`` at the LR and BSZ that the laws fitted on the budgets below it
+    predict there (as ``python -m analysis validate --holdout`` fits them): the prediction put to the test."""
+    from analysis.fits import analyse
+
+    below = rows_frame([r for r in rows if r.family == cell.family and r.budget < cell.budget])
+    try:
+        law = analyse(below, families=[cell.family], n_boot=200).law(cell.family)
+    except ValueError as err:
+        log.warning("%s: no law to predict the held-out budget %.3g from (%s); no run at the prediction",
+                    cell.family, cell.budget, err)
+        return []
+    lr, bsz = (float(getattr(law, name).predict(cell.budget)[0][0]) for name in ("lr", "bsz"))
+    held = [r for r in rows if r.family == cell.family and r.budget == cell.budget]
+    log.info("%s: the laws predict LR %.4g, BSZ %.4g at the held-out %.3g; trial %d runs there",
+             cell.family, lr, bsz, cell.budget, len(held))
+    return [trial_at(cell.family, cell.budget, len(held), lr, bsz, cell.seq_len, "predicted",
+                     cell_box(study, cell, held))]
 
 
 def trial_labels(row: Row) -> list[str]:

@@ -56,6 +56,29 @@ def test_an_interior_optimum_goes_straight_to_phase_2_with_the_configured_counts
     assert all(t.box == prior_box and 2.5e-4 <= t.lr <= 4e-3 and t.bsz % 256 == 0 for t in adaptive)
 
 
+def test_the_best_configuration_is_rerun_with_each_missing_seed_last():
+    study = StudyConfig(name="s", trials=6, adaptive_trials=2, adaptive_batch=2, seeds=3)
+    rounds = run_cell(study, bowl(1.3e-3, 6000))
+    assert [o.trial.phase for o in rounds[-1]] == ["seed", "seed"] and len(rounds) == 3
+    searched = [o for r in rounds[:-1] for o in r if o.status == "finished"]
+    best = min(searched, key=lambda o: o.loss).trial
+    reruns = [o.trial for o in rounds[-1]]
+    assert [(t.lr, t.bsz, t.seed) for t in reruns] == [(best.lr, best.bsz, 1), (best.lr, best.bsz, 2)]
+    assert reruns[0].overrides()[-1] == "seed=1" and "seed=" not in " ".join(best.overrides())
+    # A seed rerun that is better than the searched best does not start another round of reruns.
+    lucky = [*[o for r in rounds[:-1] for o in r], *(Outcome(t, "finished", 0.5) for t in reruns)]
+    assert next_trials(study, CELL, lucky) == []
+    assert run_cell(StudyConfig(name="s", trials=6, adaptive_trials=2, seeds=1), bowl(1.3e-3, 6000))[-1][0].trial.phase \
+        == "adaptive"
+
+
+def test_seed_reruns_round_trip_through_the_ledger(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    rerun = Trial("aunet2", 1e12, 9, 1e-3, 4096, "seed", (1e-4, 1e-2, 1024, 8192), seed=2)
+    ledger.add([rerun])
+    assert ledger.rows()[0].trial == rerun
+
+
 @pytest.mark.parametrize(("lr_opt", "bsz_opt", "sides"), [(5e-2, 8192, "lr upper"), (2e-5, 8192, "lr lower"),
                                                          (1e-3, 8192 * 40, "bsz upper")])
 def test_an_edge_optimum_moves_the_box_past_that_edge_until_it_is_inside(lr_opt, bsz_opt, sides):
@@ -250,3 +273,38 @@ def test_the_slurm_path_runs_phase_2_too(tmp_path, slurm_cluster):
     assert rows[-1].status == "finished" and rows[-1].record["lr"] == rows[-1].lr
     jobs = {path.name.split("_")[0] for path in (sweep_dir / ".submitit").iterdir() if path.is_dir()}
     assert len(jobs) == 2, jobs  # two SLURM submissions: phase 1's array of two, then phase 2's trial
+
+
+def test_the_held_out_cell_gets_one_run_where_the_laws_below_it_predict():
+    from analysis.fits import analyse
+    from analysis.synthetic import SweepDesign, default_truth, synthetic_sweep
+    from aunet.record import RunRecord
+    from sweeps.ledger import Row
+    from sweeps.sweeper import predicted_trial
+
+    budgets = (1e18, 3e18, 1e19, 3e19, 1e20)
+    table = synthetic_sweep("aunet2", design=SweepDesign(budgets=budgets, trials=12, fail_rate=0.0), seed=1)
+    rows = []
+    for i, run in table.iterrows():  # the runs as the ledger holds them: a record per trial
+        record = RunRecord(status=run["status"], family="aunet2", budget=run["budget"], lr=run["lr"], bsz=run["bsz"],
+                           trial=i, loss=run["loss"], bpb=run["bpb"], lr_box=(run["lr_min"], run["lr_max"]),
+                           bsz_box=(run["bsz_min"], run["bsz_max"]))
+        rows.append(Row(f"aunet2/C{run['budget']:.4g}/t{i}", "aunet2", run["budget"], i, run["lr"], int(run["bsz"]),
+                        run["status"], 1, run["loss"], run["bpb"], "", record.to_dict(), ""))
+    study = StudyConfig(name="s", budgets=list(budgets), holdout=1e20)
+    held = CellPrior("aunet2", 1e20, lr=1e-3, bsz=1e6, seq_len=1024)
+    (trial,) = predicted_trial(study, held, rows)
+    law = analyse(table[table["budget"] < 1e20], families=["aunet2"], n_boot=200).law("aunet2")
+    assert trial.phase == "predicted" and trial.index == 12 and trial.budget == 1e20
+    assert trial.lr == pytest.approx(law.lr.predict(1e20)[0][0], rel=1e-3)
+    assert abs(trial.bsz - law.bsz.predict(1e20)[0][0]) <= 1024 and trial.bsz % 1024 == 0
+    truth = default_truth("aunet2").laws
+    assert trial.lr == pytest.approx(truth.lr(1e20), rel=0.3) and trial.bsz == pytest.approx(truth.bsz(1e20), rel=0.3)
+    assert predicted_trial(study, held, [r for r in rows if r.budget >= 1e19]) == []  # one budget below: no law
+
+
+@pytest.mark.parametrize(("holdout", "message"), [(5e19, "must be one of the budgets"),
+                                                  (1e19, "at least 3 budgets below")])
+def test_a_holdout_outside_the_study_or_without_budgets_below_is_refused(holdout, message):
+    with pytest.raises(ValueError, match=message):
+        StudyConfig(name="s", budgets=[1e18, 3e18, 1e19, 3e19], holdout=holdout)

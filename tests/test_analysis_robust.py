@@ -17,6 +17,7 @@ from analysis.extrapolate import extrapolate
 from analysis.fits import (
     _law_from_estimates,
     analyse,
+    average_seeds,
     fit_hyper_laws,
     fit_loss_curve,
     fit_power_law,
@@ -380,7 +381,7 @@ def holdout_table() -> pd.DataFrame:
     at_prediction = df[df["budget"] == top].iloc[[0]].assign(
         lr=truth.lr(top), bsz=truth.bsz(top), bsz_bytes=truth.bsz(top), status="finished", trial=999,
         at_prediction=True)
-    at_prediction[["loss", "bpb"]] = df.loc[df["budget"] == top, ["loss", "bpb"]].min() * 1.003
+    at_prediction[["loss", "bpb"]] = df.loc[df["budget"] == top, ["loss", "bpb"]].min().to_numpy() * 1.003
     return pd.concat([df.assign(at_prediction=False), at_prediction], ignore_index=True)
 
 
@@ -392,7 +393,7 @@ def test_validate_predicts_the_held_out_budget_from_the_budgets_below(holdout_ta
     assert check.estimator == law.estimator == "bowl" and len(check.fitted_budgets) == 4
     for name in ("lr", "bsz"):
         assert check.predicted[name] == tuple(float(v[0]) for v in getattr(law, name).predict(top))
-    held = quiet(validate_results, holdout_table).query("usable and budget == @top")
+    held = quiet(validate_results, holdout_table).query("usable and budget == @top and not at_prediction")
     best = held.loc[held["loss"].idxmin()]
     near = held[held["loss"] <= best["loss"] * 1.01]
     assert check.observed["lr"] == best["lr"] and check.observed["loss"] == best["bpb"]
@@ -445,6 +446,21 @@ def test_seed_noise_is_measured_and_compared_with_the_band():
     quiet_result = quiet(analyse, _seeded([0.0, 0.004]), n_boot=20)
     assert quiet_result.seed_noise["vs_band"].iloc[0] == pytest.approx(0.4)
     assert not any("seed noise" in w for w in quiet_result.warnings)
+
+
+def test_a_configuration_run_with_several_seeds_counts_once_at_its_mean():
+    seeded = quiet(validate_results, _seeded([0.0, -0.05, 0.02]))  # one lucky seed, 5% below
+    base = seeded[seeded["trial"] == 900].iloc[0]
+    same = (seeded["budget"] == base["budget"]) & (seeded["lr"] == base["lr"]) & (seeded["bsz"] == base["bsz"])
+    averaged = average_seeds(seeded)
+    assert len(averaged) == len(seeded) - 3
+    (kept,) = averaged[(averaged["budget"] == base["budget"]) & (averaged["lr"] == base["lr"])].itertuples()
+    assert kept.loss == pytest.approx(seeded.loc[same, "loss"].mean()) and kept.bpb == pytest.approx(
+        seeded.loc[same, "bpb"].mean())
+    result = quiet(analyse, seeded, n_boot=20)
+    assert len(result.results) == len(averaged) and len(result.seed_noise) == 1  # noise measured before averaging
+    assert average_seeds(quiet(validate_results, synthetic_sweep("aunet2", design=FIVE, seed=16))).shape[0] == \
+        len(synthetic_sweep("aunet2", design=FIVE, seed=16))  # one seed each: nothing changes
 
 
 def test_synthetic_full_grid_design():
