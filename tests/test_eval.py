@@ -196,6 +196,10 @@ def test_end_to_end_a_model_that_knows_the_text_gets_everything_right():
     result = evaluate_task(model, MC, items=items)
     assert result.acc_char == result.acc_raw == result.acc_token == 1.0
     assert result.chance == 0.25 and result.n == 7 and result.above_chance
+    golds = score_options(model, items)
+    nats = sum(s.nll[it.gold] for s, it in zip(golds, items))
+    assert result.gold_bpb == pytest.approx(nats / sum(s.n_bytes[it.gold] for s, it in zip(golds, items)) / math.log(2))
+    assert 0 < result.flat()["toy_mc_gold_bpb"] == result.gold_bpb < 8  # a record column: eval_<task>_gold_bpb
     # greedy exact match through the cached generation path
     gen_items = [Item("qwe", ("x", "y"), 0, target="rtyu"), Item("qwe", ("x", "y"), 0, target="rtyx"),
                  Item("tyu", ("x", "y"), 0, target="iop")]

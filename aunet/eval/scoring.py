@@ -212,6 +212,7 @@ class TaskResult:
     acc_raw: float = math.nan
     acc_token: float = math.nan
     majority: float = math.nan  # always answering the most frequent gold position
+    gold_bpb: float = math.nan  # bits per byte of the gold continuations: moves with compute where acc sits at chance
     seconds: float = 0.0
     per_item: list[bool] = field(default_factory=list, repr=False)
 
@@ -230,7 +231,7 @@ class TaskResult:
         out = {t: self.acc, f"{t}_ci_low": self.ci95[0], f"{t}_ci_high": self.ci95[1], f"{t}_chance": self.chance,
                f"{t}_n": float(self.n)}
         if self.metric == "acc_char":
-            out.update({f"{t}_acc_raw": self.acc_raw, f"{t}_acc_token": self.acc_token})
+            out.update({f"{t}_acc_raw": self.acc_raw, f"{t}_acc_token": self.acc_token, f"{t}_gold_bpb": self.gold_bpb})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -281,9 +282,12 @@ def evaluate_task(model: nn.Module, task: str | TaskSpec, limit: int | None = No
             for norm in ("char", "raw", "token")}
     chance = spec.chance_override if spec.chance_override is not None else \
         float(np.mean([1 / len(it.options) for it in items]))
+    gold_nats = sum(float(s.nll[it.gold]) for s, it in zip(scores, items))
+    gold_bytes = sum(int(s.n_bytes[it.gold]) for s, it in zip(scores, items))
     return TaskResult(spec.name, "acc_char", float(hits["char"].mean()), bootstrap_ci(hits["char"], n_boot, seed),
                       chance, len(items), acc_char=float(hits["char"].mean()), acc_raw=float(hits["raw"].mean()),
-                      acc_token=float(hits["token"].mean()), majority=majority, seconds=time.time() - started,
+                      acc_token=float(hits["token"].mean()), majority=majority,
+                      gold_bpb=gold_nats / gold_bytes / math.log(2), seconds=time.time() - started,
                       per_item=[bool(h) for h in hits["char"]])
 
 
