@@ -106,6 +106,7 @@ class LossFit:
     residuals: np.ndarray  # log residuals
     samples: np.ndarray  # (log E, log A, alpha) replicates
     level: float = LEVEL
+    floor: bool = True  # E fitted; False: three budgets only, so E = 0 (a pure power law, one degree of freedom)
 
     def predict(self, compute: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = np.atleast_1d(np.asarray(compute, dtype=float))
@@ -560,10 +561,13 @@ def fit_loss_curve(results, family: str, *, metric: str | None = None, n_boot: i
     if usable.empty:
         raise ValueError(f"{family}: no finished run has a finite {metric!r}; nothing to fit against compute")
     envelope = usable.groupby("budget")[metric].min()
-    if len(envelope) < LOSS_MIN_BUDGETS:
-        raise ValueError(f"{family}: L(C) = E + A·C^-alpha needs the best {metric} at {LOSS_MIN_BUDGETS} or more "
-                         f"budgets; only {len(envelope)} ({', '.join(f'{b:.3g}' for b in envelope.index)}) have one")
+    if len(envelope) < MIN_BUDGETS:
+        raise ValueError(f"{family}: L(C) needs the best {metric} at {MIN_BUDGETS} or more budgets ({LOSS_MIN_BUDGETS} "
+                         f"to fit its floor E); only {len(envelope)} ({', '.join(f'{b:.3g}' for b in envelope.index)}) "
+                         "have one")
     budgets, best = envelope.index.to_numpy(float), envelope.to_numpy(float)
+    if len(envelope) < LOSS_MIN_BUDGETS:
+        return _fit_power_envelope(family, metric, label, budgets, best, n_boot, seed, level)
     pivot = float(np.log(budgets).mean())
     x, ly = np.log(budgets) - pivot, np.log(best)
     starts = np.array([[math.log(fraction * best.min()), float(np.log(best - fraction * best.min()).mean()), alpha]
@@ -584,6 +588,25 @@ def fit_loss_curve(results, family: str, *, metric: str | None = None, n_boot: i
     return LossFit(family, metric, label, math.exp(p[0]), math.exp(log_a), float(p[2]),
                    _ci(samples[:, 0], level, _exp), _ci(samples[:, 1], level, _exp),
                    _ci(samples[:, 2], level), budgets, best, resid, samples, level)
+
+
+def _fit_power_envelope(family: str, metric: str, label: str, budgets: np.ndarray, best: np.ndarray, n_boot: int,
+                        seed: int, level: float) -> LossFit:
+    """L(C) = A·C^-alpha (E = 0) by least squares in log-log: what three budgets can carry. Over a short
+    range of compute it is the local slope of the full curve; its interval (Student-t, one degree of
+    freedom) is wide, as it should be."""
+    x, ly = np.log(budgets), np.log(best)
+    slope, intercept = np.polyfit(x, ly, 1)
+    resid = ly - (intercept + slope * x)
+    dof = len(x) - 2
+    scale = max(math.sqrt(float((resid**2).sum()) / dof), 1e-9)
+    rng = np.random.default_rng(seed)
+    noise = scale * np.sqrt(dof / rng.chisquare(dof, size=(n_boot, 1))) * rng.standard_normal((n_boot, len(x)))
+    reps = np.array([np.polyfit(x, intercept + slope * x + n, 1) for n in noise])
+    samples = np.column_stack([np.full(n_boot, -np.inf), reps[:, 1], -reps[:, 0]])
+    return LossFit(family, metric, label, 0.0, math.exp(intercept), float(-slope), (0.0, 0.0),
+                   _ci(samples[:, 1], level, _exp), _ci(samples[:, 2], level), budgets, best, resid, samples, level,
+                   floor=False)
 
 
 # ---------------------------------------------------------------------------- iso-FLOP curves

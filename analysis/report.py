@@ -118,7 +118,9 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
         blocks.append(("p", "Best loss of each budget fitted as L(C) = E + A·C^-α (Huber loss on log residuals, "
                             "several starts; intervals: parametric bootstrap at the residual scale, Student-t with "
                             "B-3 degrees of freedom). In bits per byte where runs record their bytes per unit, "
-                            "else in nats per unit (token losses are never relabelled as per byte)."))
+                            "else in nats per unit (token losses are never relabelled as per byte). A family with three budgets "
+                            "only gets L(C) = A·C^-α (E = 0, least squares in log-log, Student-t with one degree of "
+                            "freedom): the local slope, not the floor."))
         blocks.append(("table", [FAMILY, "loss in", "E", "A", "α", "budgets", "max |log resid.|"],
                        [[family, f.label, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci),
                          str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]

@@ -287,8 +287,22 @@ def test_too_few_budgets_names_them_and_the_need():
     two = df[df["budget"].isin(sorted(df["budget"].unique())[:2])]
     with pytest.raises(ValueError, match=rf"at least {MIN_BUDGETS} budgets.*1e\+18: \d+, 2\.51e\+18: \d+"):
         fit_hyper_laws(two, "aunet2")
-    with pytest.raises(ValueError, match="L\\(C\\) = E \\+ A·C\\^-alpha needs the best bpb at 4 or more budgets"):
+    with pytest.raises(ValueError, match=r"L\(C\) needs the best bpb at 3 or more budgets \(4 to fit its floor E\)"):
         fit_loss_curve(two, "aunet2")
+
+
+def test_three_budgets_give_a_pure_power_law_with_its_wider_interval():
+    df = synthetic_sweep("aunet2", seed=12)
+    three = df[df["budget"].isin(sorted(df["budget"].unique())[:3])]
+    fit = fit_loss_curve(three, "aunet2", n_boot=400)
+    envelope = three[three["status"] == "finished"].groupby("budget")["bpb"].min()
+    slope, intercept = np.polyfit(np.log(envelope.index), np.log(envelope.to_numpy()), 1)
+    assert not fit.floor and fit.e == 0.0 and fit.alpha == pytest.approx(-slope)
+    assert fit.alpha_ci[0] < fit.alpha < fit.alpha_ci[1]
+    value, lo, hi = fit.predict(1e20)
+    assert value[0] == pytest.approx(math.exp(intercept) * 1e20**slope) and lo[0] < value[0] < hi[0]
+    full = fit_loss_curve(df, "aunet2", n_boot=400)
+    assert full.floor and full.e > 0
 
 
 def test_bowl_needs_runs_per_budget_and_says_how_many():
