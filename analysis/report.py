@@ -126,6 +126,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                          str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]
                         for family, f in analysis.loss.items()]))
 
+    blocks += _equal_compute(analysis)
+
     if len(analysis.seed_noise):
         blocks.append(("h", 2, "Seed noise"))
         blocks.append(("p", f"Configurations run with several seeds: the spread of their loss (max/min - 1) "
@@ -165,6 +167,33 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
         blocks.append(("h", 2, "Warnings"))
         blocks.append(("list", analysis.warnings))
     return blocks
+
+
+def _equal_compute(analysis: Analysis) -> list[Block]:
+    """Families side by side at each budget they share: bits per byte of their near-optimal runs (the
+    iso-FLOP value, with its interval), which one is ahead, and whether the intervals separate them."""
+    curves = analysis.isoflop
+    bpb = curves[curves["metric"] == "bpb"] if len(curves) else curves
+    families = list(dict.fromkeys(bpb[FAMILY])) if len(bpb) else []
+    if len(families) < 2:
+        return []
+    rows = []
+    for budget, at in bpb.groupby("budget"):
+        if at[FAMILY].nunique() < 2:
+            continue
+        at = at.sort_values("value")
+        first, second = at.iloc[0], at.iloc[1]
+        separated = first["hi"] < second["lo"]
+        values = {r[FAMILY]: f"{_g(r['value'], 4)} [{_g(r['lo'], 4)}, {_g(r['hi'], 4)}]" for _, r in at.iterrows()}
+        rows.append([_g(budget), *(values.get(f, "-") for f in families), first[FAMILY],
+                     f"{second['value'] / first['value'] - 1:.2%}", "yes" if separated else "no (overlap)"])
+    if not rows:
+        return []
+    return [("h", 2, "At equal compute"),
+            ("p", "Bits per byte on the same held-out bytes at each budget (mean of the near-optimal runs, "
+                  f"{analysis.tolerance:.0%} band; bootstrap intervals). 'Gap': how much worse the second family "
+                  "is; 'separated': the intervals do not overlap."),
+            ("table", ["budget", *families, "ahead", "gap", "separated"], rows)]
 
 
 def render_markdown(blocks: list[Block]) -> str:
