@@ -308,3 +308,33 @@ def test_the_held_out_cell_gets_one_run_where_the_laws_below_it_predict():
 def test_a_holdout_outside_the_study_or_without_budgets_below_is_refused(holdout, message):
     with pytest.raises(ValueError, match=message):
         StudyConfig(name="s", budgets=[1e18, 3e18, 1e19, 3e19], holdout=holdout)
+
+
+@pytest.mark.slow
+def test_seed_reruns_and_the_run_at_the_prediction_side_by_side(tmp_path):
+    """A real study through submitit's local launcher, two single-thread trials at a time: every cell's
+    best configuration is rerun with seed 1, and the held-out cell gets one run where the laws fitted
+    below it point, which `python -m analysis validate` then compares with the cell's other runs."""
+    sweep_dir = tmp_path / "study"
+    cmd = [sys.executable, "sweep.py", "-m", "sweep.families=[aunet2]", "sweep.budgets=[2e9,4e9,8e9,1.6e10]",
+           "sweep.holdout=1.6e10", "sweep.ratio=0.0005", "sweep.force=true", "sweep.trials=4", "sweep.phases=[qmc]",
+           "sweep.max_moves=0", "sweep.seeds=2", "sweep.batch_size=2", "threads=1", "data.valid_bytes=65536",
+           "eval_bytes=2048", "eval=none", "tracking=off", "sweep.name=predict", f"hydra.sweep.dir={sweep_dir}",
+           "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=30"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = Ledger(sweep_dir / "ledger.sqlite").rows()
+    assert all(r.status in ("finished", "diverged") for r in rows)
+    for budget in (2e9, 4e9, 8e9, 1.6e10):
+        cell = [r for r in rows if r.budget == budget]
+        searched = [r for r in cell if r.phase == "qmc" and r.status == "finished"]
+        (rerun,) = [r for r in cell if r.phase == "seed"]
+        best = min(searched, key=lambda r: r.loss)
+        assert (rerun.lr, rerun.bsz, rerun.seed, rerun.record["seed"]) == (best.lr, best.bsz, 1, 1)
+        assert rerun.record["loss"] != best.loss  # another seed: another model and data order
+    (predicted,) = [r for r in rows if r.phase == "predicted"]
+    assert predicted.budget == 1.6e10 and predicted.index == 5 and predicted.record["lr"] == predicted.lr
+    validate = subprocess.run([sys.executable, "-m", "analysis", "validate", str(sweep_dir / "results.csv"),
+                               "--holdout", "1.6e10", "--bootstrap", "100"], cwd=REPO, capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stderr[-2000:]
+    assert f"run at the predicted hyperparameters: loss {predicted.bpb:.4g}" in validate.stdout  # in bits per byte
