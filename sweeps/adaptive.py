@@ -41,6 +41,7 @@ class CellPrior:
     lr: float  # the prior law's LR and BSZ: the centre of the prior box
     bsz: float
     seq_len: int  # BSZ is whole sequences of this many units
+    bsz_limit: float = math.inf  # the largest BSZ that still trains aunet.ladder.MIN_STEPS steps (moves stop there)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def next_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome])
     moves = len({h.trial.box for h in history if h.trial.phase == "move"})
     if moves < study.max_moves:
         sides = edge_sides(current, history)
+        if sides[1] == "upper" and current[3] + cell.seq_len > cell.bsz_limit:
+            sides = (sides[0], "")  # larger batches would train too few steps: the box stays below them
         if any(sides):
             return move_trials(study, cell, history, current, sides, moves + 1)
     wanted = study.adaptive_trials - phases.count("adaptive") if "adaptive" in study.phases else 0
@@ -104,6 +107,7 @@ def move_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome],
     """Sobol points in the strip one prior box width past each edge; every such trial carries the grown box."""
     strip = [*_grow(current[0], current[1], sides[0], study.lr_factor),
              *_grow(current[2], current[3], sides[1], study.bsz_factor)]
+    strip[3] = min(strip[3], cell.bsz_limit) if sides[1] == "upper" else strip[3]
     grown = (min(current[0], strip[0]), max(current[1], strip[1]), min(current[2], strip[2]),
              max(current[3], strip[3]))
     points = in_box(unit_points(cell.family, cell.budget, study.seed, study.move_trials, f":move{move}"), strip)

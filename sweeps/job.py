@@ -8,6 +8,7 @@ study it belongs to; the training config is that config without the study, type-
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -47,7 +48,10 @@ class Cell:
     @property
     def start(self) -> CellPrior:
         """What the proposer needs of the cell (``sweeps.adaptive``): its prior optimum and BSZ grain."""
-        return CellPrior(self.prior.family, self.prior.budget, self.prior.lr, self.prior.law_bsz, self.prior.seq_len)
+        units = self.prior.budget / self.prior.budget_per_unit  # every trial of the cell trains these
+        limit = math.inf if self.study.force else (units / ladder.MIN_STEPS) // self.prior.seq_len * self.prior.seq_len
+        return CellPrior(self.prior.family, self.prior.budget, self.prior.lr, self.prior.law_bsz, self.prior.seq_len,
+                         limit)
 
     def trials(self) -> list[Trial]:
         """Phase 1: the cell's quasi-random trials over the prior box."""

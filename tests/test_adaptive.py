@@ -72,6 +72,18 @@ def test_the_best_configuration_is_rerun_with_each_missing_seed_last():
         == "adaptive"
 
 
+def test_box_moves_stop_at_the_largest_batch_that_trains_enough_steps():
+    study = StudyConfig(name="s", trials=16, adaptive_trials=2, max_moves=3, move_trials=4)
+    limited = CellPrior("aunet2", 1e12, lr=1e-3, bsz=8192, seq_len=256, bsz_limit=48 * 1024)
+    rounds = run_cell(study, bowl(1e-3, 8192 * 40), limited)  # the optimum far above the limit
+    moves = [o.trial for r in rounds for o in r if o.trial.phase == "move"]
+    assert moves and max(t.box[3] for t in moves) == 48 * 1024 and max(t.bsz for t in moves) <= 48 * 1024
+    everything = [o.trial for r in rounds for o in r]
+    assert max(t.bsz for t in everything) <= 48 * 1024  # the adaptive phase searches the clamped box
+    at_limit = CellPrior("aunet2", 1e12, lr=1e-3, bsz=8192, seq_len=256, bsz_limit=32768)  # the prior box's top
+    assert "move" not in [o.trial.phase for r in run_cell(study, bowl(1e-3, 8192 * 40), at_limit) for o in r]
+
+
 def test_seed_reruns_round_trip_through_the_ledger(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     rerun = Trial("aunet2", 1e12, 9, 1e-3, 4096, "seed", (1e-4, 1e-2, 1024, 8192), seed=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -131,6 +132,12 @@ def test_a_cell_whose_box_gives_a_trial_under_200_steps_is_refused_unless_forced
     assert steps_at(cell.prior, top) < MIN_STEPS
     fix = float(str(err.value).split("raise the budget to >= ")[1].split(" FLOPs")[0])
     assert steps_at(cell.prior, top) * fix / 2e10 == pytest.approx(MIN_STEPS, rel=1e-2)
+    assert cell.start.bsz_limit == math.inf  # forced: box moves are not held back either
+    study.force, study.ratio = False, 0.2  # the demo's regime at 1e11: its box keeps 200 steps
+    cell = plan_cell(study, "aunet2", 1e11, base.data)
+    start, held = cell.start, cell.prior  # box moves stop at the largest batch that keeps 200 steps
+    assert start.bsz_limit % start.seq_len == 0
+    assert steps_at(held, start.bsz_limit) >= MIN_STEPS > steps_at(held, start.bsz_limit + start.seq_len)
 
 
 def test_sweep_refuses_bad_input_before_submitting(tmp_path):
