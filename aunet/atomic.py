@@ -9,6 +9,7 @@ and at most a hidden ``.<name>.*.tmp`` file, which a failed write removes itself
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import math
 import os
@@ -78,3 +79,15 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     """``data`` as indented JSON (non-finite floats as null, other objects as ``str``), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False, default=str))
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block: processes that
+    prepare the same cache entry take turns, and the kernel frees the lock if its holder dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

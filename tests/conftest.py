@@ -11,8 +11,6 @@ down, and only if a fixture brought it up (a cluster you started by hand stays u
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -23,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from aunet.atomic import file_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = REPO / "scripts" / "slurm_cluster.sh"
@@ -93,19 +93,14 @@ class SlurmCluster:
     def conf(self) -> Path:
         return Path(self.env["SLURM_CONF"])
 
+    def launcher(self, *extra: str) -> list[str]:
+        """Sweep overrides sending every trial to this cluster as a one-CPU job of 20 minutes at most."""
+        return ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={self.partition}",
+                "hydra.launcher.timeout_min=20", "hydra.launcher.cpus_per_task=1", *extra]
+
     # For tests of the script itself (e.g. a second cluster in another state directory).
     processes = staticmethod(slurm_cluster_processes)
     run_script = staticmethod(run_slurm_script)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _live_users(users: Path) -> list[Path]:
@@ -132,7 +127,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     users.mkdir(exist_ok=True)
     me = users / str(os.getpid())
 
-    with _locked(lock):
+    with file_lock(lock):
         was_up = run_slurm_script("status").returncode == 0
         up = run_slurm_script("up")
         if up.returncode != 0:
@@ -157,7 +152,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 def _release(state_dir: Path, lock: Path, users: Path, me: Path, started_mark: Path) -> None:
     """Unregisters this session; the last session takes down a cluster that a fixture started."""
-    with _locked(lock):
+    with file_lock(lock):
         me.unlink(missing_ok=True)
         if _live_users(users) or not started_mark.exists():
             return  # another session still uses it, or someone started it by hand

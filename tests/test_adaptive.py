@@ -274,9 +274,7 @@ def test_a_sweep_with_bad_phases_is_refused_before_anything_is_submitted(tmp_pat
 def test_the_slurm_path_runs_phase_2_too(tmp_path, slurm_cluster):
     sweep_dir = tmp_path / "slurm"
     cmd = sweep_command(sweep_dir, "sweep.name=slurm2", "sweep.trials=2", "sweep.adaptive_trials=1",
-                        "sweep.max_moves=0", "hydra/launcher=submitit_slurm",
-                        f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.timeout_min=20",
-                        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2")
+                        "sweep.max_moves=0", *slurm_cluster.launcher("hydra.launcher.mem_gb=2"))
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **slurm_cluster.env}, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]

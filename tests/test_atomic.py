@@ -41,3 +41,24 @@ def test_records_and_checkpoints_go_through_it(tmp_path):
         checkpoint.save(tmp_path / "ckpt.pt", {"step": 4, "w": lambda: 0})
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "record.json"]
+
+
+def test_file_lock_makes_processes_take_turns(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from aunet.atomic import file_lock
+
+    lock, held = tmp_path / ".lock", tmp_path / "held"
+    holder = (f"from aunet.atomic import file_lock\nimport pathlib, time\nwith file_lock({str(lock)!r}):\n"
+              f"    pathlib.Path({str(held)!r}).touch()\n    time.sleep(1.5)")
+    other = subprocess.Popen([sys.executable, "-c", holder])
+    while not held.exists():  # the other process holds the lock from now on, for 1.5 s
+        assert other.poll() is None
+        time.sleep(0.02)
+    started = time.time()
+    with file_lock(lock):
+        waited = time.time() - started
+    other.wait()
+    assert waited > 0.3 and lock.exists()

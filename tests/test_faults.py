@@ -187,8 +187,7 @@ def test_submitit_local_orphans_are_adopted_and_one_killed_job_fails_alone(tmp_p
 def test_slurm_orphans_are_adopted_and_one_cancelled_job_fails_alone(tmp_path, slurm_cluster):
     """The same two faults on SLURM: the driver killed while the job array runs, then one array task
     cancelled (scancel) while the other trains."""
-    slurm = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
-             "hydra.launcher.timeout_min=20", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+    slurm = slurm_cluster.launcher("hydra.launcher.mem_gb=2")
     sweep_dir = tmp_path / "slurm_orphans"
     driver = start(sweep_cmd(sweep_dir, "slurm_orphans", *slurm), env=slurm_cluster.env)
     wait_until(lambda: n_starts(sweep_dir, KEYS[0]) == 1 or n_starts(sweep_dir, KEYS[1]) == 1,

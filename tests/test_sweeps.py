@@ -157,9 +157,7 @@ def test_sweep_refuses_bad_input_before_submitting(tmp_path):
 def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_cluster):
     sweep_dir = tmp_path / "slurm"
     cmd = [sys.executable, "sweep.py", "-m", *TINY_STUDY, f"hydra.sweep.dir={sweep_dir}", "sweep.name=slurm",
-           "sweep.budgets=[2e10,1.5e11]", "sweep.trials=1", "hydra/launcher=submitit_slurm",
-           f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.timeout_min=20",
-           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+           "sweep.budgets=[2e10,1.5e11]", "sweep.trials=1", *slurm_cluster.launcher("hydra.launcher.mem_gb=2")]
     sweep = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **slurm_cluster.env}, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     # Once the long trial (second task of the job array) is training, send it the signal SLURM sends
@@ -188,9 +186,7 @@ def test_slurm_study_with_an_interrupted_trial_that_resumes(tmp_path, slurm_clus
 def test_a_slurm_trial_spans_two_tasks_as_one_distributed_run(tmp_path, slurm_cluster):
     sweep_dir = tmp_path / "ddp"
     proc = run_sweep(sweep_dir, "sweep.name=ddp", "sweep.budgets=[2e10]", "sweep.trials=1",
-                     "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
-                     "hydra.launcher.timeout_min=20", "hydra.launcher.tasks_per_node=2",
-                     "hydra.launcher.cpus_per_task=1", env=slurm_cluster.env, timeout=600)
+                     *slurm_cluster.launcher("hydra.launcher.tasks_per_node=2"), env=slurm_cluster.env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (row,) = Ledger(sweep_dir / "ledger.sqlite").rows()
     assert row.status == "finished", row.error

@@ -99,9 +99,7 @@ def test_a_negative_thread_count_is_refused_by_name(tmp_path):
 def test_two_single_cpu_slurm_jobs_at_once_each_train_on_one_thread(tmp_path, slurm_cluster):
     sweep_dir = tmp_path / "one_cpu"
     proc = run_sweep(sweep_dir, "sweep.name=onecpu", "sweep.budgets=[2e10]", "sweep.trials=2",
-                     "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
-                     "hydra.launcher.timeout_min=20", "hydra.launcher.cpus_per_task=1", env=slurm_cluster.env,
-                     timeout=600)
+                     *slurm_cluster.launcher(), env=slurm_cluster.env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = Ledger(sweep_dir / "ledger.sqlite").rows()
     assert len(rows) == 2 and {r.status for r in rows} == {"finished"}, [(r.status, r.error) for r in rows]

@@ -21,18 +21,15 @@ so the cache holds the whole corpus or nothing.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from aunet.atomic import write_json_atomic
+from aunet.atomic import file_lock, write_json_atomic
 from aunet.pinned import Pin, fetch_pinned
 
 CORPUS_NAME = "default-v1"
@@ -77,7 +74,7 @@ def prepare_default_corpus(cache_dir: str | Path, archives_dir: str | Path | Non
     if is_prepared(cache_dir):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.parent / f".{CORPUS_NAME}.lock"):
+    with file_lock(target.parent / f".{CORPUS_NAME}.lock"):
         if is_prepared(cache_dir):  # another process finished while we waited
             return target
         started = time.monotonic()
@@ -112,14 +109,6 @@ def prepare_default_corpus(cache_dir: str | Path, archives_dir: str | Path | Non
     return target
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 _GUT_START = re.compile(r"^\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG.*$", re.M | re.I)

@@ -13,13 +13,12 @@ and tokenizer, not a constant.
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from aunet.atomic import atomic_path
+from aunet.atomic import atomic_path, file_lock
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -122,19 +121,15 @@ def cached_bpe(path: str | Path, vocab_size: int, texts_factory, show_progress: 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if path.is_file():
-                try:
-                    return load_tokenizer(path, EOS_TOKEN)
-                except ValueError:
-                    path.unlink()  # a corrupt cache entry: retrain
-            tok = train_bpe(texts_factory(), vocab_size, show_progress)
-            save_atomic(tok, path)
-            return load_tokenizer(path, EOS_TOKEN)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        if path.is_file():
+            try:
+                return load_tokenizer(path, EOS_TOKEN)
+            except ValueError:
+                path.unlink()  # a corrupt cache entry: retrain
+        tok = train_bpe(texts_factory(), vocab_size, show_progress)
+        save_atomic(tok, path)
+        return load_tokenizer(path, EOS_TOKEN)
 
 
 def measure_compression(tokenizer: BpeTokenizer | Tokenizer, docs: Iterable[bytes | str]) -> float:
