@@ -83,9 +83,15 @@ def _launch_rolling(ledger: Ledger, launcher: Any, rows: list[Row], overrides: C
             time.sleep(poll)
 
 
+class DriverStopped(RuntimeError):
+    """A signal (SIGTERM, SIGUSR2) reached the driver while it ran a trial in-process: the trial
+    checkpointed, and the driver stops instead of starting the next one."""
+
+
 def _launch_in_process(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callable[[Row], list[str]],
                        sweep_dir: Path, ended: Callable) -> None:
-    """Hydra's basic launcher runs each trial inside this process, one by one."""
+    """Hydra's basic launcher runs each trial inside this process, one by one. A trial that comes back
+    preempted was stopped by a signal sent to this very process, i.e. to the driver: it stops."""
     me = process_job("process", os.getpid())
     for i, row in enumerate(rows):
         ledger.mark(row.key, "running", job=me, output_dir=str(sweep_dir / row.key))
@@ -95,6 +101,9 @@ def _launch_in_process(ledger: Ledger, launcher: Any, rows: list[Row], overrides
         except Exception as err:  # the launcher itself failed
             log.error("launcher failed on trial %s: %s", row.key, err)
             ended(row, None, f"the launcher failed: {err}")
+        if next(r.status for r in ledger.rows() if r.key == row.key) == "preempted":
+            raise DriverStopped(f"stopped by a signal during trial {row.key}, which checkpointed; run the same "
+                                "command again to resume the study")
 
 
 def _is_submitit(launcher: Any) -> bool:

@@ -53,34 +53,16 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     check_launcher(config.hydra.launcher)
     cells = study_cells(study, config.data)
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
-    returns: list[JobReturn] = []
-    overheads: list[tuple[float, float, float]] = []
     with StudyLock(sweep_dir):
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
         ledger = Ledger(sweep_dir / "ledger.sqlite")
         ledger.bind(study)
         adopted = reconcile(ledger, sweep_dir)
         extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
-        for round_number in itertools.count(1):
-            ledger.add(propose(study, cells, ledger.rows()))
-            todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
-            log.info("study %s, round %d: %d trials, %d to run, %d still running from an earlier driver",
-                     study.name, round_number, len(ledger.rows()), len(todo), len(adopted))
-            if todo:
-                ran, overhead = run_trials(
-                    ledger, launcher, todo,
-                    lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
-                                 *trial_labels(row), *extra],
-                    sweep_dir, study.batch_size)
-                returns += ran
-                overheads += overhead
-            elif adopted:  # their cells propose once these are settled
-                wait_for_jobs(ledger, adopted, sweep_dir)
-                adopted = []
-            else:
-                break
-            mirror_to_optuna([r for r in ledger.rows() if settled(r, study)], sweep_dir / OPTUNA_STORAGE, study.name)
-        ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
+        try:
+            returns, overheads = run_rounds(study, cells, ledger, launcher, arguments + extra, sweep_dir, adopted)
+        finally:  # stopped or not, what finished is in the results table
+            ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
         if extra:
             close_study_run(config, ledger, study, sweep_dir)
     print(status_table(ledger))
@@ -92,6 +74,34 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     print(f"ledger: {ledger.path}\nresults: {sweep_dir / 'results.csv'}\n"
           f"dashboard: optuna-dashboard sqlite:///{sweep_dir / OPTUNA_STORAGE}")
     return returns
+
+
+def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger: Ledger, launcher: Any,
+               arguments: list[str], sweep_dir: Path, adopted: list[Row]) -> tuple[list[JobReturn], list]:
+    """Propose, register, run, until no cell proposes and nothing is left to run; returns the jobs'
+    returns and the overhead per batch."""
+    returns: list[JobReturn] = []
+    overheads: list[tuple[float, float, float]] = []
+    for round_number in itertools.count(1):
+        ledger.add(propose(study, cells, ledger.rows()))
+        todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
+        log.info("study %s, round %d: %d trials, %d to run, %d still running from an earlier driver",
+                 study.name, round_number, len(ledger.rows()), len(todo), len(adopted))
+        if todo:
+            ran, overhead = run_trials(
+                ledger, launcher, todo,
+                lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
+                             *trial_labels(row)],
+                sweep_dir, study.batch_size)
+            returns += ran
+            overheads += overhead
+        elif adopted:  # their cells propose once these are settled
+            wait_for_jobs(ledger, adopted, sweep_dir)
+            adopted = []
+        else:
+            break
+        mirror_to_optuna([r for r in ledger.rows() if settled(r, study)], sweep_dir / OPTUNA_STORAGE, study.name)
+    return returns, overheads
 
 
 #: The Optuna storage that mirrors the study's ledger (one Optuna study per cell), next to it.

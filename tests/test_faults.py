@@ -116,6 +116,28 @@ def test_driver_killed_mid_trial_then_rerun_retries_only_the_interrupted_trial(t
 
 
 @pytest.mark.slow
+def test_sigterm_to_an_in_process_driver_stops_it_after_the_trial_checkpoints(tmp_path):
+    """The signal an operator (or SLURM, for a driver run as a job) sends goes to the driver, which
+    runs the trial in-process: the trial checkpoints and the driver stops instead of starting the
+    next trial; the rerun resumes the checkpointed trial and runs the other."""
+    sweep_dir = tmp_path / "term"
+    longer = ["sweep.ratio=0.002"]  # trials long enough to be caught training
+    driver = start(sweep_cmd(sweep_dir, "term", *longer))
+    wait_until(lambda: n_starts(sweep_dir, KEYS[0]) == 1 and (sweep_dir / KEYS[0] / "sweep.log").exists()
+               and "step " in (sweep_dir / KEYS[0] / "sweep.log").read_text(), "the first trial trains", driver)
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode != 0 and "stopped by a signal during trial aunet2/C2e09/t0" in out, out[-3000:]
+    rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
+    assert rows[KEYS[0]].status == "preempted" and rows[KEYS[1]].status == "pending"
+    assert n_starts(sweep_dir, KEYS[1]) == 0 and (sweep_dir / "results.csv").exists()
+    rerun = run(sweep_cmd(sweep_dir, "term", *longer))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from" in (sweep_dir / KEYS[0] / "sweep.log").read_text()
+    assert {r.status for r in Ledger(sweep_dir / "ledger.sqlite").rows()} == {"finished"}
+
+
+@pytest.mark.slow
 def test_second_driver_refused_then_corrupt_ledger_named_and_rebuilt(tmp_path):
     """Two drivers on one study: the second refuses in one line naming the first (host, PID, start
     time). Then the ledger is garbage: the rerun names it in one line; `rebuild` restores it from the
