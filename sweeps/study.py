@@ -81,7 +81,7 @@ class StudyConfig:
     prior: Any = "paper"  # "paper", a law file, or {aunet: ..., bpe: ...}, each a law file or inline (resolve_laws)
     seed: int = 0
     max_attempts: int = 2  # runs of a failed or preempted trial before it is left as it is
-    batch_size: int = 0  # jobs handed to the launcher at once (0: all pending trials)
+    batch_size: int = 0  # submitit jobs in flight at once, refilled as each ends (0: all pending trials)
     force: bool = False  # run cells whose box gives a trial < aunet.ladder.MIN_STEPS steps (refused otherwise)
 
     def __post_init__(self) -> None:
