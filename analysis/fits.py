@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import DIVERGED_ABOVE, FAMILY, GROUP_KEYS, NOT_TASKS, load_results, warn
-from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw, box_edge
+from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95
-MIN_BUDGETS = 3  # a slope and one degree of freedom for its scatter
 BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
 BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum

@@ -69,6 +69,11 @@ PAPER_LAWS: dict[str, HyperLaws] = {
 BOX_EDGE = 0.1
 
 
+#: Budgets a power law in C needs: a slope and one degree of freedom for its scatter (the analysis's
+#: fits, and a study's held-out budget, which is predicted from the budgets below it).
+MIN_BUDGETS = 3
+
+
 def box_edge(value: float, lo: float, hi: float) -> str:
     """"lower" or "upper" if ``value`` sits in the outer tenth of the log box [lo, hi] (or beyond it), else ""."""
     if hi <= lo:

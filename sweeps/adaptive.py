@@ -74,7 +74,7 @@ def next_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome])
 
 def seed_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome], current: Box) -> list[Trial]:
     """The best configuration of the search (seed reruns excluded) with each seed it still lacks."""
-    searched = [h for h in history if h.trial.phase not in ("seed", "predicted") and _finished(h)]
+    searched = [h for h in history if _searched(h)]
     if study.seeds < 2 or not searched:
         return []
     best = min(searched, key=lambda h: h.loss).trial
@@ -93,7 +93,7 @@ def cell_box(study: StudyConfig, cell: CellPrior, history: Sequence[Outcome]) ->
 
 def edge_sides(current: Box, history: Sequence[Outcome]) -> tuple[str, str]:
     """Which edge ("lower", "upper" or "") of the box the best finished run sits on, in LR and in BSZ."""
-    finished = [h for h in history if _finished(h) and h.trial.phase != "predicted"]  # the search's own runs
+    finished = [h for h in history if _searched(h)]
     if finished:
         best = min(finished, key=lambda h: h.loss).trial
         return box_edge(best.lr, current[0], current[1]), box_edge(best.bsz, current[2], current[3])
@@ -152,6 +152,11 @@ def adaptive_trials(study: StudyConfig, cell: CellPrior, history: Sequence[Outco
         trials.append(trial_at(cell.family, cell.budget, len(history) + k, asked.params["lr"], asked.params["bsz"],
                                cell.seq_len, "adaptive", current))
     return trials
+
+
+def _searched(outcome: Outcome) -> bool:
+    """A finished run of the search itself: seed reruns and the run at the prediction only measure it."""
+    return _finished(outcome) and outcome.trial.phase not in ("seed", "predicted")
 
 
 def _finished(outcome: Outcome) -> bool:

@@ -50,10 +50,10 @@ def run_trials(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callab
     tic = time.time()
     returns: list[JobReturn] = []
 
-    def ended(row: Row, result: JobReturn | None, error: str) -> None:
-        settle(ledger, row, result, sweep_dir, launcher_error=error)
+    def ended(row: Row, result: JobReturn | None, error: str) -> str:
         if result is not None:
             returns.append(result)
+        return settle(ledger, row, result, sweep_dir, launcher_error=error)
 
     if _is_submitit(launcher):
         _launch_rolling(ledger, launcher, rows, overrides, sweep_dir, batch_size or len(rows), ended)
@@ -97,11 +97,11 @@ def _launch_in_process(ledger: Ledger, launcher: Any, rows: list[Row], overrides
         ledger.mark(row.key, "running", job=me, output_dir=str(sweep_dir / row.key))
         try:
             (result,) = launcher.launch([overrides(row)], i)
-            ended(row, result, "the launcher returned no result")
+            status = ended(row, result, "the launcher returned no result")
         except Exception as err:  # the launcher itself failed
             log.error("launcher failed on trial %s: %s", row.key, err)
-            ended(row, None, f"the launcher failed: {err}")
-        if next(r.status for r in ledger.rows() if r.key == row.key) == "preempted":
+            status = ended(row, None, f"the launcher failed: {err}")
+        if status == "preempted":
             raise DriverStopped(f"stopped by a signal during trial {row.key}, which checkpointed; run the same "
                                 "command again to resume the study")
 
@@ -154,9 +154,9 @@ def read_record(path: Path) -> RunRecord | None:
         return None
 
 
-def settle(ledger: Ledger, row: Row, result: JobReturn | None, sweep_dir: Path, launcher_error: str) -> None:
-    """Record what became of a trial's job. A complete record file on disk wins, then what the job
-    returned, then the job's error. Attempts: the jobs that started the trial."""
+def settle(ledger: Ledger, row: Row, result: JobReturn | None, sweep_dir: Path, launcher_error: str) -> str:
+    """Record what became of a trial's job, and return the status recorded. A complete record file on
+    disk wins, then what the job returned, then the job's error. Attempts: the jobs that started the trial."""
     trial_dir = sweep_dir / row.key
     attempts = len(started_jobs(trial_dir))
     found = read_record(trial_dir / "record.json")
@@ -169,8 +169,9 @@ def settle(ledger: Ledger, row: Row, result: JobReturn | None, sweep_dir: Path, 
             error = f"{type(result._return_value).__name__}: {result._return_value}"
     if record is not None:
         ledger.mark(row.key, record["status"], record=record, error=record.get("error", ""), attempts=attempts)
-    else:
-        ledger.mark(row.key, "failed", error=error or "the job ended without a record", attempts=attempts)
+        return record["status"]
+    ledger.mark(row.key, "failed", error=error or "the job ended without a record", attempts=attempts)
+    return "failed"
 
 
 def reconcile(ledger: Ledger, sweep_dir: Path) -> list[Row]:

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from analysis.fits import MIN_BUDGETS
 from aunet.ladder import FAMILIES, get_family, positive_number, resolve_laws, whole_sequences
-from aunet.laws import HyperLaws
+from aunet.laws import MIN_BUDGETS, HyperLaws
 from aunet.record import check_convention
 
 PHASES = ("qmc", "adaptive")  # phase 1 quasi-random, phase 2 adaptive (box moves come between them)
