@@ -221,8 +221,11 @@ def test_slurm_orphans_are_adopted_and_one_cancelled_job_fails_alone(tmp_path, s
     assert_each_trial_finished_once(sweep_dir)
 
     sweep_dir = tmp_path / "slurm_onejob"
-    driver = start(sweep_cmd(sweep_dir, "slurm_onejob", *slurm), env=slurm_cluster.env)
-    wait_until(lambda: n_starts(sweep_dir, KEYS[1]) == 1, "the second job started", driver)
+    longer = ["sweep.ratio=0.002"]  # trials long enough that the cancel lands while the second one trains
+    driver = start(sweep_cmd(sweep_dir, "slurm_onejob", *slurm, *longer), env=slurm_cluster.env)
+    log = sweep_dir / KEYS[1] / "sweep.log"
+    wait_until(lambda: n_starts(sweep_dir, KEYS[1]) == 1 and log.exists() and "step " in log.read_text(),
+               "the second job trains", driver)
     job_id = starts(sweep_dir / KEYS[1])[0]["job"].removeprefix("slurm:")
     subprocess.run(["scancel", job_id], check=True, env={**os.environ, **slurm_cluster.env})
     out, _ = driver.communicate(timeout=900)
@@ -231,7 +234,7 @@ def test_slurm_orphans_are_adopted_and_one_cancelled_job_fails_alone(tmp_path, s
     assert rows[KEYS[0]].status == "finished", rows[KEYS[0]].error
     # The cancelled trial failed alone, and the driver's next round retried it (its second attempt).
     assert rows[KEYS[1]].status == "finished" and rows[KEYS[1]].attempts == 2, rows[KEYS[1]].error
-    rerun = run(sweep_cmd(sweep_dir, "slurm_onejob", *slurm), env=slurm_cluster.env)
+    rerun = run(sweep_cmd(sweep_dir, "slurm_onejob", *slurm, *longer), env=slurm_cluster.env)
     assert rerun.returncode == 0 and "2 trials, 0 to run" in said(rerun), rerun.stderr[-3000:]
     assert_each_trial_finished_once(sweep_dir, retrained=(KEYS[1],))
 
