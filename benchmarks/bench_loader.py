@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import torch
 from bench_train import matched_configs
 
-from aunet.data import DataConfig, Prefetcher, open_dataset
+from aunet.data import DataConfig, Prefetcher, prepare_data
 from aunet.models import build_model
 from aunet.threads import use_allocated_threads
 from aunet.train import lm_loss
@@ -61,10 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     use_allocated_threads(args.threads)
     cfg = matched_configs(args.dim, args.layers, args.seq)["AU-Net 2"]
-    dataset = open_dataset(DataConfig(seq_len=args.seq))
+    corpus = prepare_data(DataConfig(seq_len=args.seq))
 
     def loader():
-        return dataset.train_loader(cfg, args.batch)
+        return corpus.train_loader(cfg, args.batch)
 
     advance_source, synchronous, prefetching = loader(), loader(), Prefetcher(loader())
 
