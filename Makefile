@@ -51,7 +51,7 @@ test: $(STAMP)
 # Mutation score (slow, not in CI): mutmut copies the packages to mutants/ and runs the fast
 # tests of each module ([tool.mutmut] in pyproject.toml); only `evaluate` of aunet/train.py.
 # PYTHONPATH is cleared so the tests import the mutants, not the originals.
-MUTATE := "aunet.splitting.*" "aunet.flops.*" "analysis.fits.*" "aunet.optim.*" "aunet.train.x_evaluate__mutmut_*"
+MUTATE := "aunet.splitting.*" "aunet.flops.*" "analysis.fits.*" "aunet.optim.*" "aunet.train.x_evaluate__mutmut_*" "aunet.data.packing.x_bits_per_byte__mutmut_*"
 mutation: $(STAMP)
 	env -u PYTHONPATH $(VENV)/bin/mutmut run $(MUTATE)
 	env -u PYTHONPATH $(VENV)/bin/mutmut results

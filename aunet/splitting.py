@@ -56,6 +56,7 @@ rule has no fast path: it falls back to ``push`` with a one-time warning.
 from __future__ import annotations
 
 import codecs
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -287,7 +288,17 @@ def _warn_no_fast_path(specs: list[str]) -> None:
     if tuple(specs) not in _WARNED:
         _WARNED.add(tuple(specs))
         warnings.warn(f"splitting rules {specs} have no fast path: levels are computed byte by byte "
-                      "(about 0.5 MB/s); use 'word' / 'words:N' for data-speed splitting", stacklevel=3)
+                      "(about 0.5 MB/s); use 'word' / 'words:N' for data-speed splitting",
+                      stacklevel=_outside_this_module())
+
+
+def _outside_this_module() -> int:
+    """The stacklevel of the first caller outside this module: the warning names the user's line
+    whether they called ``pool_levels`` or ``Splitter.levels``."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _as_bytes(data: bytes | bytearray | list[int]) -> bytes:

@@ -48,7 +48,7 @@ def run(design_name: str, budgets: int, diverged: float, seeds: int, n_boot: int
     true = {"lr": truth.lr.exponent, "bsz": truth.bsz.exponent}
     design = SweepDesign(budgets=tuple(np.geomspace(1e18, 1e20, budgets)), diverged_as_finished=diverged,
                          **DESIGNS[design_name])
-    out = {e: {"cover": {"lr": [], "bsz": []}, "width": {"lr": [], "bsz": []}} for e in ("band", "bowl")}
+    out = {e: {key: {"lr": [], "bsz": []} for key in ("cover", "width", "estimate")} for e in ("band", "bowl")}
     for seed in range(seeds):
         df = validate_results(synthetic_sweep("aunet2", design=design, seed=seed))
         for estimator, acc in out.items():
@@ -57,8 +57,19 @@ def run(design_name: str, budgets: int, diverged: float, seeds: int, n_boot: int
                 lo, hi = getattr(fit, name).exponent_ci
                 acc["cover"][name].append(lo <= true[name] <= hi)
                 acc["width"][name].append(hi - lo)
+                acc["estimate"][name].append(getattr(fit, name).exponent)
     return {e: {"cover": {k: float(np.mean(v)) for k, v in acc["cover"].items()},
-                "width": {k: float(np.median(v)) for k, v in acc["width"].items()}} for e, acc in out.items()}
+                "width": {k: float(np.median(v)) for k, v in acc["width"].items()},
+                "calibration": {k: calibration(acc["width"][k], acc["estimate"][k]) for k in ("lr", "bsz")}}
+            for e, acc in out.items()}
+
+
+def calibration(widths: list[float], estimates: list[float]) -> float:
+    """Median interval width over the width a 95% normal interval would have at the exponent's real
+    spread over seeds (robust sd: IQR / 1.349): 1 when the intervals are as wide as the noise asks,
+    above 1 when they over-cover because they are wider than it."""
+    q1, q3 = np.quantile(estimates, [0.25, 0.75])
+    return float(np.median(widths) / (2 * 1.96 * (q3 - q1) / 1.349))
 
 
 def main() -> None:
@@ -72,7 +83,7 @@ def main() -> None:
     print(f"{args.seeds} seeds, {args.bootstrap} resamples per fit; truth: alpha = "
           f"{default_truth('aunet2').laws.bsz.exponent}, beta = {default_truth('aunet2').laws.lr.exponent}")
     print(f"{'design':<7} {'budgets':>7} {'estimator':<9} {'divergences':>11} {'cover alpha':>11} {'cover beta':>10} "
-          f"{'width alpha':>11} {'width beta':>10} {'width ratio a/b':>15}  target")
+          f"{'width alpha':>11} {'width beta':>10} {'width ratio a/b':>15} {'width/spread a/b':>16}  target")
     misses = []
     for design_name in args.designs:
         for budgets in args.budgets:
@@ -89,7 +100,8 @@ def main() -> None:
                     ratio_text = f"{ratio['bsz']:.2f}/{ratio['lr']:.2f}" if result is dirty else "-"
                     print(f"{design_name:<7} {budgets:>7} {estimator:<9} {label:>11} {r['cover']['bsz']:>11.3f} "
                           f"{r['cover']['lr']:>10.3f} {r['width']['bsz']:>11.4f} {r['width']['lr']:>10.4f} "
-                          f"{ratio_text:>15}  {'met' if ok else 'MISSED'}")
+                          f"{ratio_text:>15} {r['calibration']['bsz']:>8.2f}/{r['calibration']['lr']:.2f}"
+                          f"  {'met' if ok else 'MISSED'}")
                     if not ok:
                         misses.append(f"{design_name}/{budgets}/{estimator}/{label}")
             print(f"  ({design_name}, {budgets} budgets: {time.perf_counter() - start:.0f} s)", flush=True)

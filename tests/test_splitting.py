@@ -4,6 +4,7 @@ and the fast whole-string path against the byte-by-byte reference."""
 import itertools
 import warnings
 
+import numpy as np
 import pytest
 import regex
 from hypothesis import given, settings
@@ -242,13 +243,30 @@ def test_fast_levels_equal_byte_by_byte_on_real_text(real_text, rule_set):
 def test_a_rule_without_fast_path_falls_back_with_one_warning():
     rules = ["regex:[a-z]+|[^a-z]", "words:3"]
     data = b"abc,def ghi;;jkl mno"
-    with pytest.warns(UserWarning, match="no fast path"):
+    with pytest.warns(UserWarning, match="no fast path") as record:
         levels = pool_levels(data, 3, rules)
+    message = str(record[0].message)
+    assert "['regex:[a-z]+|[^a-z]']" in message and "byte by byte" in message and "'words:N'" in message
+    assert record[0].filename == __file__  # points at the caller's line, not at the splitter's insides
     assert levels == pushed(data, 3, rules)
     assert kept(levels, 1) == [3, 4, 7, 8, 11, 12, 13, 16, 17]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert pool_levels(data, 3, rules) == levels  # warned once only
+
+
+def test_word_rules_class_every_byte_as_stated():
+    """The fast word rules read bytes through one class table (built when the module loads)."""
+    from aunet.splitting import _B_DIGIT, _B_LETTER, _B_NEWLINE, _B_OTHER_WS, _B_PUNCT, _B_SPACE, _word_byte_classes
+
+    table = _word_byte_classes()
+    expected = {_B_LETTER: b"azAZ\x80\xc3\xa9\xff", _B_DIGIT: b"0159", _B_NEWLINE: b"\r\n", _B_SPACE: b" ",
+                _B_OTHER_WS: b"\t\x0b\x0c", _B_PUNCT: b"!,.;:-'\"()[]{}@`~\x00\x7f"}
+    for cls, members in expected.items():
+        assert [int(table[b]) for b in members] == [cls] * len(members), members
+    assert len(set(expected)) == 6 and table.dtype == np.uint8 and len(table) == 256
+    counts = np.bincount(table, minlength=6)
+    assert counts.tolist() == [52 + 128, 10, 256 - 52 - 128 - 10 - 2 - 1 - 3, 1, 3, 2]
 
 
 # ---- bad input ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aunet.data.packing import bits_per_byte
 from aunet.eval.codec import as_bytes, check_codec, encode, is_bpe, pad_id, prefix_id
 from aunet.eval.generation import greedy_generations
 from aunet.eval.registry import Item, TaskSpec, expand_tasks, get_task
@@ -287,7 +288,7 @@ def evaluate_task(model: nn.Module, task: str | TaskSpec, limit: int | None = No
     return TaskResult(spec.name, "acc_char", float(hits["char"].mean()), bootstrap_ci(hits["char"], n_boot, seed),
                       chance, len(items), acc_char=float(hits["char"].mean()), acc_raw=float(hits["raw"].mean()),
                       acc_token=float(hits["token"].mean()), majority=majority,
-                      gold_bpb=gold_nats / gold_bytes / math.log(2), seconds=time.time() - started,
+                      gold_bpb=bits_per_byte(gold_nats, gold_bytes), seconds=time.time() - started,
                       per_item=[bool(h) for h in hits["char"]])
 
 
