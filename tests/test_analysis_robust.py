@@ -160,6 +160,22 @@ def test_the_band_on_a_fixed_grid_redraws_noise_instead_of_resampling_grid_point
     assert 0.8 < ratio < 1.6, ratio
 
 
+def test_the_bowl_bootstrap_keeps_the_design_and_matches_the_real_spread():
+    """A budget's bowl optimum: its bootstrap spread must match its spread over seeds on a 24-run Sobol design
+    (resampling the runs made it about 1.8x too wide: duplicated runs leave the quadratic ~15 points)."""
+    design = SweepDesign(budgets=(1e18, 1e19, 1e20))
+    optima, spreads = [], []
+    for seed in range(40):
+        fit = quiet(fit_hyper_laws, synthetic_sweep("aunet2", design=design, seed=seed), "aunet2", estimator="bowl",
+                    n_boot=200, seed=seed)
+        b = fit.budgets
+        optima.append(np.log(b[["lr_opt", "bsz_opt"]].to_numpy()))
+        spreads.append(np.log(b[["lr_hi", "bsz_hi"]].to_numpy() / b[["lr_lo", "bsz_lo"]].to_numpy()) / (2 * 1.96))
+    q1, q3 = np.quantile(optima, [0.25, 0.75], axis=0)
+    ratio = float(np.median(np.median(spreads, axis=0) / ((q3 - q1) / 1.349)))  # robust: bowl optima have tails
+    assert 0.75 < ratio < 1.3, ratio
+
+
 def test_power_law_intervals_cover_95_percent_not_90():
     """1,000 classical fits: binomial sd 0.7%, so 0.93-0.97 tells 95% (pass) from 90% (fail)."""
     compute = np.geomspace(1e18, 1e21, 5)

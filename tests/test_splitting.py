@@ -259,7 +259,15 @@ def test_a_rule_without_fast_path_falls_back_with_one_warning():
 
 def test_word_rules_class_every_byte_as_stated():
     """The fast word rules read bytes through one class table (built when the module loads)."""
-    from aunet.splitting import _B_DIGIT, _B_LETTER, _B_NEWLINE, _B_OTHER_WS, _B_PUNCT, _B_SPACE, _word_byte_classes
+    from aunet.splitting import (
+        _B_DIGIT,
+        _B_LETTER,
+        _B_NEWLINE,
+        _B_OTHER_WS,
+        _B_PUNCT,
+        _B_SPACE,
+        _word_byte_classes,
+    )
 
     table = _word_byte_classes()
     expected = {_B_LETTER: b"azAZ\x80\xc3\xa9\xff", _B_DIGIT: b"0159", _B_NEWLINE: b"\r\n", _B_SPACE: b" ",
