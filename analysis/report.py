@@ -49,9 +49,10 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     blocks: list[Block] = [("h", 1, "Scaling analysis"),
                            ("p", f"Source: `{source}`. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
                                  f"{len(df)} runs; near-optimal band: within {analysis.tolerance:.2%} of each "
-                                 "budget's best loss; intervals are 95% bootstrap intervals (runs resampled "
-                                 "within each budget, widened, never narrowed, by the budgets' scatter around the "
-                                 "law). Finished runs with a loss above the divergence rule's multiple of their "
+                                 "budget's best loss; intervals are 95% bootstrap intervals (band: runs resampled "
+                                 "within each budget, or loss noise redrawn on a full grid; bowl: residuals of its "
+                                 "quadratic flipped at the runs' own points), widened, never narrowed, by the "
+                                 "budgets' scatter around the law. Finished runs with a loss above the divergence rule's multiple of their "
                                  "budget's best are set aside as diverged and never fitted.")]
     counts = df.groupby([FAMILY, "status"]).size().unstack(fill_value=0)
     counts["set aside as diverged"] = df.groupby(FAMILY)["set_aside"].sum().reindex(counts.index).astype(int)
