@@ -25,6 +25,9 @@ LEVEL = 0.95
 BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
 BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum
+#: Phases whose runs a sampler placed where it expects the optimum: they say nothing about how much of
+#: the box is flat, so the band-fills-box share counts the space-filling runs only.
+TARGETED_PHASES = ("adaptive",)
 HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
 ESTIMATORS = ("band", "bowl")
 LAW_DRAWS = 4000  # draws of (log coef, exponent) behind every law interval and prediction
@@ -367,9 +370,10 @@ def _where(family: str, budget: float, group: str) -> str:
 
 
 def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bowl: np.ndarray | None,
-                near: int, finished: int, tolerance: float) -> tuple[list[str], list[str]]:
+                near: int, finished: int, tolerance: float, targeted: int = 0) -> tuple[list[str], list[str]]:
     """Flags (for the table) and warnings: the best run on the edge of its box, the bowl's optimum outside
-    it, a band so full that the box cannot locate the optimum."""
+    it, a band so full that the box cannot locate the optimum (``near`` of ``finished`` space-filling runs;
+    ``targeted`` runs placed by an adaptive sampler are not counted)."""
     flags, messages = [], []
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
@@ -387,7 +391,8 @@ def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bo
     if finished >= 4 and near >= BAND_FILLS * finished:
         flags.append("band fills box")
         messages.append(warn(
-            f"{where}: {near} of {finished} finished runs are within {tolerance:.2%} of the best; the loss is flat "
+            f"{where}: {near} of {finished} finished runs{f' (besides {targeted} adaptive ones)' if targeted else ''} "
+            f"are within {tolerance:.2%} of the best; the loss is flat "
             "across the box, which is too narrow to locate the optimum: widen the box"))
     return flags, messages
 
@@ -460,8 +465,10 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
         else:
             est[:, j] = _bowl(replicate_loss, logv, w, np.log(np.array(box)))
         has_bowl = estimator == "bowl" and np.isfinite(est[0, j]).all()
-        edges, found = _box_checks(where, box, values[best], est[0, j] if has_bowl else None, int(near.sum()),
-                                   len(group), tolerance)
+        spread_out = ~group["phase"].isin(TARGETED_PHASES).to_numpy() if "phase" in group else np.ones(len(group), bool)
+        edges, found = _box_checks(where, box, values[best], est[0, j] if has_bowl else None,
+                                   int(near[spread_out].sum()), int(spread_out.sum()), tolerance,
+                                   targeted=int((~spread_out).sum()))
         messages += found
         if estimator == "bowl" and not has_bowl:
             messages.append(warn(f"{where}: the robust quadratic has no minimum near the box "

@@ -299,6 +299,24 @@ def test_a_band_that_fills_the_box_is_flagged():
     assert fit.budgets["edge"].str.contains("band fills box").all()
 
 
+def test_runs_an_adaptive_sampler_placed_near_the_optimum_do_not_fill_the_band():
+    """The band-fills-box share estimates how much of the box is flat: only space-filling runs can say."""
+    design = SweepDesign(budgets=FIVE.budgets[:3], trials=16)
+    table = synthetic_sweep("aunet2", design=design, seed=3)
+    table["phase"] = "qmc"
+    finished = table[table["status"] == "finished"]
+    best = finished.loc[finished.groupby("budget")["loss"].idxmin()]
+    clones = pd.concat([best] * 20, ignore_index=True)  # TPE's trials crowd the optimum
+    clones["lr"] *= np.tile(np.linspace(0.97, 1.03, 20), len(best))
+    clones["trial"] = np.arange(len(clones)) + 1000
+    clones["phase"] = "adaptive"
+    crowded = pd.concat([table, clones], ignore_index=True)
+    fit = quiet(fit_hyper_laws, crowded, "aunet2", n_boot=20)
+    assert not fit.budgets["edge"].str.contains("band fills box").any()
+    blind = quiet(fit_hyper_laws, crowded.drop(columns="phase"), "aunet2", n_boot=20)  # no phase: every run counts
+    assert blind.budgets["edge"].str.contains("band fills box").all()
+
+
 def test_the_box_covers_the_runs_snapped_below_it():
     """Batches are snapped to whole sequences after sampling: a run below the recorded box widens the box,
     and the edge warning speaks of that box."""
