@@ -225,6 +225,22 @@ def test_fast_levels_equal_byte_by_byte_on_slices_of_mixed_text(a, b, rule_set):
     assert pool_levels(data, n_stages, rules) == pushed(data, n_stages, rules)
 
 
+#: Code points at every UTF-8 length boundary, and classes next to each other, in runs of 1 to 9.
+BOUNDARY_CHARS = ["\x7f", "\x80", "\xa0", "\u07ff", "\u0800", "\u3000", "\uffff", "\U00010000", "7", ".", "a",
+                  " ", "\n", "\t", "é", "—"]
+
+
+@pytest.mark.parametrize("rule_set", RULE_SETS)
+def test_fast_levels_equal_byte_by_byte_at_utf8_boundaries_and_class_runs(rule_set):
+    n_stages, rules = rule_set
+    pieces = [c * n for n in (1, 2, 3, 4, 9) for c in BOUNDARY_CHARS]
+    for k in range(len(BOUNDARY_CHARS)):
+        text = ("word " + "".join(pieces[k::7]) + " end.\n").encode("utf-8", errors="surrogatepass")
+        assert pool_levels(text, n_stages, rules) == pushed(text, n_stages, rules), text
+    broken = b"ab\xc2 \x80\x80cd \xe0\xa0 12345678 ..... \xf0\x90\x80\x80!"  # invalid and valid sequences
+    assert pool_levels(broken, n_stages, rules) == pushed(broken, n_stages, rules)
+
+
 @pytest.fixture(scope="module")
 def real_text():
     cache = DataConfig().cache_path
