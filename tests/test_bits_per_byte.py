@@ -99,6 +99,35 @@ def test_uniform_model_scores_the_closed_form_for_bytes_and_bpe(corpora, tmp_pat
                                   / (expected_units["bytes"] * math.log(259)), rel=1e-6)
 
 
+class FixedLogits(UniformLogits):
+    """The same non-uniform logits at every position: each target costs its own -log p, whatever the context."""
+
+    def __init__(self, vocab: int):
+        super().__init__(vocab)
+        self.logits = torch.randn(vocab, generator=torch.Generator().manual_seed(0)) * 2
+
+    def forward(self, ids, levels=None):
+        return self.logits.expand(*ids.shape, self.vocab).clone()
+
+
+def test_every_target_is_scored_once_and_padding_never(corpora, tmp_path):
+    """Per-target nats differ, so a mean over padded positions, a dropped mask or a target counted twice
+    all move the sum away from the documents' own: each byte, then one end-of-document."""
+    from aunet.config import EOS_ID
+
+    corpus = corpora["bytes"]
+    heldout = [as_bytes(d) for d in corpus.heldout_docs()]
+    model = FixedLogits(259)
+    nll = -torch.log_softmax(model.logits.double(), dim=0)
+    expected = sum(float(nll[list(doc)].sum() + nll[EOS_ID]) for doc in heldout)
+    cfg = run_config(corpus, "bytes", tmp_path)
+    batches = list(corpus.heldout_batches(cfg.model, cfg.max_micro_batch, 0, 1, cfg.eval_bytes))
+    assert any(not bool(b["target_mask"].all()) for b in batches)  # the last sequence is padded
+    got = evaluate(model, corpus, cfg, DistEnv())
+    assert got["loss"] * got["heldout_units"] == pytest.approx(expected, rel=1e-6)
+    assert got["bpb"] == pytest.approx(expected / (sum(map(len, heldout)) * math.log(2)), rel=1e-6)
+
+
 def test_capped_evaluation_credits_only_the_bytes_it_scores(corpora, tmp_path):
     corpus = corpora["bytes"]
     full = evaluate(UniformLogits(259), corpus, run_config(corpus, "bytes", tmp_path), DistEnv())
