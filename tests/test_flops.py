@@ -302,6 +302,22 @@ def test_mamba_layer_params_name_each_tensor_of_a_mambapy_block():
     assert len(block) == len(MAMBA_TENSORS)
 
 
+MAMBA2_TENSORS = {"norm": "norm.weight", "in_proj": "mixer.in_proj.weight", "conv_weight": "mixer.conv_weight",
+                  "A_log": "mixer.A_log", "D": "mixer.D", "ssm_norm": "mixer.norm.weight",
+                  "out_proj": "mixer.out_proj.weight"}
+
+
+def test_mamba2_layer_params_name_each_tensor_of_a_block():
+    from aunet.flops import mamba2_layer_params
+    from aunet.models import build_model
+
+    cfg = tiny("mamba", d_state=8)  # Mamba-2: 3 heads of 16
+    block = dict(build_model(cfg).get_submodule("layers.0").named_parameters())
+    counted = mamba2_layer_params(cfg.dims[0], cfg.head_dims[0], cfg.d_state, cfg.d_conv, cfg.expand)
+    assert counted == {key: block[name].numel() for key, name in MAMBA2_TENSORS.items()}
+    assert len(block) == len(MAMBA2_TENSORS) and all(type(v) is int for v in counted.values())
+
+
 @pytest.mark.parametrize(("arch", "stages", "middle"), [
     ("transformer", 1, ["blocks"]),
     ("mamba", 1, ["blocks"]),
@@ -364,6 +380,34 @@ def test_flop_counter_agrees_with_the_analytic_count_term_by_term(name):
     for term in prediction.terms:
         if term.counted != term.analytic:
             assert term.why and term.why != WHY_WEIGHTS
+
+
+TERM_NAMES = {  # the rows of bench_flops.py's table, in its order; weight terms marked True
+    "aunet3": [("stage 1 block weights", True), ("stage 1 attention (window)", False), ("stage 2 block weights", True),
+               ("stage 2 attention", False), ("pool + upsample 1<->2", True), ("stage 3 block weights", True),
+               ("stage 3 attention", False), ("pool + upsample 2<->3", True), ("output head", True),
+               ("embedding lookup, norms, activations", False)],
+    "transformer_bytes": [("block weights", True), ("attention", False), ("output head", True),
+                          ("embedding lookup, norms, activations", False)],
+    "mamba2": [("projections", True), ("depthwise conv", False), ("SSD scan", False), ("output head", True),
+               ("embedding lookup, norms, activations", False)],
+    "mamba1": [("projections", True), ("depthwise conv", False), ("selective scan", False), ("output head", True),
+               ("embedding lookup, norms, activations", False)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TERM_NAMES))
+def test_flop_counter_terms_are_named_and_weight_terms_agree_exactly(name):
+    from aunet.models import build_model
+
+    cfg = MODEL_VARIANTS[name]
+    model = build_model(cfg)
+    ids = sample_batch(cfg)
+    terms = predict_flop_counter(cfg, ids.shape[0], stage_lengths(model, ids)).terms
+    assert [(t.name, t.why == WHY_WEIGHTS) for t in terms] == TERM_NAMES[name]
+    for t in terms:
+        if t.why == WHY_WEIGHTS:
+            assert t.counted == t.analytic > 0, t.name
 
 
 def test_flop_counter_attention_is_7_3_of_the_paper_term_for_full_attention():
