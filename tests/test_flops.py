@@ -382,6 +382,23 @@ def test_flop_counter_agrees_with_the_analytic_count_term_by_term(name):
             assert term.why and term.why != WHY_WEIGHTS
 
 
+def test_flop_counter_follows_levels_given_by_the_caller():
+    """Levels passed in (as the trainer's loader does) decide the stage lengths, not the model's own rules."""
+    from aunet.models import build_model
+
+    torch.manual_seed(0)
+    cfg = MODEL_VARIANTS["aunet2"]
+    model = build_model(cfg)
+    ids = sample_batch(cfg)
+    levels = torch.zeros_like(ids)
+    levels[:, ::16] = 1  # one pooled vector per 16 bytes: far fewer than the word rule keeps
+    own, given = stage_lengths(model, ids), stage_lengths(model, ids, levels)
+    assert given[1] == -(-ids.shape[1] // 16) < own[1]
+    counted = count_flops(model, ids, levels)["total"]
+    assert counted == pytest.approx(predict_flop_counter(cfg, ids.shape[0], given).counted, rel=1e-9)
+    assert counted < count_flops(model, ids)["total"]
+
+
 TERM_NAMES = {  # the rows of bench_flops.py's table, in its order; weight terms marked True
     "aunet3": [("stage 1 block weights", True), ("stage 1 attention (window)", False), ("stage 2 block weights", True),
                ("stage 2 attention", False), ("pool + upsample 1<->2", True), ("stage 3 block weights", True),
