@@ -121,7 +121,10 @@ def test_sigterm_to_an_in_process_driver_stops_it_after_the_trial_checkpoints(tm
     runs the trial in-process: the trial checkpoints and the driver stops instead of starting the
     next trial; the rerun resumes the checkpointed trial and runs the other."""
     sweep_dir = tmp_path / "term"
-    longer = ["sweep.ratio=0.002"]  # trials long enough to be caught training
+    # Trials long enough to be caught training: at ratio 0.002 a trial was 40 steps, under a second on a
+    # quiet machine, and could end before the signal landed; 0.008 (the most this budget allows) gives
+    # about 160 steps, over two seconds.
+    longer = ["sweep.ratio=0.008"]
     driver = start(sweep_cmd(sweep_dir, "term", *longer))
     wait_until(lambda: n_starts(sweep_dir, KEYS[0]) == 1 and (sweep_dir / KEYS[0] / "sweep.log").exists()
                and "step " in (sweep_dir / KEYS[0] / "sweep.log").read_text(), "the first trial trains", driver)
