@@ -66,6 +66,10 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: In a run's output folder: the id of its MLflow run, so that a restart continues it.
+RUN_ID_FILE = "mlflow_run_id"
+
+
 class Tracker:
     """Queue-fed MLflow run. Methods return at once; ``close`` waits for the queue to drain."""
 
@@ -88,15 +92,18 @@ class Tracker:
             mlflow.set_tracking_uri(uri)
             client = MlflowClient(uri)
             experiment_id = ensure_experiment(mlflow, self.cfg.experiment, root / "mlartifacts")
-            tags = dict(self.cfg.tags or {})
-            if self.cfg.parent_run_id:
-                tags["mlflow.parentRunId"] = self.cfg.parent_run_id
-            run = client.create_run(experiment_id, run_name=self.cfg.run_name, tags=tags)
-            self.run_id = run.info.run_id
-            flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
-            items = list(flat.items())
-            for i in range(0, len(items), 100):
-                client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[i : i + 100]])
+            self.run_id = self._resumed_run(client, root, experiment_id)
+            if self.run_id is None:
+                tags = dict(self.cfg.tags or {})
+                if self.cfg.parent_run_id:
+                    tags["mlflow.parentRunId"] = self.cfg.parent_run_id
+                run = client.create_run(experiment_id, run_name=self.cfg.run_name, tags=tags)
+                self.run_id = run.info.run_id
+                flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+                items = list(flat.items())
+                for i in range(0, len(items), 100):
+                    client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[i : i + 100]])
+                (root / RUN_ID_FILE).write_text(self.run_id)
         except Exception as err:  # tracking must never take the run down
             log.warning("MLflow tracking disabled for this run: %s", err)
             self._drain()
@@ -109,6 +116,23 @@ class Tracker:
                 job(client)
             except Exception as err:
                 log.warning("MLflow call failed (the run goes on): %s", err)
+
+    @staticmethod
+    def _resumed_run(client: Any, root: Path, experiment_id: str) -> str | None:
+        """The MLflow run an earlier start of this run (same output folder, same store) created: a
+        restarted or retried run goes on logging there instead of leaving a second, orphaned run."""
+        marker = root / RUN_ID_FILE
+        if not marker.is_file():
+            return None
+        run_id = marker.read_text().strip()
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # another store, or the run was deleted: start a new one
+            return None
+        if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+            return None
+        client.update_run(run_id, status="RUNNING")
+        return run_id
 
     def _drain(self) -> None:
         while self._queue.get() is not None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter, defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from sweeps.ledger import Ledger
 from sweeps.study import budget_tag
@@ -25,3 +29,32 @@ def status_table(ledger: Ledger) -> str:
         lines.append(f"{family:<18} {budget_tag(budget):>8} " + " ".join(f"{counts.get(s, 0):>9}" for s in STATES)
                      + f" {loss} {bpb}")
     return "\n".join(lines)
+
+
+def retry_hint(ledger: Ledger) -> str:
+    """What to run to retry the study's failed trials ("" when none failed).
+
+    A trial is run at most ``sweep.max_attempts`` times, so that one that kills its driver cannot
+    loop forever; once spent, a failed trial stays failed until the study is rerun with a higher
+    limit. The command is the study's own (from its ``multirun.yaml``) with the limit one past the
+    attempts the failed trials used; finished trials are never rerun."""
+    failed = [r for r in ledger.rows() if r.status == "failed"]
+    if not failed:
+        return ""
+    limit = max(r.attempts for r in failed) + 1
+    last = max(failed, key=lambda r: r.attempts)
+    command = ["python", "sweep.py", "-m", *study_overrides(ledger.path.parent), f"sweep.max_attempts={limit}"]
+    return (f"{len(failed)} trial(s) failed, after up to {limit - 1} attempt(s) each (e.g. {last.key}: "
+            f"{last.error or 'no reason recorded'}).\nTo retry them (finished trials are kept): "
+            + " ".join(shlex.quote(c) for c in command))
+
+
+def study_overrides(folder: Path) -> list[str]:
+    """The command-line overrides the study was launched with, less the attempt limit; the study's
+    folder is named explicitly so that the retry finds its ledger wherever it was run from."""
+    saved = folder / "multirun.yaml"
+    task = list(OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or []) \
+        if saved.is_file() else []
+    kept = [o for o in task if not o.split("=", 1)[0].lstrip("+~").startswith(("sweep.max_attempts",
+                                                                              "hydra.sweep.dir"))]
+    return [*kept, f"hydra.sweep.dir={folder}"]

@@ -33,7 +33,7 @@ from sweeps.job import Cell, plan_cell
 from sweeps.launch import needs_run, reconcile, run_trials, wait_for_jobs
 from sweeps.ledger import Ledger, Row, rows_frame
 from sweeps.lock import StudyLock
-from sweeps.report import status_table
+from sweeps.report import retry_hint, status_table
 from sweeps.study import StudyConfig, Trial, budget_tag, trial_at
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         if extra:
             close_study_run(config, ledger, study, sweep_dir)
     print(status_table(ledger))
+    hint = retry_hint(ledger)
+    if hint:
+        print(hint)
     if overheads:
         launcher_s, setup_s, teardown_s = (sum(o[i] for o in overheads) / len(overheads) for i in range(3))
         print(f"overhead per trial: {launcher_s:.1f} s launcher (composing, submitting, collecting), "

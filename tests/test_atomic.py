@@ -44,21 +44,33 @@ def test_records_and_checkpoints_go_through_it(tmp_path):
 
 
 def test_file_lock_makes_processes_take_turns(tmp_path):
+    """Another process holds the lock until told to let go: ours must wait for that, however loaded
+    the machine (nothing here depends on how long a step takes)."""
     import subprocess
     import sys
+    import threading
     import time
 
     from aunet.atomic import file_lock
 
-    lock, held = tmp_path / ".lock", tmp_path / "held"
+    lock, held, release = tmp_path / ".lock", tmp_path / "held", tmp_path / "release"
     holder = (f"from aunet.atomic import file_lock\nimport pathlib, time\nwith file_lock({str(lock)!r}):\n"
-              f"    pathlib.Path({str(held)!r}).touch()\n    time.sleep(1.5)")
+              f"    pathlib.Path({str(held)!r}).touch()\n"
+              f"    while not pathlib.Path({str(release)!r}).exists():\n        time.sleep(0.01)")
     other = subprocess.Popen([sys.executable, "-c", holder])
-    while not held.exists():  # the other process holds the lock from now on, for 1.5 s
+    while not held.exists():  # the other process holds the lock from now on, until `release` exists
         assert other.poll() is None
         time.sleep(0.02)
-    started = time.time()
-    with file_lock(lock):
-        waited = time.time() - started
-    other.wait()
-    assert waited > 0.3 and lock.exists()
+    acquired = threading.Event()
+
+    def take() -> None:
+        with file_lock(lock):
+            acquired.set()
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    assert not acquired.wait(0.5)  # held elsewhere: a working lock never lets us in
+    release.touch()
+    assert acquired.wait(120)
+    taker.join()
+    assert other.wait(120) == 0 and lock.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aunet.tracking import RUN_ID_FILE
 from sweeps.attempts import starts
 from sweeps.ledger import Ledger
 
@@ -89,29 +91,41 @@ def assert_each_trial_finished_once(sweep_dir: Path, retrained: tuple[str, ...] 
     with sqlite3.connect(sweep_dir / "mlflow.db") as db:
         parents = db.execute("SELECT run_uuid, status FROM runs WHERE name LIKE 'study:%'").fetchall()
         children = db.execute(
-            "SELECT runs.name FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
-            "WHERE tags.key = 'mlflow.parentRunId' AND runs.status = 'FINISHED'").fetchall()
+            "SELECT runs.name, runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+            "WHERE tags.key = 'mlflow.parentRunId'").fetchall()
         tags = dict(db.execute("SELECT runs.name || ':' || tags.key, tags.value FROM runs JOIN tags "
                                "ON tags.run_uuid = runs.run_uuid WHERE tags.key IN ('family', 'trial')").fetchall())
     assert len(parents) == 1 and parents[0][1] == "FINISHED", parents
-    assert sorted(name for (name,) in children) == KEYS  # one finished child run per trial, named like its folder
+    # One finished child run per trial, named like its folder: a retried trial continues its own run.
+    assert sorted(children) == [(key, "FINISHED") for key in KEYS], children
     assert tags[f"{KEYS[1]}:family"] == "aunet2" and tags[f"{KEYS[1]}:trial"] == "1"
 
 
 @pytest.mark.slow
 def test_driver_killed_mid_trial_then_rerun_retries_only_the_interrupted_trial(tmp_path):
-    """In-process launcher: the trial running inside the driver dies with it; the rerun keeps the
-    finished trial, retries the interrupted one (one attempt used), and leaves nothing `running`."""
+    """In-process launcher: the trial running inside the driver dies with it. With one attempt
+    allowed, the rerun leaves it failed and says how to retry; that command (as printed, and as
+    ``sweeps status`` prints it too) keeps the finished trial, retries the interrupted one in its own
+    MLflow run, and leaves nothing `running`."""
     sweep_dir = tmp_path / "kill"
-    driver = start(sweep_cmd(sweep_dir, "kill"))
-    wait_until(lambda: (sweep_dir / KEYS[0] / "record.json").exists() and n_starts(sweep_dir, KEYS[1]) == 1,
-               "the second trial started", driver)
+    driver = start(sweep_cmd(sweep_dir, "kill", "sweep.max_attempts=1"))
+    wait_until(lambda: (sweep_dir / KEYS[0] / "record.json").exists()
+               and (sweep_dir / KEYS[1] / RUN_ID_FILE).exists(), "the second trial started", driver)
     kill_driver(driver)
     rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
     assert rows[KEYS[1]].status == "running"
-    rerun = run(sweep_cmd(sweep_dir, "kill"))
+    rerun = run(sweep_cmd(sweep_dir, "kill", "sweep.max_attempts=1"))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "2 trials, 1 to run" in said(rerun)
+    assert "2 trials, 0 to run" in said(rerun)
+    assert Ledger(sweep_dir / "ledger.sqlite").rows()[1].status == "failed"
+    status = run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)])
+    retry = [line for line in status.stdout.splitlines() if line.startswith("To retry them")]
+    assert retry and retry[0] in rerun.stdout, status.stdout
+    command = shlex.split(retry[0].split(": ", 1)[1])
+    assert command[:3] == ["python", "sweep.py", "-m"] and "sweep.max_attempts=2" in command
+    again = run([sys.executable, *command[1:]])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 trials, 1 to run" in said(again) and "To retry" not in said(again)
     assert_each_trial_finished_once(sweep_dir, retrained=(KEYS[1],))
 
 

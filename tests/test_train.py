@@ -94,14 +94,15 @@ def test_a_diverging_lr_is_recorded_as_diverged(tmp_path):
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
-    common = [*CLI_TINY, "steps=12", "bsz=512", "checkpoint_every=3"]
+    # 60 steps: the kill lands within a poll (50 ms) of the first checkpoint (step 3), while 57 steps
+    # are left to run (about 0.6 s on a quiet machine, more on a busy one), so it always interrupts.
+    common = [*CLI_TINY, "steps=60", "bsz=512", "checkpoint_every=3"]
     straight = cli("train.py", *common, f"hydra.run.dir={tmp_path / 'straight'}")
     killed = cli("train.py", *common, f"hydra.run.dir={tmp_path / 'killed'}")
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)
     killed.kill()
     killed.wait()
     assert ckpt.exists() and not (tmp_path / "killed" / "record.json").exists()
@@ -113,7 +114,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert "resumed from" in out_resumed
     a = RunRecord.read(tmp_path / "straight" / "record.json")
     b = RunRecord.read(tmp_path / "killed" / "record.json")
-    assert b.steps == a.steps == 12
+    assert b.steps == a.steps == 60
     assert b.loss == pytest.approx(a.loss, rel=1e-6)
     assert b.executed_flops == pytest.approx(a.executed_flops, rel=1e-12)  # the checkpoint carries the count
     assert [h["loss"] for h in b.metrics["history"] if "loss" in h] == pytest.approx(
@@ -158,7 +159,16 @@ def test_mlflow_holds_the_run(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_on_two_processes_matches_one_process(tmp_path):
-    args = [*CLI_TINY, "steps=12", "bsz=1024"]
+    """One process, DDP and FSDP2 over two, on the same global batches (sequence j goes to rank j % 2).
+
+    Only the order of float sums differs between them. After one optimizer step that is bounded:
+    held-out bits per byte agreed within 1.0e-6 (relative) over 8 seeds, so 2e-5 catches any real
+    difference (data split, loss averaging, gradient reduction). Training then amplifies the rounding
+    chaotically, seed by seed: after 12 steps the pairs differed by 2e-8 to 2.0e-3 over those seeds,
+    and by 2.4e-3 in a CI run, on quiet and loaded machines alike (each pair is deterministic). The
+    12-step check allows 1%, 4x the largest seen: it catches a run that trains differently, not
+    rounding. Measured on this test's config, seeds 0-7 (one process on 2 threads, two on 1 each)."""
+    args = [*CLI_TINY, "steps=12", "bsz=1024", "eval_every=1"]
     one = cli("train.py", *args, f"hydra.run.dir={tmp_path / 'one'}")
     two = cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args,
               f"hydra.run.dir={tmp_path / 'two'}", env_extra={"OMP_NUM_THREADS": "1"})
@@ -166,20 +176,19 @@ def test_torchrun_on_two_processes_matches_one_process(tmp_path):
     out_one, _ = one.communicate(timeout=600)
     assert two.returncode == 0, out_two
     assert one.returncode == 0, out_one
-    a = RunRecord.read(tmp_path / "one" / "record.json")
-    b = RunRecord.read(tmp_path / "two" / "record.json")
-    assert b.status == "finished" and b.steps == 12 and b.bsz == a.bsz
-    # Each optimizer step sees the same global sequences (sequence j goes to rank j % 2), so only
-    # the order of float sums differs, and training amplifies it a little: measured 0.07% (seed 0,
-    # this config) and 0.0004% (seed 1). 0.5% is 7x the larger.
-    assert b.bpb == pytest.approx(a.bpb, rel=0.005)
     # FSDP2 shards the same model over the two processes: same data order as DDP, same result.
     fsdp = cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args,
                "parallel=fsdp", f"hydra.run.dir={tmp_path / 'fsdp'}", env_extra={"OMP_NUM_THREADS": "1"})
     out_fsdp, _ = fsdp.communicate(timeout=600)
     assert fsdp.returncode == 0, out_fsdp
-    c = RunRecord.read(tmp_path / "fsdp" / "record.json")
-    assert c.status == "finished" and c.bpb == pytest.approx(b.bpb, rel=1e-3)
+    records = {name: RunRecord.read(tmp_path / name / "record.json") for name in ("one", "two", "fsdp")}
+    for name, record in records.items():
+        assert record.status == "finished" and record.steps == 12 and record.bsz == records["one"].bsz, name
+    after_one_step = {name: next(h["eval_bpb"] for h in r.metrics["history"] if h["step"] == 1 and "eval_bpb" in h)
+                      for name, r in records.items()}
+    for name in ("two", "fsdp"):
+        assert after_one_step[name] == pytest.approx(after_one_step["one"], rel=2e-5), after_one_step
+        assert records[name].bpb == pytest.approx(records["one"].bpb, rel=0.01)
     torch.load(tmp_path / "fsdp" / "model.pt", weights_only=True)  # gathered, unsharded weights
 
 
