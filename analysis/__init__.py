@@ -5,10 +5,12 @@ the command line is ``python -m analysis {fit,report,extrapolate,validate,import
 
     from analysis import load_results, analyse, extrapolate
     result = analyse(load_results("multirun/"))       # every family, band and bowl, L(C), iso-FLOP
-    result.law("aunet2").write_laws("law.json")      # the JSON aunet.laws.HyperLaws.from_file reads
-    print(extrapolate(result, "aunet2", 1e22).text())
+    law_card(result, "aunet2").write("law.json")     # the law file (aunet.laws.LawCard) train.py law= reads
+    recipe = extrapolate(result, "aunet2", 1e22)     # with recipe.verdict: usable, use with care, not usable
+    print(recipe.text())
 """
 
+from analysis.cards import law_card
 from analysis.external import import_table
 from analysis.extrapolate import Extrapolation, extrapolate
 from analysis.fits import (
@@ -29,5 +31,5 @@ from analysis.load import FAMILY, AnalysisWarning, load_results, validate_result
 __all__ = [
     "FAMILY", "Analysis", "AnalysisWarning", "Extrapolation", "HoldoutCheck", "HyperFit", "LawFit", "LossFit", "analyse",
     "extrapolate", "fit_hyper_laws", "fit_loss_curve", "fit_power_law", "import_table", "isoflop_curves",
-    "load_results", "seed_noise", "validate_holdout", "validate_results",
+    "law_card", "load_results", "seed_noise", "validate_holdout", "validate_results",
 ]

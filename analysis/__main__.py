@@ -10,6 +10,7 @@ CSV/Parquet/JSONL, a folder of record.json files), ``mlflow:<experiment>`` with
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -17,13 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.cards import law_card
 from analysis.external import FLOPS_PER_PARAM_TOKEN, import_table
 from analysis.extrapolate import extrapolate
 from analysis.fits import LEVEL, Analysis, analyse
 from analysis.holdout import validate_holdout
 from analysis.load import DIVERGED_ABOVE, FAMILY, AnalysisWarning, load_results
 from analysis.report import write_report
+from aunet.ladder.families import DEFAULT_RATIO
 from aunet.record import BUDGET_CONVENTIONS
+from aunet.verdict import Limits
 
 SWEEPS = Path("outputs/sweeps")  # where `python sweep.py -m` writes one folder per study
 
@@ -84,19 +88,20 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
     result = analyse(_load(args), families=args.family, **_options(args))
     if not result.laws:
         raise ValueError("no law could be fitted:\n" + "\n".join(result.warnings))
+    source = args.source or default_results()
     if args.law_out:
         if len(result.laws) != 1:
             raise ValueError(f"--law-out writes one law; choose one family with --family "
                              f"(fitted: {sorted(result.laws)})")
         family = next(iter(result.laws))
-        fit = result.law(family, args.estimator)
-        fit.write_laws(args.law_out)
-        print(f"{family} {fit.estimator} law -> {args.law_out} (use it as law={args.law_out})")
-    out = Path(args.out)
+        card = law_card(result, family, args.estimator, source)
+        card.write(args.law_out)
+        print(f"{family} {card.estimator} law -> {args.law_out} (use it as law={args.law_out})")
+    out = Path(args.out) if args.out else study_folder(source) / "laws"
     for family, fits in result.laws.items():
         for estimator, fit in fits.items():
             path = out / f"{family}_{estimator}.json"
-            fit.write_laws(path)
+            law_card(result, family, estimator, source).write(path)
             how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic"
             print(f"{family} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
@@ -115,17 +120,27 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
 
 def cmd_report(args: argparse.Namespace) -> Analysis:
     result = analyse(_load(args), **_options(args))
-    path = write_report(result, args.out, fmt=args.format, targets=args.budgets,
-                        source=args.source or default_results())
+    source = args.source or default_results()
+    path = write_report(result, args.out or study_folder(source) / "report", fmt=args.format, targets=args.budgets,
+                        source=source, limits=Limits(max_extrapolation=args.max_extrapolation))
     print(f"report written to {path}")
     return result
+
+
+class Refused(Exception):
+    """A recipe the verdict does not support: exit 3 with one line naming the reasons."""
 
 
 def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     if args.source and args.results:
         raise ValueError(f"give the results once: {args.source!r} or --results {args.results!r}")
-    result = analyse(_load(args, args.source or args.results), families=[args.family], **_options(args))
-    recipe = extrapolate(result, args.family, args.budget, estimator=args.estimator, ratio=args.ratio)
+    source = args.source or args.results
+    result = analyse(_load(args, source), families=[args.family], **_options(args))
+    recipe = extrapolate(result, args.family, args.budget, estimator=args.estimator, ratio=args.ratio,
+                         limits=Limits(max_extrapolation=args.max_extrapolation), source=source or default_results())
+    if not recipe.verdict.usable and not args.force:
+        raise Refused(f"{args.family}: {recipe.verdict.line()} (--force writes the recipe anyway, with this verdict "
+                      "at its top)")
     if args.format == "yaml":
         text = recipe.yaml()
         if args.out:
@@ -137,6 +152,38 @@ def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     else:
         print(recipe.text())
     return result
+
+
+def study_folder(source: str) -> Path:
+    """Where a study's analysis outputs go: its folder (or the folder of its results file); a source
+    without one (mlflow:, a study's rows in a shared table) needs --out."""
+    path = Path(source)
+    if source.startswith("mlflow:") or not path.exists():
+        if (SWEEPS / source).is_dir():
+            return SWEEPS / source
+        raise ValueError(f"{source!r} has no study folder to write into; give --out")
+    return path if path.is_dir() else path.parent
+
+
+def _factor_above_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 1):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 1 (a factor past the largest fitted "
+                                         "budget, e.g. 100)")
+    return value
+
+
+def _target_budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of FLOPs, e.g. 1e22")
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> list[str]:
@@ -168,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     fit = commands.add_parser("fit", help="fit the hyperparameter laws and write them as law JSON files")
     fit.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
     fit.add_argument("--family", nargs="+", help="families to fit (default: all)")
-    fit.add_argument("--out", default="laws", help="directory for <family>_<estimator>.json (HyperLaws format)")
+    fit.add_argument("--out", help="directory for <family>_<estimator>.json law files (default: <study>/laws)")
     fit.add_argument("--law-out", help="also write the law of the one --family here (the training config's law=)")
     fit.add_argument("--estimator", choices=("band", "bowl"), help="for --law-out; default: bowl where it fits")
     _common(fit)
@@ -176,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
 
     report = commands.add_parser("report", help="write the Markdown/HTML report with figures")
     report.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
-    report.add_argument("--out", default="report", help="output directory")
+    report.add_argument("--out", help="output directory (default: <study>/report)")
     report.add_argument("--format", choices=("md", "html"), default="md")
-    report.add_argument("--budgets", type=float, nargs="+", help="extrapolation targets (default: 10x, 100x)")
+    report.add_argument("--budgets", type=_target_budget, nargs="+",
+                        help="extrapolation targets (default: 10x, 100x)")
+    report.add_argument("--max-extrapolation", type=_factor_above_one, default=Limits.max_extrapolation,
+                        help="how far past the largest fitted budget a law may be taken (default %(default)gx)")
     _common(report)
     report.set_defaults(run=cmd_report)
 
@@ -186,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
     ex.add_argument("--results", help="the same as the positional source")
     ex.add_argument("--family", required=True)
-    ex.add_argument("--budget", type=float, required=True, help="target compute in FLOPs, e.g. 1e22")
+    ex.add_argument("--budget", type=_target_budget, required=True, help="target compute in FLOPs, e.g. 1e22")
     ex.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
-    ex.add_argument("--ratio", type=float, help="data-to-model ratio (default: the sweep's)")
+    ex.add_argument("--ratio", type=float,
+                    help=f"data-to-model ratio of the big run (default: the ladder's, {DEFAULT_RATIO:g})")
+    ex.add_argument("--max-extrapolation", type=_factor_above_one, default=Limits.max_extrapolation,
+                    help="how far past the largest fitted budget a law may be taken (default %(default)gx)")
+    ex.add_argument("--force", action="store_true",
+                    help="write a recipe the verdict calls not usable (the verdict and its reasons head it)")
     ex.add_argument("--format", choices=("text", "yaml"), default="text")
     ex.add_argument("--out", help="with --format yaml: write the override file here")
     _common(ex)
@@ -223,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except Refused as refused:
+            print(f"refused: {refused}", file=sys.stderr)
+            return 3
     for message in result if isinstance(result, list) else result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     return 0

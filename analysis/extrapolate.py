@@ -2,9 +2,11 @@
 
 LR and BSZ come from the fitted laws, the loss from L(C), each with the interval of
 its bootstrap replicates. The model, data size and steps come from the ladder
-(``aunet.ladder.plan``), which turns a budget, a data-to-model ratio and a law into a
-concrete run; its overrides are what a training config needs. A family the ladder
-does not know (an external sweep's) gets the law-only answer, and a note says why.
+(``aunet.ladder.plan``) at its own default ratio (``DEFAULT_RATIO``) unless one is given: a
+sweep's ratio is chosen for its own small budgets (the CPU studies' 0.2), not for a big run.
+A family the ladder does not know (an external sweep's) gets the law-only answer, and a
+note says why. Every recipe carries the verdict of ``aunet.verdict.judge`` on its law at the
+target, with its reasons; ``python -m analysis extrapolate`` refuses one that is not usable.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from analysis.cards import law_card
 from analysis.fits import Analysis
 from analysis.load import FAMILY
+from aunet.ladder.families import DEFAULT_RATIO
+from aunet.laws import LawCard
+from aunet.verdict import Limits, Verdict, judge
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,9 @@ class Estimate:
     hi: float
 
     def __str__(self) -> str:
-        return f"{self.value:.4g} [{self.lo:.4g}, {self.hi:.4g}]"
+        """The value, its interval, and the interval's factor width (hi / lo)."""
+        width = self.hi / self.lo if self.lo > 0 else math.inf
+        return f"{self.value:.4g} [{self.lo:.4g}, {self.hi:.4g}] (x{width:.3g})"
 
 
 @dataclass
@@ -43,9 +51,21 @@ class Extrapolation:
     bpb: Estimate | None  # None when bytes per unit are unknown
     loss: Estimate | None  # nats per input unit
     ratio: float | None
+    card: LawCard
+    verdict: Verdict | None = None  # set once the plan (the target run's sequence) is known
     plan: Any | None = None  # aunet.ladder.RunPlan
     steps: Estimate | None = None
     note: str = ""  # what is missing, and why
+
+    def provenance(self) -> list[str]:
+        """Where the recipe comes from and what it is worth: the lines a YAML file and a report carry."""
+        lo, hi = self.card.fitted_range
+        lines = [f"verdict: {self.verdict.line()}",
+                 f"source: {self.card.source or '-'} (sha256 {self.card.source_sha256[:16]}), toolkit "
+                 f"{self.card.toolkit}",
+                 f"fitted: {len(self.card.budgets)} budgets from {lo:.3g} to {hi:.3g} FLOPs ({self.card.convention}); "
+                 f"the target is {self.budget / hi:.3g}x the largest"]
+        return lines + [f"note: {n}" for n in self.verdict.notes]
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(quantity, value [interval], unit) for printing and for the report."""
@@ -85,7 +105,8 @@ class Extrapolation:
     def text(self) -> str:
         head = f"{self.family} at C = {self.budget:.3g} FLOPs ({self.estimator} law, {self.level:.0%} intervals)"
         width = max(len(q) for q, _, _ in self.rows())
-        lines = [head] + [f"  {q:<{width}}  {v}  {u}" for q, v, u in self.rows()]
+        lines = [head, *(f"  {line}" for line in self.provenance())]
+        lines += [f"  {q:<{width}}  {v}  {u}" for q, v, u in self.rows()]
         if self.note:
             lines.append(f"  note: {self.note}")
         return "\n".join([*lines, "overrides:", "  " + " ".join(self.command_line())])
@@ -103,6 +124,7 @@ class Extrapolation:
             node[leaf] = value.item() if isinstance(value, np.generic) else value
         comments = ["# @package _global_",
                     f"# {self.family} at C = {self.budget:.3g} FLOPs, {self.estimator} law ({self.level:.0%} intervals)"]
+        comments += [f"# {line}" for line in self.provenance()]
         comments += [f"#   {q}: {v} {u}" for q, v, u in self.rows()]
         if self.note:
             comments.append(f"# note: {self.note}")
@@ -110,11 +132,15 @@ class Extrapolation:
 
 
 def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: str | None = None,
-                ratio: float | None = None) -> Extrapolation:
-    """The recipe at ``budget`` from an analysis (the bowl law by default, else the band)."""
-    if not (math.isfinite(budget) and budget > 0):
+                ratio: float | None = None, limits: Limits | None = None, source: str = "") -> Extrapolation:
+    """The recipe at ``budget`` from an analysis (the bowl law by default, else the band), with its
+    verdict. ``ratio``: the data-to-model ratio of the big run (default: the ladder's own)."""
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise ValueError(f"target budget {budget} must be a positive number of FLOPs, e.g. 1e22")
+    if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"--ratio {ratio} must be a positive data-to-model ratio, e.g. 10")
     fit = analysis.law(family, estimator)
+    card = law_card(analysis, family, fit.estimator, source)
     lr, bsz = (Estimate(*(float(v[0]) for v in law.predict(budget))) for law in (fit.lr, fit.bsz))
     runs = analysis.results[analysis.results[FAMILY] == family]
     bpb = loss = None
@@ -126,25 +152,26 @@ def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: st
             loss = Estimate(bpb.value * to_loss, bpb.lo * to_loss, bpb.hi * to_loss)
         else:  # nats per unit: bytes per unit unknown, so no bits per byte
             loss = predicted
-    if ratio is None and "ratio" in runs.columns and np.isfinite(runs["ratio"]).any():
-        ratio = float(runs["ratio"].median())
-    result = Extrapolation(family, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss, ratio)
-    _add_plan(result, fit)
+    result = Extrapolation(family, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss,
+                           ratio if ratio is not None else DEFAULT_RATIO, card)
+    _add_plan(result)
+    intervals = {"lr": (lr.value, lr.lo, lr.hi), "bsz": (bsz.value, bsz.lo, bsz.hi)}
+    seq_len = result.plan.model.seq_len if result.plan is not None else None
+    result.verdict = judge(card, budget, limits, intervals=intervals, seq_len=seq_len)
     return result
 
 
-def _add_plan(result: Extrapolation, fit) -> None:
-    """Model, data and steps from the ladder, for the families it knows."""
+def _add_plan(result: Extrapolation) -> None:
+    """Model, data and steps from the ladder, for the families it knows; the steps' interval is the
+    data over the BSZ interval rounded to whole sequences, as the plan rounds its own batch."""
     from aunet import ladder
 
     if result.family not in ladder.FAMILIES:
         result.note = (f"no model shape, data size or steps: the ladder knows no family {result.family!r} (it knows "
                        f"{', '.join(sorted(ladder.FAMILIES))}); LR, BSZ and loss come from the fitted laws alone")
         return
-    if result.ratio is None or not math.isfinite(result.ratio):
-        result.note = "model, data size and steps need a data-to-model ratio: pass --ratio"
-        return
-    plan = ladder.plan(result.family, result.budget, result.ratio, laws=fit.hyper_laws())
+    plan = ladder.plan(result.family, result.budget, result.ratio, laws=result.card.hyper_laws())
     result.plan = plan
-    units = float(plan.train_units)
-    result.steps = Estimate(float(plan.steps), units / result.bsz.hi, units / result.bsz.lo)
+    units, seq = float(plan.train_units), plan.model.seq_len
+    result.steps = Estimate(float(plan.steps), units / ladder.whole_sequences(result.bsz.hi, seq),
+                            units / ladder.whole_sequences(result.bsz.lo, seq))

@@ -83,12 +83,6 @@ class HyperFit:
         return HyperLaws(self.bsz.power_law(), self.lr.power_law(), self.units,
                          f"analysis {self.estimator} fit of {self.family}")
 
-    def write_laws(self, path) -> None:
-        """Write the law in the exact JSON format of ``aunet.laws.HyperLaws.from_file``."""
-        from aunet.atomic import write_json_atomic
-
-        write_json_atomic(path, self.hyper_laws().to_dict())
-
 
 @dataclass
 class LossFit:
@@ -370,13 +364,24 @@ def _where(family: str, budget: float, group: str) -> str:
 
 
 def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bowl: np.ndarray | None,
-                near: int, finished: int, tolerance: float, targeted: int = 0) -> tuple[list[str], list[str]]:
-    """Flags (for the table) and warnings: the best run on the edge of its box, the bowl's optimum outside
-    it, a band so full that the box cannot locate the optimum (``near`` of ``finished`` space-filling runs;
-    ``targeted`` runs placed by an adaptive sampler are not counted)."""
+                near: int, finished: int, tolerance: float, targeted: int = 0,
+                tried: np.ndarray | None = None) -> tuple[list[str], list[str]]:
+    """Flags (for the table) and warnings: the best run at the smallest or largest value tried (``tried``:
+    every run's LR and BSZ), on the edge of its box, the bowl's optimum outside it, a band so full that
+    the box cannot locate the optimum (``near`` of ``finished`` space-filling runs; ``targeted`` runs
+    placed by an adaptive sampler are not counted)."""
     flags, messages = [], []
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
+        column = tried[:, k] if tried is not None else np.array([best[k]])
+        pinned = "" if np.ptp(column) == 0 else "floor" if best[k] <= column.min() else \
+            "ceiling" if best[k] >= column.max() else ""
+        if pinned:
+            flags.append(f"{name} {pinned}")
+            messages.append(warn(
+                f"{where}: the best run's {name} {best[k]:.3g} is the {'smallest' if pinned == 'floor' else 'largest'} "
+                f"tried (pinned at the {pinned}); the optimum may lie {'below' if pinned == 'floor' else 'above'} it, "
+                "so the law cannot locate it"))
         side = box_edge(best[k], lo, hi)
         if side:
             flags.append(f"{name} {side}")
@@ -468,7 +473,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
         spread_out = ~group["phase"].isin(TARGETED_PHASES).to_numpy() if "phase" in group else np.ones(len(group), bool)
         edges, found = _box_checks(where, box, values[best], est[0, j] if has_bowl else None,
                                    int(near[spread_out].sum()), int(spread_out.sum()), tolerance,
-                                   targeted=int((~spread_out).sum()))
+                                   targeted=int((~spread_out).sum()), tried=values)
         messages += found
         if estimator == "bowl" and not has_bowl:
             messages.append(warn(f"{where}: the robust quadratic has no minimum near the box "

@@ -14,10 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from analysis.extrapolate import extrapolate
+from analysis.cards import law_card
+from analysis.extrapolate import Extrapolation, extrapolate
 from analysis.fits import Analysis, LawFit, analyse, paper_law
 from analysis.load import FAMILY, compute_label
 from analysis.plots import all_figures
+from aunet.verdict import Limits, judge
+
+#: Beyond these an interval says the data do not pin the quantity down: it is shown as "not
+#: identified" with its interval, never as a number. A coefficient known to within a factor of 1,000
+#: still carries information (a power law's coefficient trades off against its exponent); an exponent
+#: whose interval is wider than 1 spans every law from flat to far steeper than any published one
+#: (the paper's are 0.18-0.32 in size).
+COEF_IDENTIFIED = 1e3
+EXPONENT_IDENTIFIED = 1.0
 
 Block = tuple[Any, ...]
 
@@ -33,8 +43,37 @@ def _ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
     return f"{_g(value, digits)} [{_g(ci[0], digits)}, {_g(ci[1], digits)}]"
 
 
+def _factor_ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
+    """A positive quantity with its interval and the interval's factor width, or "not identified"."""
+    lo, hi = ci
+    width = hi / lo if lo > 0 else math.inf
+    if not (math.isfinite(width) and width <= COEF_IDENTIFIED):
+        return f"not identified ([{_g(lo, 2)}, {_g(hi, 2)}], a factor over {COEF_IDENTIFIED:.0e})"
+    return f"{_ci(value, ci, digits)} (x{width:.3g})"
+
+
+def _exponent_ci(value: float, ci: tuple[float, float]) -> str:
+    if not (np.isfinite(ci).all() and ci[1] - ci[0] <= EXPONENT_IDENTIFIED):
+        return f"not identified ([{_g(ci[0], 2)}, {_g(ci[1], 2)}], wider than {EXPONENT_IDENTIFIED:g})"
+    return _ci(value, ci)
+
+
+def _identified(law: LawFit) -> bool:
+    return bool(np.isfinite(law.exponent_ci).all() and law.exponent_ci[1] - law.exponent_ci[0] <= EXPONENT_IDENTIFIED)
+
+
 def _law_cells(law: LawFit) -> list[str]:
-    return [_ci(law.coef, law.coef_ci), _ci(law.exponent, law.exponent_ci), _g(law.dispersion, 2)]
+    return [_factor_ci(law.coef, law.coef_ci), _exponent_ci(law.exponent, law.exponent_ci), _g(law.dispersion, 2)]
+
+
+def _floor_cell(fit) -> str:
+    """L(C)'s floor E: "not identified" when its interval reaches down to nothing (the fit put no floor)."""
+    if not fit.floor:
+        return "not fitted (3 budgets: E = 0)"
+    lo, hi = fit.e_ci
+    if not (math.isfinite(lo) and lo > 1e-6 * float(fit.best.min())):
+        return f"not identified (interval [{_g(lo, 2)}, {_g(hi, 3)}] reaches zero)"
+    return _factor_ci(fit.e, fit.e_ci, 4)
 
 
 def default_targets(analysis: Analysis) -> list[float]:
@@ -43,8 +82,10 @@ def default_targets(analysis: Analysis) -> list[float]:
     return [10 * top, 100 * top]
 
 
-def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -> list[Block]:
+def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
+          limits: Limits | None = None) -> list[Block]:
     """The report's blocks; writes the figures and the fitted law files under ``out``."""
+    limits = limits or Limits()
     df = analysis.results
     blocks: list[Block] = [("h", 1, "Scaling analysis"),
                            ("p", f"Source: `{source}`. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
@@ -54,6 +95,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                                  "quadratic flipped at the runs' own points), widened, never narrowed, by the "
                                  "budgets' scatter around the law. Finished runs with a loss above the divergence rule's multiple of their "
                                  "budget's best are set aside as diverged and never fitted.")]
+    recipes = {family: _recipes(analysis, family, targets, limits, source) for family in analysis.laws}
+    blocks += _supports(analysis, recipes, limits, source)
     counts = df.groupby([FAMILY, "status"]).size().unstack(fill_value=0)
     counts["set aside as diverged"] = df.groupby(FAMILY)["set_aside"].sum().reindex(counts.index).astype(int)
     blocks.append(("table", [FAMILY, *counts.columns],
@@ -69,7 +112,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     for family, fits in analysis.laws.items():
         for estimator, fit in fits.items():
             path = out / "laws" / f"{family}_{estimator}.json"
-            fit.write_laws(path)
+            law_card(analysis, family, estimator, source).write(path)
             rows.append([family, estimator, fit.units, *_law_cells(fit.bsz), *_law_cells(fit.lr),
                          str(len(fit.lr.budgets)), f"`{path.relative_to(out)}`"])
         reference = paper_law(family, next(iter(fits.values())).units)
@@ -84,9 +127,11 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     for family, fits in analysis.laws.items():
         if len(fits) == 2:
             for target, name in (("bsz", "α"), ("lr", "β")):
-                widths = {e: np.diff(getattr(f, target).exponent_ci)[0] for e, f in fits.items()}
-                comparison.append([family, name, _g(widths["band"]), _g(widths["bowl"]),
-                                   _g(widths["band"] / widths["bowl"], 2)])
+                laws = {e: getattr(f, target) for e, f in fits.items()}
+                widths = {e: np.diff(law.exponent_ci)[0] for e, law in laws.items()}
+                ratio = _g(widths["band"] / widths["bowl"], 2) if all(map(_identified, laws.values())) else \
+                    "not comparable (an exponent is not identified)"
+                comparison.append([family, name, _g(widths["band"]), _g(widths["bowl"]), ratio])
     if comparison:
         blocks.append(("h", 3, "Band against bowl"))
         blocks.append(("p", "Width of the 95% interval of each exponent; the ratio is how many times more "
@@ -123,7 +168,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                             "only gets L(C) = A·C^-α (E = 0, least squares in log-log, Student-t with one degree of "
                             "freedom): the local slope, not the floor."))
         blocks.append(("table", [FAMILY, "loss in", "E", "A", "α", "budgets", "max |log resid.|"],
-                       [[family, f.label, _ci(f.e, f.e_ci), _ci(f.a, f.a_ci), _ci(f.alpha, f.alpha_ci),
+                       [[family, f.label, _floor_cell(f), _factor_ci(f.a, f.a_ci), _exponent_ci(f.alpha, f.alpha_ci),
                          str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]
                         for family, f in analysis.loss.items()]))
 
@@ -141,23 +186,23 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
                         for _, r in analysis.seed_noise.iterrows()]))
 
     rows, notes = [], []
-    for family in analysis.laws:
-        for target in targets:
-            try:
-                e = extrapolate(analysis, family, target)
-            except ValueError as err:  # e.g. a target beyond the ladder's models
-                notes.append(f"{family} at {target:.3g}: {err}")
+    for family, found in recipes.items():
+        for target, e in found.items():
+            if isinstance(e, str):  # e.g. a target beyond the ladder's models
+                notes.append(f"{family} at {target:.3g}: {e}")
                 continue
-            rows.append([family, _g(target), e.estimator, str(e.lr), f"{e.bsz} {e.units}",
+            rows.append([family, _g(target), e.estimator, e.verdict.level, str(e.lr), f"{e.bsz} {e.units}",
                          str(e.steps) if e.steps else "-", str(e.plan.name) if e.plan is not None else "-",
                          str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])
             if e.note:
                 notes.append(e.note)
     if rows or notes:
         blocks.append(("h", 2, "Extrapolation"))
+        blocks.append(("p", "Every row, usable or not, as the laws give it (intervals with their factor width); the "
+                            "verdict column says whether a run may be planned from it (first section)."))
     if rows:
-        blocks.append(("table", [FAMILY, "budget", "law", "LR", "BSZ", "steps", "model", "loss (nats/unit)",
-                                 "bpb"], rows))
+        blocks.append(("table", [FAMILY, "budget", "law", "verdict", "LR", "BSZ", "steps", "model",
+                                 "loss (nats/unit)", "bpb"], rows))
     for note in dict.fromkeys(notes):
         blocks.append(("p", f"Note: {note}."))
 
@@ -167,6 +212,61 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str) -
     if analysis.warnings:
         blocks.append(("h", 2, "Warnings"))
         blocks.append(("list", analysis.warnings))
+    return blocks
+
+
+def _recipes(analysis: Analysis, family: str, targets: list[float], limits: Limits,
+             source: str) -> dict[float, Extrapolation | str]:
+    found: dict[float, Extrapolation | str] = {}
+    for target in targets:
+        try:
+            found[target] = extrapolate(analysis, family, target, limits=limits, source=source)
+        except ValueError as err:
+            found[target] = str(err)
+    return found
+
+
+def usable_range(card, limits: Limits, points: int = 61) -> tuple[float, float] | None:
+    """The budgets, from the smallest fitted to ``max_extrapolation`` past the largest, at which the
+    verdict (on the card's own intervals) is not "not usable"; None if there are none."""
+    lo, hi = card.fitted_range
+    grid = np.geomspace(lo, hi * limits.max_extrapolation, points)
+    ok = [float(c) for c in grid if judge(card, float(c), limits).usable]
+    return (min(ok), max(ok)) if ok else None
+
+
+def _supports(analysis: Analysis, recipes: dict[str, dict], limits: Limits, source: str) -> list[Block]:
+    """The report's first section: per family, the verdict of its default law at each target, with
+    every reason; the range where it is usable; and the recipe where it is."""
+    blocks: list[Block] = [("h", 2, "What this study supports")]
+    if not analysis.laws:
+        return blocks + [("p", "**Nothing**: no law could be fitted (the warnings at the end say why).")]
+    blocks.append(("p", "The verdict of `aunet.verdict.judge` on each family's default law (the bowl where it "
+                        "could be fitted, else the band) at each target: *usable*, *use with care* or *not usable*, "
+                        "with every reason (README: When a law is usable). `python -m analysis extrapolate` "
+                        "refuses a recipe that is not usable."))
+    for family, found in recipes.items():
+        card = law_card(analysis, family, source=source)
+        lo, hi = card.fitted_range
+        verdicts = {t: e.verdict for t, e in found.items() if not isinstance(e, str)}
+        summary = ", ".join(f"{v.level} at {t / hi:.3g}x" for t, v in verdicts.items()) or "no target could be planned"
+        blocks.append(("h", 3, f"{family} ({card.estimator} law): {summary}"))
+        span = usable_range(card, limits)
+        facts = [f"Fitted on {len(card.budgets)} budgets from {_g(lo)} to {_g(hi)} FLOPs "
+                 f"({math.log10(hi / lo):.2g} decades).",
+                 "Usable range: " + (f"{_g(span[0])} to {_g(span[1])} FLOPs." if span else
+                                     "none: at every budget from the smallest fitted one to "
+                                     f"{limits.max_extrapolation:g}x the largest, some reason refuses the law.")]
+        blocks.append(("p", " ".join(facts)))
+        for target, verdict in verdicts.items():
+            items = [f"**{r.level}**: {r.text}" for r in verdict.reasons] + [f"note: {n}" for n in verdict.notes]
+            blocks.append(("p", f"At {_g(target)} FLOPs ({target / hi:.3g}x the largest budget): **{verdict.level}**."))
+            if items:
+                blocks.append(("list", items))
+            e = found[target]
+            if verdict.usable:
+                blocks.append(("table", ["quantity", "value [95% interval] (factor width)", "unit"],
+                               [list(row) for row in e.rows()]))
     return blocks
 
 
@@ -244,7 +344,7 @@ def render_html(blocks: list[Block]) -> str:
 
 
 def write_report(results, out, *, fmt: str = "md", targets: list[float] | None = None, source: str | None = None,
-                 **fit_options: Any) -> Path:
+                 limits: Limits | None = None, **fit_options: Any) -> Path:
     """Write ``out``/report.md (or .html) for an :class:`Analysis`, or for anything ``analyse`` reads.
 
     ``fit_options`` go to :func:`analysis.fits.analyse` (tolerance, n_boot, seed, bsz_in).
@@ -255,7 +355,7 @@ def write_report(results, out, *, fmt: str = "md", targets: list[float] | None =
     out.mkdir(parents=True, exist_ok=True)
     analysis = results if isinstance(results, Analysis) else analyse(results, **fit_options)
     label = source or (str(results) if isinstance(results, (str, Path)) else "a results table")
-    blocks = build(analysis, out, targets=targets or default_targets(analysis), source=label)
+    blocks = build(analysis, out, targets=targets or default_targets(analysis), source=label, limits=limits)
     path = out / f"report.{fmt}"
     path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks))
     return path

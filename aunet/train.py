@@ -37,6 +37,8 @@ from aunet.data import Corpus, DataConfig, Prefetcher, bits_per_byte, prepare_da
 from aunet.eval.suite import EvalConfig, run_downstream
 from aunet.flops import executed_flops, flops_breakdown
 from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
+from aunet.ladder.planner import law_path
+from aunet.laws import LawCard
 from aunet.models import build_model
 from aunet.models.aunet import stage_lengths
 from aunet.optim import OptimConfig, build_optimizer, lr_at
@@ -68,6 +70,7 @@ class TrainConfig:
     micro_batch: int = 0  # sequences per forward pass and process; 0: as many as fit max_micro_batch
     max_micro_batch: int = 8
     law: str = "paper"  # "paper" or the path of a fitted law (JSON from `python -m analysis fit`)
+    law_force: bool = False  # train at a fitted law's LR/BSZ even where its verdict is "not usable"
     ratio: float | None = None  # data-to-model ratio the budget was planned with (recorded)
     plan: RunPlan | None = None  # a sweep's trial ships its plan (model, bsz, steps, LR); None: plan here
     seed: int = 0
@@ -132,6 +135,31 @@ class TrainConfig:
                 fail(name, f"is {getattr(self, name)!r}; use one of {allowed}")
         if self.diverge_factor <= 1:
             fail("diverge_factor", f"is {self.diverge_factor}; must be > 1")
+        self.check_law()
+
+    def check_law(self) -> None:
+        """A fitted law that sets this run's LR or BSZ must fit the run (units, convention) and be usable
+        at its budget (``aunet.verdict``), or be forced with law_force=true; the paper's law is a prior."""
+        if self.law == "paper" or self.plan is not None or (self.bsz is not None and self.optim.lr is not None):
+            return
+        from aunet.verdict import judge
+
+        card = LawCard.read(law_path(self.law))
+        units = "tokens" if self.model.units == "bpe" else "bytes"
+        if card.units != units:
+            raise ValueError(f"train config: law {self.law} counts BSZ in {card.units}, but this model reads "
+                             f"{units}; use a law fitted on a {units} family")
+        if card.convention != self.budget_convention:
+            raise ValueError(f"train config: law {self.law} was fitted on budgets in the {card.convention!r} "
+                             f"convention, this run's budget_convention is {self.budget_convention!r}; make them agree")
+        if self.budget is None:
+            raise ValueError(f"train config: law {self.law} needs a budget to be evaluated at (give budget=...)")
+        verdict = judge(card, self.budget, seq_len=self.model.seq_len)
+        if not verdict.usable and not self.law_force:
+            raise ValueError(f"train config: law {self.law} is {verdict.line()}; set law_force=true to train at it "
+                             "anyway, or give optim.lr and bsz")
+        if not verdict.usable or verdict.reasons:
+            log.warning("law %s: %s", self.law, verdict.line())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

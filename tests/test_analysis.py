@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from analysis.__main__ import main
+from analysis.cards import law_card
 from analysis.extrapolate import extrapolate
 from analysis.fits import (
     BOWL_MIN_RUNS,
@@ -29,8 +30,8 @@ from analysis.load import AnalysisWarning, load_results, validate_results
 from analysis.plots import plot_hyper_laws
 from analysis.report import write_report
 from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_study, synthetic_sweep
-from aunet.ladder import plan
-from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
+from aunet.ladder import DEFAULT_RATIO, plan
+from aunet.laws import PAPER_LAWS, HyperLaws, LawCard, PowerLaw
 from aunet.record import RunRecord
 from sweeps.ledger import Ledger
 from sweeps.study import StudyConfig, Trial
@@ -157,11 +158,20 @@ def test_recovers_a_law_unlike_the_papers():
 
 
 def test_fitted_law_file_is_what_hyperlaws_reads(tmp_path):
-    fit = fit_hyper_laws(synthetic_sweep("transformer_bpe", seed=1), "transformer_bpe", estimator="bowl", n_boot=100)
-    fit.write_laws(tmp_path / "law.json")
+    result = _analysis(synthetic_sweep("transformer_bpe", seed=1), n_boot=100)
+    card = law_card(result, "transformer_bpe", "bowl", source="synthetic")
+    card.write(tmp_path / "law.json")
     read = HyperLaws.from_file(tmp_path / "law.json")
-    assert read == fit.hyper_laws()
-    assert read.units == "tokens" and read.lr.exponent == fit.lr.exponent
+    fit = result.law("transformer_bpe", "bowl")
+    assert read == card.hyper_laws() and LawCard.read(tmp_path / "law.json") == card
+    assert read.units == "tokens" and read.lr.exponent == fit.lr.exponent and card.lr.exponent_ci == fit.lr.exponent_ci
+    assert card.fitted_range == (min(fit.lr.budgets), max(fit.lr.budgets)) and card.estimator == "bowl"
+    # The card's covariance carries the analysis's own prediction interval to a target 100x away.
+    for name in ("lr", "bsz"):
+        _, lo, hi = (float(v[0]) for v in getattr(fit, name).predict(1e22))
+        _, card_lo, card_hi = getattr(card, name).predict(1e22)
+        assert math.log(card_hi / card_lo) == pytest.approx(math.log(hi / lo), rel=0.15)
+    assert card.source_sha256 == law_card(result, "transformer_bpe", "bowl").source_sha256
 
 
 def test_bsz_in_bytes_scales_the_law_by_the_compression():
@@ -516,7 +526,10 @@ def bpe_recipe(small_study):
 
 def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
     law = _analysis(small_study, families=["transformer_bpe"], n_boot=100).law("transformer_bpe", "band")
-    assert bpe_recipe.plan == plan("transformer_bpe", 3e21, 2.0, laws=law.hyper_laws())  # the sweep's ratio
+    # At the ladder's own ratio, not the sweep's (2.0 here): a sweep's ratio is chosen for its small budgets.
+    assert bpe_recipe.ratio == DEFAULT_RATIO
+    assert bpe_recipe.plan == plan("transformer_bpe", 3e21, DEFAULT_RATIO, laws=bpe_recipe.card.hyper_laws())
+    assert bpe_recipe.card.hyper_laws().lr == law.hyper_laws().lr
     assert bpe_recipe.plan.lr == pytest.approx(bpe_recipe.lr.value)
     assert abs(bpe_recipe.plan.bsz - bpe_recipe.bsz.value) <= bpe_recipe.plan.model.seq_len / 2
     steps = bpe_recipe.steps

@@ -25,9 +25,10 @@ from aunet.ladder import (
     resolve_laws,
     steps_at,
 )
-from aunet.laws import PAPER_LAWS, HyperLaws, PowerLaw
+from aunet.laws import PAPER_LAWS, HyperLaws, LawCard, PowerLaw
 from aunet.record import RunRecord
 from aunet.train import TrainConfig
+from aunet.verdict import judge
 
 # Table 10 and 11, "Scaling" rows: label -> (Total FLOPs, G/Acc x Batch x NGpus sequences per step, LR).
 BASELINE = {
@@ -286,9 +287,9 @@ def test_shipped_cpu_prior_laws_have_provenance_and_are_the_studies_priors():
         prior = yaml.safe_load((conf / "sweep" / f"{study}.yaml").read_text())["sweep"]["prior"]
         assert prior == {"aunet": "conf/laws/cpu_aunet.json", "bpe": "conf/laws/cpu_bpe.json"}
     for name in ("cpu_aunet", "cpu_bpe"):
-        path = conf / "laws" / f"{name}.json"
-        provenance = json.loads(path.read_text())["provenance"]
-        assert provenance["study"] == "conf/sweep/cpu_prior_pilot.yaml" and "--law-out" in provenance["command"]
+        card = LawCard.read(conf / "laws" / f"{name}.json")  # the current schema, upgraded from the pilot's files
+        assert "conf/sweep/cpu_prior_pilot.yaml" in card.source and "--law-out" in card.warnings[0]
+        assert len(card.budgets) == 3 and not judge(card, 1e13).usable  # a prior to centre boxes on, no recipe
         assert (conf / "sweep" / "cpu_prior_pilot.yaml").exists()
 
 
@@ -305,11 +306,16 @@ def test_custom_law_replaces_the_prior():
 
 
 def test_law_from_json_file(tmp_path):
+    from test_verdict import good_card
+
     path = tmp_path / "law.json"
+    good_card().write(path)
+    p = plan("aunet3", 1e14, 1, laws=str(path))
+    assert p.lr == pytest.approx(6.6 * 1e14**-0.176)
     path.write_text(json.dumps({"bsz": {"coef": 2.0, "exponent": 0.3}, "lr": {"coef": 5.0, "exponent": -0.18},
                                 "units": "bytes", "source": "file"}))
-    p = plan("aunet3", 1e14, 1, laws=str(path))
-    assert p.lr == pytest.approx(5.0 * 1e14**-0.18)
+    with pytest.raises(ValueError, match="not 'aunet.law/2'"):
+        plan("aunet3", 1e14, 1, laws=str(path))
     with pytest.raises(ValueError, match="does not exist"):
         plan("aunet3", 1e14, 1, laws=tmp_path / "missing.json")
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from aunet.flops import count_params, flops_breakdown
-from aunet.ladder.families import FAMILIES, LLAMA3_BYTES_PER_TOKEN
+from aunet.ladder.families import DEFAULT_RATIO, FAMILIES, LLAMA3_BYTES_PER_TOKEN
 from aunet.ladder.planner import LAW_AT, RunPlan, _fmt_list, plan
 from aunet.ladder.presets import list_presets, load_preset
 from aunet.record import BUDGET_CONVENTIONS
@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--family", help=f"family: {', '.join(FAMILIES)}")
     parser.add_argument("--budget", nargs="+", help="compute budget(s) C in FLOPs, e.g. 1e20")
-    parser.add_argument("--ratio", default="10", help="data-to-model ratio in LLaMA-3-token units (default 10)")
+    parser.add_argument("--ratio", default=str(DEFAULT_RATIO),
+                        help=f"data-to-model ratio in LLaMA-3-token units (default {DEFAULT_RATIO:g})")
     parser.add_argument("--law", help="a fitted hyperparameter law (JSON, aunet.laws.HyperLaws); default: the paper's")
     parser.add_argument("--seq-len", type=int, help="input units per sequence (default: by regime)")
     parser.add_argument("--window", type=int, help="AU-Net byte-stage window (default: by regime)")

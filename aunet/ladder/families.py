@@ -16,6 +16,10 @@ LLAMA3_BYTES_PER_TOKEN = 4.56
 # ---- The regimes: sequence lengths, window, vocabulary and width grid (one place) -------
 #: Budgets below this use CPU sequence lengths (see the package docstring).
 CPU_REGIME_BELOW = 1e16
+#: The data-to-model ratio (LLaMA-3-token units) a plan takes when none is given: the paper's scaling
+#: studies train 10 LLaMA-3 tokens per FLOP/token of their model (Table 6); a CPU study's smaller
+#: ratio is chosen for its own budgets, never for a recipe at a bigger one.
+DEFAULT_RATIO = 10.0
 PAPER_SEQ = {"bytes": 8192, "bpe": 2048}
 PAPER_WINDOW = 512
 PAPER_BPE_VOCAB = 128256

@@ -1,0 +1,167 @@
+"""The one rule that turns a fitted law into a decision: usable, use with care, or not usable.
+
+Everything that hands a user a recipe goes through :func:`judge`: ``python -m analysis
+extrapolate``, ``train.py law=<file>`` and the first section of the report. The rule reads
+a ``aunet.laws.LawCard`` (the law and its limits) and a target budget, and gives every
+reason it finds; one "not usable" reason refuses the recipe.
+
+The thresholds (``Limits``) and why (measured numbers: ``benchmarks/bench_verdict.py`` and the
+README's "When a law is usable"):
+
+* **range**: at least 3 budgets spanning at least one decade of compute. Over less, the
+  exponent is a local slope: 3 budgets over 0.6 decade gave exponent intervals of ±0.4-0.7
+  on the reference study, which at 100x past the data is a factor of 25-600.
+* **extrapolation**: at most ``max_extrapolation`` (100x) past the largest fitted budget,
+  never below the smallest. 100x is what the toolkit is for, and what the synthetic
+  benchmark checks; past it a law's form (a pure power law) is an assumption, not data.
+* **interval at the target**: the 95% interval of LR or BSZ wider than a factor 4 (2x
+  either way) refuses: a confirmation sweep of x/2, x, 2x could not be sure to bracket the
+  optimum. Wider than 2 (1.41x either way) asks for care. Clean synthetic sweeps of 6
+  budgets over 2 decades stay under 2.5 at 100x with the bowl estimator.
+* **optimum pinned at the floor or ceiling of what was tried**, or **on the edge of the
+  search box** (or the bowl's optimum outside it), at any fitted budget: the data bound
+  the optimum from one side only, so the law's slope is not identified. A band that fills
+  the box (flat loss) asks for care.
+* **dispersion**: the budgets scatter around the law more than their own noise explains,
+  by a chi-square test on its degrees of freedom: p < 0.01 refuses, p < 0.05 asks for care.
+* **seed noise**: seeds of one configuration differing by the band or more (the band then
+  selects noise). Unmeasured seed noise is said, not held against the law.
+* **the recipe itself**: a batch below one sequence of the target run cannot be run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from aunet.laws import FLAGS, LawCard
+
+USABLE, CARE, REFUSED = "usable", "use with care", "not usable"
+_RANK = {USABLE: 0, CARE: 1, REFUSED: 2}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The verdict's thresholds; the module docstring says why each is where it is."""
+
+    max_extrapolation: float = 100.0  # how far past the largest fitted budget a law may be taken
+    width_care: float = 2.0  # factor width (hi / lo) of a 95% prediction interval asking for care
+    width_refuse: float = 4.0  # ... that refuses
+    min_budgets: int = 3
+    min_decades: float = 1.0
+    dispersion_care: float = 0.05  # p-value of the budgets' scatter around the law
+    dispersion_refuse: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_extrapolation, (int, float)) and math.isfinite(self.max_extrapolation)
+                and self.max_extrapolation > 1):
+            raise ValueError(f"max_extrapolation {self.max_extrapolation!r} must be a number above 1 (a factor past "
+                             "the largest fitted budget, e.g. 100)")
+        if not 1 < self.width_care <= self.width_refuse:
+            raise ValueError(f"interval widths must satisfy 1 < width_care ({self.width_care}) <= width_refuse "
+                             f"({self.width_refuse})")
+
+
+@dataclass(frozen=True)
+class Reason:
+    level: str  # CARE or REFUSED
+    text: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A law at one target budget: its level, every reason, and notes that are not reasons."""
+
+    target: float
+    reasons: tuple[Reason, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def level(self) -> str:
+        return max((r.level for r in self.reasons), key=_RANK.__getitem__, default=USABLE)
+
+    @property
+    def usable(self) -> bool:
+        return self.level != REFUSED
+
+    def line(self) -> str:
+        """One line: the level and every reason, worst first."""
+        reasons = sorted(self.reasons, key=lambda r: -_RANK[r.level])
+        return f"{self.level} at C = {self.target:.3g}" + (": " + "; ".join(r.text for r in reasons) if reasons else "")
+
+
+def judge(card: LawCard, target: float, limits: Limits | None = None, *,
+          intervals: dict[str, tuple[float, float, float]] | None = None, seq_len: float | None = None) -> Verdict:
+    """The verdict on ``card`` at ``target`` FLOPs (in the card's convention).
+
+    ``intervals``: (value, lo, hi) of "lr" and "bsz" at the target when the caller has better ones
+    than the card's covariance (the analysis's own draws). ``seq_len``: input units per sequence of
+    the run the recipe is for (default: the sweep's, from the card); a BSZ below it cannot be run.
+    """
+    limits = limits or Limits()
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+        raise ValueError(f"target budget {target!r} must be a positive number of FLOPs, e.g. 1e22")
+    reasons: list[Reason] = []
+    notes: list[str] = []
+
+    def refuse(text: str) -> None:
+        reasons.append(Reason(REFUSED, text))
+
+    def care(text: str) -> None:
+        reasons.append(Reason(CARE, text))
+
+    lo, hi = card.fitted_range
+    budgets = sorted({b.budget for b in card.budgets})
+    decades = math.log10(hi / lo)
+    if len(budgets) < limits.min_budgets or decades < limits.min_decades:
+        refuse(f"fitted on {len(budgets)} budgets over {decades:.2g} decade(s) ({lo:.3g} to {hi:.3g}); a law needs "
+               f"{limits.min_budgets} over {limits.min_decades:g} or more")
+    if target > hi * limits.max_extrapolation:
+        refuse(f"{target:.3g} is {math.log10(target / hi):.2g} decades past the largest fitted budget {hi:.3g} "
+               f"(at most {limits.max_extrapolation:g}x: --max-extrapolation)")
+    elif target < lo:
+        refuse(f"{target:.3g} is below the smallest fitted budget {lo:.3g}")
+    intervals = intervals or {name: getattr(card, name).predict(target, card.level) for name in ("lr", "bsz")}
+    for name, (_, low, high) in intervals.items():
+        width = high / low if low > 0 else math.inf
+        text = (f"the {card.level:.0%} interval of {name.upper()} at the target, [{low:.3g}, {high:.3g}], spans a "
+                f"factor of {width:.3g}")
+        if not math.isfinite(width) or width > limits.width_refuse:
+            refuse(f"{text} (at most {limits.width_refuse:g})")
+        elif width > limits.width_care:
+            care(f"{text} (above {limits.width_care:g})")
+    for flag in FLAGS:
+        at = [b.budget for b in card.budgets if flag in b.flags]
+        if at:
+            (care if flag == "band_fills_box" else refuse)(
+                f"{FLAGS[flag]} at budget(s) {', '.join(f'{b:.3g}' for b in at)}"
+                + ("" if flag == "band_fills_box" else ": the optimum is bounded from one side only"))
+    for name in ("lr", "bsz"):
+        law = getattr(card, name)
+        if law.dispersion is None:
+            notes.append(f"the {name.upper()} law's dispersion was not recorded")
+        elif law.dof >= 1:
+            p = _chi2_sf(law.dispersion**2 * law.dof, law.dof)
+            text = (f"the budgets scatter around the {name.upper()} law {law.dispersion:.3g}x their own noise "
+                    f"(p = {p:.2g})")
+            if p < limits.dispersion_refuse:
+                refuse(text)
+            elif p < limits.dispersion_care:
+                care(text)
+    if card.seed_spread is None:
+        notes.append("seed noise not measured (no configuration was run with several seeds)")
+    elif card.seed_spread >= card.tolerance:
+        refuse(f"seeds of one configuration differ by up to {card.seed_spread:.1%} in loss, at least the "
+               f"{card.tolerance:.1%} band: the band selects noise")
+    seq_len = seq_len if seq_len is not None else card.seq_len
+    if seq_len and intervals["bsz"][0] < seq_len:
+        refuse(f"the law's BSZ at the target, {intervals['bsz'][0]:.3g} {card.units}, is below one sequence "
+               f"({seq_len:g} {card.units})")
+    return Verdict(float(target), tuple(reasons), tuple(notes))
+
+
+def _chi2_sf(x: float, dof: int) -> float:
+    """P(chi-square with ``dof`` degrees of freedom > x)."""
+    from scipy.stats import chi2
+
+    return float(chi2.sf(x, dof))

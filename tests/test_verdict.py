@@ -1,0 +1,147 @@
+"""The verdict rule (aunet.verdict) and the law file it reads (aunet.laws.LawCard): each reason alone
+refuses a law that is otherwise usable; law files round-trip and old ones are refused by name; the
+training config applies the same guard."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from aunet.laws import LAW_SCHEMA, BudgetFacts, FittedLaw, HyperLaws, LawCard
+from aunet.verdict import CARE, REFUSED, USABLE, Limits, judge
+
+BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20)
+
+
+def fitted(coef: float, exponent: float, sd_level: float = 0.02, sd_slope: float = 0.005) -> FittedLaw:
+    """A law whose log prediction has sd ``sd_level`` at the budgets' mean log and slope sd ``sd_slope``."""
+    mean = sum(math.log(b) for b in BUDGETS) / len(BUDGETS)
+    cov = (sd_level**2 + mean**2 * sd_slope**2, -mean * sd_slope**2, sd_slope**2)
+    return FittedLaw(coef, exponent, (coef / 2, coef * 2), (exponent - 0.01, exponent + 0.01), cov, 1.0, 3)
+
+
+def good_card(**changes) -> LawCard:
+    card = LawCard(family="aunet2", estimator="bowl", units="bytes", convention="spent", tolerance=0.01, level=0.95,
+                   lr=fitted(6.6, -0.176), bsz=fitted(0.66, 0.321),
+                   budgets=tuple(BudgetFacts(b, 24, 6.6 * b**-0.176, 0.66 * b**0.321) for b in BUDGETS),
+                   seed_spread=0.003, seq_len=None, warnings=(), source="synthetic", source_sha256="0" * 64,
+                   toolkit="test")
+    return dataclasses.replace(card, **changes)
+
+
+def reasons(verdict) -> str:
+    return " | ".join(r.text for r in verdict.reasons)
+
+
+def test_a_clean_law_is_usable_100x_past_its_data():
+    verdict = judge(good_card(), 1e22)
+    assert verdict.level == USABLE and verdict.usable and not verdict.reasons, reasons(verdict)
+    assert verdict.line() == "usable at C = 1e+22"
+
+
+def with_flag(flag: str) -> LawCard:
+    budgets = good_card().budgets
+    return good_card(budgets=(dataclasses.replace(budgets[2], flags=(flag,)), *budgets[:2], *budgets[3:]))
+
+
+@pytest.mark.parametrize("card, target, said", [
+    (good_card(budgets=good_card().budgets[:2]), 1e20, "2 budgets"),
+    (good_card(budgets=tuple(BudgetFacts(b, 24, 0.01, 1e4) for b in (1e18, 3e18, 6e18))), 1e20, "over 0.78 decade"),
+    (good_card(), 1.01e22, "decades past the largest fitted budget"),
+    (good_card(), 5e17, "below the smallest fitted budget"),
+    (good_card(lr=fitted(6.6, -0.176, sd_slope=0.06)), 1e22, "interval of LR at the target"),
+    (good_card(bsz=fitted(0.66, 0.321, sd_level=0.5)), 1e22, "interval of BSZ at the target"),
+    (with_flag("bsz_floor"), 1e22, "BSZ is the smallest tried at budget(s) 1e+19"),
+    (with_flag("lr_ceiling"), 1e22, "LR is the largest tried"),
+    (with_flag("lr_edge"), 1e22, "edge of the search box"),
+    (with_flag("bowl_outside"), 1e22, "outside the search box"),
+    (good_card(lr=dataclasses.replace(fitted(6.6, -0.176), dispersion=3.0)), 1e22, "scatter around the LR law"),
+    (good_card(seed_spread=0.01), 1e22, "seeds of one configuration differ by up to 1.0%"),
+    (good_card(seq_len=10_000_000), 1e21, "below one sequence"),
+], ids=["two-budgets", "one-decade", "too-far", "below", "lr-width", "bsz-width", "bsz-floor", "lr-ceiling",
+        "edge", "bowl-outside", "dispersion", "seed-noise", "one-sequence"])
+def test_each_reason_alone_refuses_the_law(card, target, said):
+    assert judge(good_card(), target if target > 1e18 and target <= 1e22 else 1e21).level == USABLE
+    verdict = judge(card, target)
+    assert verdict.level == REFUSED and not verdict.usable
+    assert len(verdict.reasons) == 1 and said in verdict.reasons[0].text, reasons(verdict)
+    assert said in verdict.line()
+
+
+def test_softer_reasons_ask_for_care():
+    assert judge(with_flag("band_fills_box"), 1e22).level == CARE
+    moderate = good_card(lr=dataclasses.replace(fitted(6.6, -0.176), dispersion=1.9))  # p = 0.03 at 3 dof
+    assert judge(moderate, 1e22).level == CARE
+    wider = good_card(lr=fitted(6.6, -0.176, sd_slope=0.04))  # a factor of 3 at the target
+    verdict = judge(wider, 1e22)
+    assert verdict.level == CARE and "above 2" in reasons(verdict)
+    assert judge(good_card(seed_spread=None), 1e22).notes == ("seed noise not measured (no configuration was run "
+                                                               "with several seeds)",)
+
+
+def test_the_limits_are_the_users_to_set_and_checked():
+    assert judge(good_card(), 1e23, Limits(max_extrapolation=1000)).usable
+    assert not judge(good_card(), 1e23).usable
+    for bad in (1, 0.5, math.inf, math.nan):
+        with pytest.raises(ValueError, match="max_extrapolation"):
+            Limits(max_extrapolation=bad)
+    for bad in (0, -1e20, math.nan):
+        with pytest.raises(ValueError, match="positive number of FLOPs"):
+            judge(good_card(), bad)
+
+
+def test_law_files_round_trip_and_old_ones_are_refused_by_name(tmp_path):
+    card = good_card(warnings=("aunet2 budget 1e+19: something",))
+    card.write(tmp_path / "law.json")
+    assert LawCard.read(tmp_path / "law.json") == card
+    assert HyperLaws.from_file(tmp_path / "law.json") == card.hyper_laws()
+    data = json.loads((tmp_path / "law.json").read_text())
+    assert data["schema"] == LAW_SCHEMA and data["budgets"][0]["budget"] == 1e18
+    old = {"bsz": {"coef": 2.0, "exponent": 0.3}, "lr": {"coef": 5.0, "exponent": -0.18}, "units": "bytes"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="schema None, not 'aunet.law/2'.*--law-out"):
+        HyperLaws.from_file(tmp_path / "old.json")
+    del data["seed_spread"], data["lr"]["cov"]
+    (tmp_path / "partial.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"lacks seed_spread, lr.cov"):
+        LawCard.read(tmp_path / "partial.json")
+    (tmp_path / "newer.json").write_text(json.dumps({**data, "schema": "aunet.law/3"}))
+    with pytest.raises(ValueError, match="schema 'aunet.law/3'"):
+        LawCard.read(tmp_path / "newer.json")
+
+
+# ---- train.py law=<file>: the same guard before anything trains -------------------------------------
+
+
+def train_config(tmp_path, law, **overrides):
+    from aunet.config import ModelConfig
+    from aunet.data import DataConfig
+    from aunet.tracking import TrackingConfig
+    from aunet.train import TrainConfig
+
+    model = ModelConfig(arch="aunet", name="t", dims=[32, 64], layers=[1, 1], head_dims=[16, 16],
+                        ffn_dims=[64, 128], seq_len=128, window=32)
+    return TrainConfig(model=model, data=DataConfig(seq_len=128), tracking=TrackingConfig(enabled=False),
+                       law=str(law), output_dir=str(tmp_path), **overrides)
+
+
+def test_train_refuses_a_law_that_is_not_usable_at_its_budget(tmp_path):
+    good_card().write(tmp_path / "good.json")
+    assert train_config(tmp_path, tmp_path / "good.json", budget=1e21).law == str(tmp_path / "good.json")
+    with pytest.raises(ValueError, match="not usable at C = 1e\\+23.*law_force=true"):
+        train_config(tmp_path, tmp_path / "good.json", budget=1e23)
+    forced = train_config(tmp_path, tmp_path / "good.json", budget=1e23, law_force=True)
+    assert forced.law_force
+    from aunet.optim import OptimConfig
+
+    given = train_config(tmp_path, tmp_path / "good.json", budget=1e23, bsz=1024, optim=OptimConfig(lr=1e-3))
+    assert given.bsz == 1024  # the law sets nothing here, so it is not judged
+    good_card(units="tokens").write(tmp_path / "tokens.json")
+    with pytest.raises(ValueError, match="counts BSZ in tokens, but this model reads bytes"):
+        train_config(tmp_path, tmp_path / "tokens.json", budget=1e21)
+    good_card(convention="paper").write(tmp_path / "paper.json")
+    with pytest.raises(ValueError, match="'paper' convention"):
+        train_config(tmp_path, tmp_path / "paper.json", budget=1e21)
