@@ -24,11 +24,12 @@ data: $(STAMP)
 CORES  ?= $(shell nproc)
 SIDE_BY_SIDE := hydra/launcher=submitit_local hydra.launcher.timeout_min=240 sweep.batch_size=$(CORES) threads=1
 
-# The demo study on the CPU (about half an hour on 2 cores), then its analysis report. Re-running resumes.
+# The demo study on the CPU (about half an hour on 2 cores), then its analysis report (in the study's folder,
+# outputs/sweeps/demo/report). Re-running resumes.
 demo: $(STAMP)
 	$(PY) -m aunet.data prepare
 	$(PY) sweep.py -m $(SIDE_BY_SIDE)
-	$(PY) -m analysis report outputs/sweeps/demo --out outputs/sweeps/demo/report
+	$(PY) -m analysis report outputs/sweeps/demo
 
 # The reference study (conf/sweep/reference.yaml): its outputs are kept under results/reference/.
 REF := outputs/sweeps/reference
@@ -37,8 +38,8 @@ reference: $(STAMP)
 	$(PY) sweep.py -m sweep=reference $(SIDE_BY_SIDE)
 	mkdir -p results/reference
 	cp $(REF)/results.csv results/reference/results.csv
-	$(PY) -m analysis report results/reference/results.csv --out results/reference/report
-	$(PY) -m analysis fit results/reference/results.csv --out results/reference/laws
+	$(PY) -m analysis report results/reference/results.csv
+	$(PY) -m analysis fit results/reference/results.csv
 	$(PY) -m analysis validate results/reference/results.csv --holdout 7.2e11 | tee results/reference/validate.txt
 
 lint: $(STAMP)

@@ -11,6 +11,7 @@ target, with its reasons; ``python -m analysis extrapolate`` refuses one that is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from analysis.fits import Analysis
 from analysis.load import FAMILY
 from aunet.ladder.families import DEFAULT_RATIO
 from aunet.laws import LawCard
-from aunet.verdict import Limits, Verdict, judge
+from aunet.verdict import REFUSED, Limits, Reason, Verdict, judge
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,10 @@ def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: st
     _add_plan(result)
     intervals = {"lr": (lr.value, lr.lo, lr.hi), "bsz": (bsz.value, bsz.lo, bsz.hi)}
     seq_len = result.plan.model.seq_len if result.plan is not None else None
-    result.verdict = judge(card, budget, limits, intervals=intervals, seq_len=seq_len)
+    verdict = judge(card, budget, limits, intervals=intervals, seq_len=seq_len)
+    if result.note.startswith("no model"):
+        verdict = dataclasses.replace(verdict, reasons=(*verdict.reasons, Reason(REFUSED, result.note)))
+    result.verdict = verdict
     return result
 
 
@@ -170,7 +174,11 @@ def _add_plan(result: Extrapolation) -> None:
         result.note = (f"no model shape, data size or steps: the ladder knows no family {result.family!r} (it knows "
                        f"{', '.join(sorted(ladder.FAMILIES))}); LR, BSZ and loss come from the fitted laws alone")
         return
-    plan = ladder.plan(result.family, result.budget, result.ratio, laws=result.card.hyper_laws())
+    try:
+        plan = ladder.plan(result.family, result.budget, result.ratio, laws=result.card.hyper_laws())
+    except ValueError as err:  # e.g. beyond the ladder's largest model: the laws still answer, with a verdict
+        result.note = f"no model: {err}"
+        return
     result.plan = plan
     units, seq = float(plan.train_units), plan.model.seq_len
     result.steps = Estimate(float(plan.steps), units / ladder.whole_sequences(result.bsz.hi, seq),

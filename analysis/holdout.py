@@ -10,13 +10,14 @@ truthy ``at_prediction`` column is the one trained at the predicted hyperparamet
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from analysis.fits import LEVEL, MIN_BUDGETS, _band, analyse, average_seeds, loss_metric
 from analysis.load import DIVERGED_ABOVE, FAMILY, load_results
+from aunet.verdict import Limits
 
 PREDICTED = "at_prediction"  # the column flagging the run at the predicted hyperparameters
 
@@ -34,11 +35,38 @@ class HoldoutCheck:
     loss_label: str
     at_prediction: float | None  # loss of the run at the predicted hyperparameters
     notes: list[str]
+    tried: dict[str, np.ndarray] = field(default_factory=dict)  # lr, bsz -> distinct values run at the hold-out
     level: float = LEVEL
 
     def inside(self, name: str) -> bool:
         _, lo, hi = self.predicted[name]
         return bool(lo <= self.observed[f"{name}_opt"] <= hi)
+
+    def width(self, name: str) -> float:
+        """The predicted interval's factor width (hi / lo)."""
+        _, lo, hi = self.predicted[name]
+        return hi / lo if lo > 0 else math.inf
+
+    def informative(self, name: str) -> bool:
+        """Whether the check can fail at all: an interval wider than the verdict's refusal factor contains
+        any optimum a sweep box could find, so "inside" says nothing."""
+        return self.width(name) <= Limits().width_refuse
+
+    def bracket(self, name: str) -> tuple[float, float]:
+        """The values tried next to the best run's on either side (the best run's own at an end): on a
+        grid the optimum is known only to lie between them, so that is what the prediction is held to."""
+        tried, best = self.tried[name], self.observed[name]
+        below, above = tried[tried < best], tried[tried > best]
+        return (float(below.max()) if len(below) else best), (float(above.min()) if len(above) else best)
+
+    def verdict(self, name: str) -> str:
+        _, lo, hi = self.predicted[name]
+        if not self.informative(name):
+            return f"uninformative: the interval spans x{self.width(name):.3g}, beyond x{Limits().width_refuse:g}"
+        low, high = self.bracket(name)
+        if lo <= high and hi >= low:
+            return f"consistent: the interval meets the grid bracket [{low:.4g}, {high:.4g}] of the best run"
+        return f"MISSED: the interval lies outside the grid bracket [{low:.4g}, {high:.4g}] of the best run"
 
     def loss_error(self) -> float:
         """Observed best loss relative to the predicted one, minus 1."""
@@ -50,13 +78,15 @@ class HoldoutCheck:
                  f"{self.level:.0%} intervals)"]
         for name in ("lr", "bsz"):
             value, lo, hi = self.predicted[name]
-            lines.append(f"  {name.upper():<4} predicted {value:.4g} [{lo:.4g}, {hi:.4g}]   observed optimum "
-                         f"{self.observed[f'{name}_opt']:.4g} ({'inside' if self.inside(name) else 'OUTSIDE'} the "
-                         f"interval), best run {self.observed[name]:.4g}")
+            lines.append(f"  {name.upper():<4} predicted {value:.4g} [{lo:.4g}, {hi:.4g}] (x{self.width(name):.3g})   "
+                         f"observed band optimum {self.observed[f'{name}_opt']:.4g} "
+                         f"({'inside' if self.inside(name) else 'outside'}), best run {self.observed[name]:.4g}: "
+                         f"{self.verdict(name)}")
         if "loss" in self.predicted:
             value, lo, hi = self.predicted["loss"]
-            lines.append(f"  loss predicted {value:.4g} [{lo:.4g}, {hi:.4g}] {self.loss_label}   observed best "
-                         f"{self.observed['loss']:.4g} ({self.loss_error():+.2%})")
+            where = "inside" if lo <= self.observed["loss"] <= hi else "OUTSIDE"
+            lines.append(f"  loss predicted {value:.4g} [{lo:.4g}, {hi:.4g}] (x{hi / lo:.3g}) {self.loss_label}   "
+                         f"observed best {self.observed['loss']:.4g} ({self.loss_error():+.2%}, {where} the interval)")
         else:
             lines.append(f"  loss observed best {self.observed['loss']:.4g} {self.loss_label} (no prediction)")
         if self.at_prediction is not None:
@@ -125,5 +155,6 @@ def _check(family: str, holdout: float, below: pd.DataFrame, held: pd.DataFrame,
     centroid, _ = _band(held["loss"].to_numpy(float), logv, np.ones((1, len(held))), tolerance)
     observed = {"lr": float(best["lr"]), "bsz": float(best[bsz_col]), "loss": float(best[metric]),
                 "lr_opt": float(centroid[0, 0]), "bsz_opt": float(centroid[0, 1])}
+    tried = {name: np.unique(held[column].to_numpy(float)) for name, column in (("lr", "lr"), ("bsz", bsz_col))}
     return HoldoutCheck(family, holdout, fit.estimator, [float(b) for b in sorted(set(fit.lr.budgets))], predicted,
-                        observed, label, at_prediction, notes, level)
+                        observed, label, at_prediction, notes, tried, level)

@@ -45,6 +45,16 @@ def _compute_grid(budgets: np.ndarray, reach: float = 10.0) -> np.ndarray:
     return np.geomspace(budgets.min() / 1.5, budgets.max() * reach, 60)
 
 
+def _mark_fitted_range(ax, budgets: np.ndarray) -> None:
+    """Dotted lines at the fitted range's ends, and the extrapolation on either side shaded: a law drawn
+    there is an assumption, not data."""
+    lo, hi = float(np.min(budgets)), float(np.max(budgets))
+    for edge in (lo, hi):
+        ax.axvline(edge, color="k", ls=":", lw=0.8)
+    ax.axvspan(hi, hi * 1e3, color="0.85", alpha=0.5, zorder=0, label="extrapolation (beyond the fitted range)")
+    ax.axvspan(lo / 1e3, lo, color="0.85", alpha=0.5, zorder=0)
+
+
 def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
     """LR and BSZ against C for one family: runs, per-budget optima, each estimator's law and band."""
     first = next(iter(fits.values()))
@@ -80,7 +90,8 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
                         ms=5, capsize=2, label=f"{estimator} optimum per budget")
         if reference is not None:
             ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=reference.source)
-        ax.set(xscale="log", yscale="log", xlabel=compute_label(runs), ylabel=label)
+        _mark_fitted_range(ax, np.concatenate([getattr(f, target).budgets for f in fits.values()]))
+        ax.set(xscale="log", yscale="log", xlabel=compute_label(runs), ylabel=label, xlim=(grid[0], grid[-1]))
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=6.5, loc="upper left")
     fig.suptitle(f"{first.family}: hyperparameter laws")
@@ -150,8 +161,11 @@ def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
         ax.plot(grid, point, color=colour,
                 label=f"{family}: {fit.e:.3g} + {fit.a:.3g}·C^-{fit.alpha:.3f}")
         ax.fill_between(grid, lo, hi, color=colour, alpha=0.15)
+    fitted = np.concatenate([fit.budgets for fit in loss.values()])
+    _mark_fitted_range(ax, fitted)
     labels = " / ".join(dict.fromkeys(fit.label for fit in loss.values()))
-    ax.set(xscale="log", yscale="log", xlabel=compute_label(results), ylabel=f"best loss per budget ({labels})")
+    ax.set(xscale="log", yscale="log", xlabel=compute_label(results), ylabel=f"best loss per budget ({labels})",
+           xlim=(fitted.min() / 1.5, fitted.max() * 10))
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("loss against compute (envelope and fit)")
@@ -174,12 +188,15 @@ def plot_isoflop(curves: pd.DataFrame, compute: str) -> Figure:
             err = np.abs(np.vstack([part["value"] - part["lo"], part["hi"] - part["value"]]))
             ax.errorbar(part["budget"], part["value"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
                         color=colour, label=family)
-        title = {"bpb": "bits per byte", "loss": "loss (nats per unit)"}.get(metric, metric.removeprefix("eval_"))
-        ax.set(xscale="log", xlabel=compute, title=title)
+        title = {"bpb": "held-out bits per byte", "loss": "held-out loss (nats per unit)"}.get(
+            metric, f"{metric.removeprefix('eval_')}: accuracy" if not metric.endswith("_bpb")
+            else f"{metric.removeprefix('eval_').removesuffix('_gold_bpb')}: gold answer, bits per byte")
+        ax.set(xscale="log", xlabel=compute, title=title, ylabel="mean of the near-optimal runs (95% interval)")
         ax.grid(True, alpha=0.2)
         ax.legend(fontsize=6, loc="best" if len(families) < 2 else "lower right")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
+    fig.suptitle("At equal compute: each metric of each budget's near-optimal runs, per family")
     return fig
 
 

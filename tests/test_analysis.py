@@ -590,3 +590,51 @@ def test_python_dash_m_analysis_fits_a_study_from_the_default_results(small_stud
     done = subprocess.run([sys.executable, "-m", "analysis", "fit", "no_such_study"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "no runs of study 'no_such_study'" in done.stderr
+
+
+def test_extrapolate_refuses_what_the_data_do_not_support(small_study, tmp_path, capsys):
+    args = ["extrapolate", str(small_study), "--family", "aunet2", "--bootstrap", "100"]
+    assert main([*args, "--budget", "1e25"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("refused: aunet2: not usable at C = 1e+25: ") and err.count("\n") == 1
+    assert "decades past the largest fitted budget 1e+20 (at most 100x" in err and "--force" in err
+    out = tmp_path / "forced.yaml"
+    assert main([*args, "--budget", "1e25", "--force", "--format", "yaml", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "# @package _global_" and lines[2].startswith("# verdict: not usable at C = 1e+25: ")
+    assert lines[3].startswith(f"# source: {small_study} (sha256 ") and lines[4].startswith("# fitted: 4 budgets")
+    assert any(line.startswith("#   LR: ") and "(x" in line for line in lines)
+    assert main([*args, "--budget", "1e22", "--max-extrapolation", "10"]) == 3  # the user's own limit
+    assert "at most 10x" in capsys.readouterr().err
+    for bad, said in ((["--max-extrapolation", "1"], "must be a number above 1"),
+                      (["--max-extrapolation", "lots"], "must be a number above 1"),
+                      (["--budget", "0"], "must be a positive number of FLOPs")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, *(["--budget", "1e22"] if "--budget" not in bad else []), *bad])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_report_leads_with_what_the_study_supports(small_study, tmp_path):
+    from aunet.verdict import Limits
+
+    text = write_report(small_study, tmp_path, n_boot=100, limits=Limits(max_extrapolation=30)).read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## What this study supports"
+    section = text.split("## What this study supports")[1].split("\n## ")[0]
+    for family in ("aunet2", "transformer_bpe"):
+        assert f"### {family} (bowl law): " in section
+    assert "Fitted on 4 budgets from 1e+18 to 1e+20 FLOPs (2 decades)" in section and "Usable range: " in section
+    assert "At 1e+22 FLOPs (100x the largest budget): **not usable**" in section  # past the limit given
+    assert "decades past the largest fitted budget 1e+20 (at most 30x" in section
+    at_10x = section.split("At 1e+21 FLOPs (10x the largest budget): **")[1]
+    if not at_10x.startswith("not usable"):  # a usable recipe is shown, every value with its interval
+        assert "| LR | " in at_10x.split("At 1e+22")[0] and "(x" in at_10x.split("At 1e+22")[0]
+
+
+def test_fit_and_report_write_into_the_study_folder(small_study, capsys):
+    folder = small_study.parent
+    assert main(["fit", str(small_study), "--bootstrap", "50"]) == 0
+    assert LawCard.read(folder / "laws" / "aunet2_bowl.json").family == "aunet2"
+    assert main(["report", str(small_study), "--bootstrap", "50"]) == 0
+    assert (folder / "report" / "report.md").is_file()
+    assert f"report written to {folder / 'report' / 'report.md'}" in capsys.readouterr().out

@@ -3,6 +3,7 @@ and band weighting (issue 18), a held-out budget and seed noise (issue 10)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -437,6 +438,31 @@ def test_validate_predicts_the_held_out_budget_from_the_budgets_below(holdout_ta
     assert check.loss_error() == pytest.approx(best["bpb"] / check.predicted["loss"][0] - 1)
     text = check.text()
     assert "run at the predicted hyperparameters: loss" in text and "+0.30% from the confirmation" in text
+
+
+def test_validate_says_when_a_check_is_vacuous_and_holds_grids_to_their_bracket(holdout_table):
+    top = holdout_table["budget"].max()
+    (check,) = quiet(validate_holdout, holdout_table, top, n_boot=200)
+    for name in ("lr", "bsz"):
+        _, lo, hi = check.predicted[name]
+        assert check.width(name) == pytest.approx(hi / lo)
+        assert check.informative(name) == (hi / lo <= 4)
+        low, high = check.bracket(name)  # the tried values next to the best run's
+        tried = check.tried[name]
+        assert low <= check.observed[name] <= high and low in tried and high in tried
+        assert not ((tried > low) & (tried < check.observed[name])).any()
+    # An interval 49 times wide "contains" anything: it is called uninformative, not inside.
+    wide = dataclasses.replace(check, predicted={**check.predicted, "lr": (1e-3, 1e-3 / 7, 7e-3)})
+    assert not wide.informative("lr") and wide.verdict("lr").startswith("uninformative: the interval spans x49")
+    # On a x2 grid, a prediction between two grid points is held to the bracket of the best one, not to
+    # the nearest point: consistent when it meets [best/2, best*2], missed when it does not.
+    best = check.observed["bsz"]
+    grid = dataclasses.replace(check, tried={**check.tried, "bsz": np.array([best / 2, best, best * 2])})
+    near = dataclasses.replace(grid, predicted={**grid.predicted, "bsz": (1.4 * best, 1.3 * best, 1.5 * best)})
+    assert near.verdict("bsz").startswith("consistent")
+    far = dataclasses.replace(grid, predicted={**grid.predicted, "bsz": (3 * best, 2.5 * best, 3.5 * best)})
+    assert far.verdict("bsz").startswith("MISSED")
+    assert "(x" in check.text() and ("consistent" in check.text() or "uninformative" in check.text())
 
 
 def test_validate_cli_and_its_bad_input(holdout_table, tmp_path, capsys):
