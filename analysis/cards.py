@@ -10,7 +10,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from analysis.fits import Analysis, LawFit
+from analysis.fits import Analysis, LawFit, LossFit
 from analysis.load import FAMILY
 from aunet.laws import BudgetFacts, FittedLaw, LawCard
 
@@ -34,6 +34,12 @@ def fitted_law(law: LawFit) -> FittedLaw:
     return FittedLaw(law.coef, law.exponent, tuple(law.coef_ci), tuple(law.exponent_ci),
                      (float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])), float(law.dispersion),
                      len(law.budgets) - 2)
+
+
+def loss_facts(fit: LossFit) -> dict:
+    return {"metric": fit.metric, "label": fit.label, "e": fit.e, "a": fit.a, "alpha": fit.alpha,
+            "e_ci": list(fit.e_ci), "a_ci": list(fit.a_ci), "alpha_ci": list(fit.alpha_ci),
+            "budgets": [float(b) for b in fit.budgets], "floor": fit.floor}
 
 
 def source_hash(runs: pd.DataFrame) -> str:
@@ -60,5 +66,6 @@ def law_card(analysis: Analysis, family: str, estimator: str | None = None, sour
         family=family, estimator=fit.estimator, units=fit.units, convention=str(conventions[0]),
         tolerance=fit.tolerance, level=fit.lr.level, lr=fitted_law(fit.lr), bsz=fitted_law(fit.bsz),
         budgets=budgets, seed_spread=float(noise["spread"].max()) if len(noise) else None, seq_len=seq_len,
-        warnings=tuple(w for w in analysis.warnings if w.startswith(family)), source=source,
+        loss=loss_facts(analysis.loss[family]) if family in analysis.loss else None,
+        warnings=tuple(w for w in analysis.warnings if w.startswith((f"{family}:", f"{family} "))), source=source,
         source_sha256=source_hash(runs), toolkit=toolkit_version())

@@ -76,11 +76,12 @@ def _fill(table: pd.DataFrame, column: str, value, flag: str, aliases: tuple[str
 def _compute(table: pd.DataFrame, source: Path, per_param_token: float) -> pd.DataFrame:
     given = next((c for c in COMPUTE_COLUMNS if c in table.columns), None)
     if given is not None:
-        return table.assign(budget=table[given]) if given != "budget" else table
+        return table.assign(budget=table[given], compute_from=f"the export's {given!r} column")
     if {"params", "tokens"} <= set(table.columns):
         if not per_param_token > 0:
             raise ValueError(f"--flops-per-param-token {per_param_token} must be positive (6 for 6·N·D)")
         n, d = (pd.to_numeric(table[c], errors="coerce") for c in ("params", "tokens"))
-        return table.assign(budget=per_param_token * n * d, train_units=d)
+        return table.assign(budget=per_param_token * n * d, train_units=d,
+                            compute_from=f"{per_param_token:g}·N·D from the export's params and tokens")
     raise ValueError(f"{source} gives no compute: add a column {' or '.join(COMPUTE_COLUMNS)} in FLOPs, or 'params' "
                      "and 'tokens' (compute = 6·N·D), or map yours with --column budget=<name>")

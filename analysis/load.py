@@ -264,6 +264,8 @@ def _budgets_in_one_convention(df: pd.DataFrame, convention: str | None, origin:
 
 def compute_label(results: pd.DataFrame) -> str:
     """The compute axis label of ``results``: which convention its budgets count."""
+    if "compute_from" in results and results["compute_from"].notna().any():  # an import says how it counted
+        return "compute C (FLOPs; " + "; ".join(dict.fromkeys(results["compute_from"].dropna().astype(str))) + ")"
     conventions = dict.fromkeys(results["convention"]) if "convention" in results else ["spent"]
     return "compute C (FLOPs; " + "; ".join(BUDGET_CONVENTIONS[c] for c in conventions) + ")"
 

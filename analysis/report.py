@@ -55,7 +55,7 @@ def _factor_ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
 def _exponent_ci(value: float, ci: tuple[float, float]) -> str:
     if not (np.isfinite(ci).all() and ci[1] - ci[0] <= EXPONENT_IDENTIFIED):
         return f"not identified ([{_g(ci[0], 2)}, {_g(ci[1], 2)}], wider than {EXPONENT_IDENTIFIED:g})"
-    return _ci(value, ci)
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _identified(law: LawFit) -> bool:
@@ -97,6 +97,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
                                  "budget's best are set aside as diverged and never fitted.")]
     recipes = {family: _recipes(analysis, family, targets, limits, source) for family in analysis.laws}
     blocks += _supports(analysis, recipes, limits, source)
+    blocks.append(("h", 2, "Runs"))
     counts = df.groupby([FAMILY, "status"]).size().unstack(fill_value=0)
     counts["set aside as diverged"] = df.groupby(FAMILY)["set_aside"].sum().reindex(counts.index).astype(int)
     blocks.append(("table", [FAMILY, *counts.columns],
@@ -270,6 +271,15 @@ def _supports(analysis: Analysis, recipes: dict[str, dict], limits: Limits, sour
     return blocks
 
 
+def _isoflop_cell(row) -> str:
+    """An iso-FLOP value with its interval; one that sits on its own bound says why: resampled runs can only
+    lose the best run, so with few runs in the band the interval of their mean is one-sided."""
+    cell = f"{_g(row['value'], 4)} [{_g(row['lo'], 4)}, {_g(row['hi'], 4)}]"
+    if np.isfinite(row["lo"]) and not row["lo"] < row["value"] < row["hi"]:
+        cell += f" (one-sided: {int(row['runs'])} run(s) in the band)"
+    return cell
+
+
 def _equal_compute(analysis: Analysis) -> list[Block]:
     """Families side by side at each budget they share: bits per byte of their near-optimal runs (the
     iso-FLOP value, with its interval), which one is ahead, and whether the intervals separate them."""
@@ -285,7 +295,7 @@ def _equal_compute(analysis: Analysis) -> list[Block]:
         at = at.sort_values("value")
         first, second = at.iloc[0], at.iloc[1]
         separated = first["hi"] < second["lo"]
-        values = {r[FAMILY]: f"{_g(r['value'], 4)} [{_g(r['lo'], 4)}, {_g(r['hi'], 4)}]" for _, r in at.iterrows()}
+        values = {r[FAMILY]: _isoflop_cell(r) for _, r in at.iterrows()}
         rows.append([_g(budget), *(values.get(f, "-") for f in families), first[FAMILY],
                      f"{second['value'] / first['value'] - 1:.2%}", "yes" if separated else "no (overlap)"])
     if not rows:

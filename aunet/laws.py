@@ -141,7 +141,8 @@ class LawCard:
     """A fitted law with everything needed to judge it (``aunet.verdict.judge``): the law file format.
 
     The fitted range and runs per budget, the estimator, units and compute convention, both
-    laws with intervals and dispersion, the seed noise measured against the band (None: no
+    laws with intervals and dispersion, the loss against compute L(C) with its intervals and
+    budgets (None: not fitted), the seed noise measured against the band (None: no
     configuration was run with several seeds), the fit's warnings, and where it came from:
     the source table's hash and the toolkit version.
     """
@@ -157,6 +158,7 @@ class LawCard:
     budgets: tuple[BudgetFacts, ...]
     seed_spread: float | None  # the largest relative loss spread over seeds of one configuration
     seq_len: int | None  # input units per sequence (the smallest batch a run can take); None: unknown
+    loss: dict | None  # L(C) = E + A·C^-alpha: metric, label, e, a, alpha, their intervals, fitted budgets, floor
     warnings: tuple[str, ...]
     source: str
     source_sha256: str

@@ -45,12 +45,13 @@ def upgrade(old: dict, family: str, source: str, convention: str) -> LawCard:
     facts = tuple(BudgetFacts(float(b["budget"]), int(b["finished"]), float(b["best_lr"]), float(b["best_bsz"]))
                   for b in provenance["budgets"])
     ci = provenance["intervals_95"]
-    note = (f"upgraded from schema 1 ({provenance.get('command', 'command not recorded')}; commit "
-            f"{provenance.get('commit', '?')}): per-budget flags, dispersion and seed noise were not recorded")
+    note = (f"upgraded from schema 1 (fitted at commit {provenance.get('commit', '?')}, "
+            f"{provenance.get('date', 'date not recorded')}): per-budget flags, dispersion and seed noise were not "
+            "recorded")
     return LawCard(family=family, estimator=provenance.get("estimator", "band"), units=old["units"],
                    convention=check_convention(convention), tolerance=0.01, level=0.95,
                    lr=fitted(old["lr"], ci, "lr", budgets), bsz=fitted(old["bsz"], ci, "bsz", budgets),
-                   budgets=facts, seed_spread=None, seq_len=None, warnings=(note,), source=source,
+                   budgets=facts, seed_spread=None, seq_len=None, loss=None, warnings=(note,), source=source,
                    source_sha256="not recorded", toolkit="schema 1")
 
 

@@ -25,7 +25,7 @@ from analysis.fits import (
     seed_noise,
 )
 from analysis.holdout import validate_holdout
-from analysis.load import FAMILY, AnalysisWarning, load_results, validate_results
+from analysis.load import FAMILY, AnalysisWarning, compute_label, load_results, validate_results
 from analysis.report import write_report
 from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_sweep
 from aunet.laws import HyperLaws, PowerLaw
@@ -372,6 +372,9 @@ def test_import_turns_an_external_table_into_a_study(tmp_path, capsys):
     theirs = quiet(fit_hyper_laws, table, "aunet2", n_boot=20)
     assert theirs.lr.exponent == pytest.approx(ours.lr.exponent, rel=1e-9)
     assert main(["fit", str(study), "--out", str(tmp_path / "laws"), "--bootstrap", "20"]) == 0
+    # The compute axis says how the export counted: 6·N·D here, not this toolkit's convention.
+    assert compute_label(table) == "compute C (FLOPs; 6·N·D from the export's params and tokens)"
+    assert compute_label(df) == "compute C (FLOPs; compute spent, head included: N x F)"
 
 
 def _external(tmp_path, **changes) -> str:

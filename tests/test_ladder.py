@@ -288,7 +288,8 @@ def test_shipped_cpu_prior_laws_have_provenance_and_are_the_studies_priors():
         assert prior == {"aunet": "conf/laws/cpu_aunet.json", "bpe": "conf/laws/cpu_bpe.json"}
     for name in ("cpu_aunet", "cpu_bpe"):
         card = LawCard.read(conf / "laws" / f"{name}.json")  # the current schema, upgraded from the pilot's files
-        assert "conf/sweep/cpu_prior_pilot.yaml" in card.source and "--law-out" in card.warnings[0]
+        assert "conf/sweep/cpu_prior_pilot.yaml" in card.source and "schema 1" in card.warnings[0]
+        assert f"--law-out conf/laws/{name}.json" in (conf / "sweep" / "cpu_prior_pilot.yaml").read_text()
         assert len(card.budgets) == 3 and not judge(card, 1e13).usable  # a prior to centre boxes on, no recipe
         assert (conf / "sweep" / "cpu_prior_pilot.yaml").exists()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from aunet.laws import LAW_SCHEMA, BudgetFacts, FittedLaw, HyperLaws, LawCard
 from aunet.verdict import CARE, REFUSED, USABLE, Limits, judge
 
 BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def fitted(coef: float, exponent: float, sd_level: float = 0.02, sd_slope: float = 0.005) -> FittedLaw:
@@ -27,7 +29,7 @@ def good_card(**changes) -> LawCard:
     card = LawCard(family="aunet2", estimator="bowl", units="bytes", convention="spent", tolerance=0.01, level=0.95,
                    lr=fitted(6.6, -0.176), bsz=fitted(0.66, 0.321),
                    budgets=tuple(BudgetFacts(b, 24, 6.6 * b**-0.176, 0.66 * b**0.321) for b in BUDGETS),
-                   seed_spread=0.003, seq_len=None, warnings=(), source="synthetic", source_sha256="0" * 64,
+                   seed_spread=0.003, seq_len=None, loss=None, warnings=(), source="synthetic", source_sha256="0" * 64,
                    toolkit="test")
     return dataclasses.replace(card, **changes)
 
@@ -145,3 +147,30 @@ def test_train_refuses_a_law_that_is_not_usable_at_its_budget(tmp_path):
     good_card(convention="paper").write(tmp_path / "paper.json")
     with pytest.raises(ValueError, match="'paper' convention"):
         train_config(tmp_path, tmp_path / "paper.json", budget=1e21)
+
+
+def test_a_schema_1_file_with_its_provenance_is_upgraded_and_one_without_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    old = {"bsz": {"coef": 2.0, "exponent": 0.3}, "lr": {"coef": 5.0, "exponent": -0.18}, "units": "bytes",
+           "provenance": {"estimator": "band", "commit": "abc", "date": "2026-11-26",
+                          "intervals_95": {"bsz_exponent": [0.2, 0.4], "bsz_coef": [0.5, 8.0],
+                                           "lr_exponent": [-0.3, -0.06], "lr_coef": [1.0, 25.0]},
+                          "budgets": [{"budget": b, "finished": 8, "best_lr": 1e-3, "best_bsz": 512}
+                                      for b in (1e11, 2e11, 4e11)]}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    script = [sys.executable, "scripts/upgrade_law_file.py", str(tmp_path / "old.json"), str(tmp_path / "new.json"),
+              "--family", "aunet2", "--source", "a pilot"]
+    done = subprocess.run(script, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    card = LawCard.read(tmp_path / "new.json")
+    assert card.hyper_laws().lr.coef == 5.0 and card.lr.exponent_ci == (-0.3, -0.06)
+    assert card.fitted_range == (1e11, 4e11) and "schema 1" in card.warnings[0] and card.lr.dispersion is None
+    # The rebuilt covariance gives back the old exponent interval, and the verdict reads the file.
+    assert 2 * 1.96 * math.sqrt(card.lr.cov[2]) == pytest.approx(0.24, rel=1e-3)
+    assert "fitted on 3 budgets over 0.6 decade(s)" in judge(card, 1e12).line()
+    del old["provenance"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    done = subprocess.run(script, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and "no provenance block" in done.stderr
