@@ -174,7 +174,7 @@ def test_tiny_aunet_overfits_a_few_kilobytes(stages):
     seqs = torch.tensor([list(data[i : i + 257]) for i in range(0, len(data) - 257, 128)])
     levels = model.levels(seqs)
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    for _ in range(100):  # below 1 bit from about step 62; 0.04-0.06 bits at 100
         logits = model(seqs[:, :-1], levels[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), seqs[:, 1:].flatten())
         optim.zero_grad()

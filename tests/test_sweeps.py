@@ -102,6 +102,10 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     # The failed trial was retried in the sweep's next round (still broken): its attempts are used up.
     assert "round 2: 6 trials, 1 to run" in first.stdout + first.stderr
     assert rows["aunet2/C2e10/t1"].attempts == 2
+    # The end of the run says how to retry it: the study's own command with one more attempt allowed.
+    assert "1 trial(s) failed, after up to 2 attempt(s) each (e.g. aunet2/C2e10/t1: " in first.stdout
+    assert "To retry them (finished trials are kept): python sweep.py -m " in first.stdout
+    assert f"sweep.max_attempts=3 hydra.sweep.dir={sweep_dir}" in first.stdout
     # Rerun: finished trials are not run again, nor the failed one.
     stamps = {k: (sweep_dir / k / "record.json").stat().st_mtime for k, r in rows.items() if r.status != "failed"}
     second = run_sweep(sweep_dir, "sweep.name=local")
@@ -111,6 +115,7 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     status = subprocess.run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)], cwd=REPO,
                             capture_output=True, text=True)
     assert status.returncode == 0 and "aunet2" in status.stdout and "2e10" in status.stdout
+    assert "sweep.max_attempts=3" in status.stdout
 
 
 def test_a_cell_whose_box_gives_a_trial_under_200_steps_is_refused_unless_forced():

@@ -240,9 +240,9 @@ def test_small_aunet2_beats_a_unigram_model_by_a_wide_margin(tmp_path):
     unigram_bpb = -sum(math.log2((counts[b] + 1) / total) for b in heldout) / len(heldout)
     cfg = TrainConfig(model=ModelConfig(arch="aunet", dims=[64, 128], layers=[2, 3], head_dims=[32, 32],
                                         ffn_dims=[192, 384], seq_len=512, window=128),
-                      data=data, tracking=TrackingConfig(enabled=False), steps=300, bsz=8 * 512,
+                      data=data, tracking=TrackingConfig(enabled=False), steps=200, bsz=8 * 512,
                       eval_bytes=32768, output_dir=str(tmp_path), progress="off")
-    cfg.optim.lr = 3e-3
+    cfg.optim.lr = 3e-3  # 200 steps: 3.28 bits per byte against the unigram's 4.45 (300 steps: 3.03)
     record = train(cfg)
     assert record.status == "finished"
     print(f"AU-Net 2 held-out {record.bpb:.3f} bits/byte vs unigram {unigram_bpb:.3f}")
