@@ -23,7 +23,14 @@ from analysis.external import FLOPS_PER_PARAM_TOKEN, import_table
 from analysis.extrapolate import extrapolate
 from analysis.fits import LEVEL, Analysis, analyse
 from analysis.holdout import validate_holdout
-from analysis.load import DIVERGED_ABOVE, FAMILY, AnalysisWarning, load_results
+from analysis.load import (
+    BUDGET_TOLERANCE,
+    DIVERGED_ABOVE,
+    FAMILY,
+    AnalysisWarning,
+    budget_groups,
+    load_results,
+)
 from analysis.report import write_report
 from aunet.ladder.families import DEFAULT_RATIO
 from aunet.record import BUDGET_CONVENTIONS
@@ -41,7 +48,8 @@ def default_results() -> str:
 
 
 def resolve(source: str | None, study: str | None, tracking_uri: str | None,
-            diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None) -> pd.DataFrame:
+            diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None,
+            budget_tolerance: float = BUDGET_TOLERANCE) -> pd.DataFrame:
     """A path or mlflow:<experiment> is the results; any other word is a study (its folder, or its rows)."""
     if source is not None and not source.startswith("mlflow:") and not Path(source).exists():
         if study is not None:
@@ -51,7 +59,8 @@ def resolve(source: str | None, study: str | None, tracking_uri: str | None,
         else:
             source, study = default_results(), source
     return load_results(source or default_results(), tracking_uri=tracking_uri, study=study,
-                        diverged_above=diverged_above, budget_convention=budget_convention)
+                        diverged_above=diverged_above, budget_convention=budget_convention,
+                        budget_tolerance=budget_tolerance)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +77,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              f"(default {DIVERGED_ABOVE}; 'none' keeps every finished run)")
     parser.add_argument("--budget-convention", choices=sorted(BUDGET_CONVENTIONS),
                         help="fit every run against its compute in this convention (needed when a family mixes them)")
+    parser.add_argument("--budget-tolerance", type=_fraction, default=BUDGET_TOLERANCE,
+                        help="runs whose compute agrees within this fraction are one budget (default %(default)g)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction in [0, 1), e.g. 0.01 for 1%")
+    return value
 
 
 def _diverged_rule(text: str) -> float | None:
@@ -76,12 +97,12 @@ def _diverged_rule(text: str) -> float | None:
 
 def _load(args: argparse.Namespace, source: str | None = None) -> pd.DataFrame:
     return resolve(source if source is not None else args.source, args.study, args.tracking_uri, args.diverged_above,
-                   args.budget_convention)
+                   args.budget_convention, args.budget_tolerance)
 
 
 def _options(args: argparse.Namespace) -> dict:
     return {"tolerance": args.tolerance, "n_boot": args.bootstrap, "seed": args.seed, "bsz_in": args.bsz_in,
-            "diverged_above": args.diverged_above}
+            "diverged_above": args.diverged_above, "budget_tolerance": args.budget_tolerance}
 
 
 def cmd_fit(args: argparse.Namespace) -> Analysis:
@@ -195,17 +216,26 @@ def cmd_validate(args: argparse.Namespace) -> list[str]:
 
 def cmd_import(args: argparse.Namespace) -> list[str]:
     columns = dict(_pair(text) for text in args.column or [])
+    statuses = dict(_pair(text, "--status", "crashed=failed") for text in args.status or [])
     path = import_table(args.table, args.out, columns=columns, units=args.units, bytes_per_unit=args.bytes_per_unit,
-                        family=args.family, study=args.study, flops_per_param_token=args.flops_per_param_token)
-    print(f"{path}: {len(pd.read_csv(path))} runs; analyse with: python -m analysis report {args.out}")
+                        family=args.family, study=args.study, flops_per_param_token=args.flops_per_param_token,
+                        status_map=statuses, budget_tolerance=args.budget_tolerance)
+    table = load_results(path, budget_tolerance=args.budget_tolerance)
+    print(f"{path}: {len(table)} runs; budgets (runs whose compute agrees within {args.budget_tolerance:.2%} are one):")
+    for family, groups in budget_groups(table).groupby(FAMILY):
+        print(f"  {family}: {len(groups)} budgets from {groups['budget'].min():.3g} to {groups['budget'].max():.3g}, "
+              f"{groups['runs'].min()}-{groups['runs'].max()} runs each, compute spread absorbed up to "
+              f"{groups['spread'].max():.3%}")
+    print(f"analyse with: python -m analysis report {args.out}")
     return []
 
 
-def _pair(text: str) -> tuple[str, str]:
-    ours, sep, theirs = text.partition("=")
-    if not sep or not ours or not theirs:
-        raise ValueError(f"--column {text!r}: write OURS=THEIRS, e.g. --column loss=final_loss")
-    return ours, theirs
+def _pair(text: str, flag: str = "--column", example: str = "loss=final_loss") -> tuple[str, str]:
+    left, sep, right = text.partition("=")
+    if not sep or not left or not right:
+        raise ValueError(f"{flag} {text!r}: write {'OURS=THEIRS' if flag == '--column' else 'THEIRS=OURS'}, "
+                         f"e.g. {flag} {example}")
+    return (left.strip().lower(), right.strip()) if flag == "--status" else (left, right)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--study", help="the study name (default: the folder's name)")
     imp.add_argument("--flops-per-param-token", type=float, default=FLOPS_PER_PARAM_TOKEN,
                      help="compute from params N and tokens D as this x N x D (default 6)")
+    imp.add_argument("--status", action="append", metavar="THEIRS=OURS",
+                     help="read a status of the table as one of ours, e.g. --status crashed=failed (repeatable; "
+                          "common names are mapped already: analysis.load.DEFAULT_STATUS_MAP)")
+    imp.add_argument("--budget-tolerance", type=_fraction, default=BUDGET_TOLERANCE,
+                     help="runs whose compute agrees within this fraction are one budget (default %(default)g)")
     imp.set_defaults(run=cmd_import)
 
     args = parser.parse_args(argv)

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.load import FAMILY, FAMILY_ALIASES, UNITS, _read_path, validate_results
+from analysis.load import (
+    BUDGET_TOLERANCE,
+    DEFAULT_STATUS_MAP,
+    FAMILY,
+    FAMILY_ALIASES,
+    UNITS,
+    _read_path,
+    validate_results,
+)
+from aunet.record import STATUSES
 
 #: Compute from a model size N and a number of training tokens D: C = FLOPS_PER_PARAM_TOKEN · N · D
 #: (the usual 6·N·D: forward and backward pass of a dense model, attention left out).
@@ -24,7 +33,8 @@ COMPUTE_COLUMNS = ("budget", "compute", "flops")  # the first present is the run
 
 def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str] | None = None,
                  units: str | None = None, bytes_per_unit: float | None = None, family: str | None = None,
-                 study: str | None = None, flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN) -> Path:
+                 study: str | None = None, flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN,
+                 status_map: dict[str, str] | None = None, budget_tolerance: float = BUDGET_TOLERANCE) -> Path:
     """Write ``out``/results.csv from the external table ``source``; returns its path.
 
     ``columns`` maps our column names to the table's (``{"loss": "final_loss"}``).
@@ -32,8 +42,13 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
     never guessed: without a column or ``units``, the import fails). Compute comes from
     ``budget``, ``compute`` or ``flops``, else from ``params`` and ``tokens`` as
     ``flops_per_param_token`` · N · D. Without ``status``, runs with a loss are finished
-    and the others failed.
+    and the others failed. ``status_map`` reads the table's own status names (``{"crashed":
+    "failed"}``) beside ``analysis.load.DEFAULT_STATUS_MAP``; the statuses are written mapped.
+    Budgets are grouped on reading (``analysis.load.nominal_budgets``, ``budget_tolerance``).
     """
+    for old, new in (status_map or {}).items():
+        if new not in STATUSES:
+            raise ValueError(f"--status {old}={new}: {new!r} is not a status; use one of {STATUSES}")
     source = Path(source)
     if source.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ValueError(f"import reads a .csv or .parquet table; got {source}")
@@ -48,13 +63,24 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
     table = _fill(table, "units", units, "--units")
     if bytes_per_unit is not None:
         table = _fill(table, "bytes_per_unit", bytes_per_unit, "--bytes-per-unit")
+    needed = [c for c in (FAMILY, "lr", "bsz", "loss", "units") if c not in table.columns
+              and not (c == FAMILY and set(FAMILY_ALIASES) & set(table.columns))]
+    if needed:
+        flags = [flag for column, flag in ((FAMILY, "--family NAME"), ("units", "--units bytes|tokens"))
+                 if column in needed]
+        raise ValueError(f"{source} lacks column(s) {needed}: an import needs {FAMILY}, lr, bsz, loss and units per "
+                         "run, and compute (budget, compute or flops; or params and tokens); status is derived when "
+                         "absent. Map your names with --column OURS=THEIRS"
+                         + (f", or set one value for the whole table with {' or '.join(flags)}" if flags else ""))
     table = _compute(table, source, flops_per_param_token)
     if "status" not in table.columns:
         loss = pd.to_numeric(table["loss"], errors="coerce") if "loss" in table.columns else np.nan
         table["status"] = np.where(np.isfinite(loss), "finished", "failed")
+    statuses = {**DEFAULT_STATUS_MAP, **(status_map or {})}
+    table["status"] = table["status"].astype(str).str.strip().str.lower().map(lambda v: statuses.get(v, v))
     if "study" not in table.columns:
         table["study"] = study or Path(out).name
-    validate_results(table, origin=str(source))  # every bad row is named before anything is written
+    validate_results(table, origin=str(source), budget_tolerance=budget_tolerance)  # bad rows named before writing
     path = Path(out) / "results.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.load import DIVERGED_ABOVE, FAMILY, GROUP_KEYS, NOT_TASKS, load_results, warn
+from analysis.load import (
+    BUDGET_TOLERANCE,
+    DIVERGED_ABOVE,
+    FAMILY,
+    GROUP_KEYS,
+    NOT_TASKS,
+    canonical,
+    load_results,
+    warn,
+)
 from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95
@@ -453,7 +462,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
     rows = []
     for j, (budget, label) in enumerate(points):
         where = _where(family, budget, label)
-        group = usable[(usable["budget"] == budget) & (usable["group"] == label)]
+        group = canonical(usable[(usable["budget"] == budget) & (usable["group"] == label)])
         loss = group["loss"].to_numpy()
         values = group[["lr", bsz_col]].to_numpy()
         logv = np.log(values)
@@ -665,6 +674,7 @@ def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed
         loss_column = loss_metric(runs)[0]
         metrics = [m for m in metric_columns(df) if m not in ("bpb", "loss") or m == loss_column]
         for budget, group in runs[runs["usable"]].groupby("budget"):
+            group = canonical(group)
             loss = group["loss"].to_numpy()
             near = _near_weights(loss, _bootstrap_weights(len(group), n_boot, rng), tolerance)
             rows += _isoflop_rows(family, budget, group, near, metrics, n_boot, level)
@@ -720,7 +730,7 @@ def average_seeds(df: pd.DataFrame) -> pd.DataFrame:
     if "seed" not in df.columns or df.empty:
         return df
     key = [*GROUP_KEYS, "lr", "bsz"]
-    usable = df[df["usable"]]
+    usable = canonical(df[df["usable"]])
     repeated = usable[usable.duplicated(key, keep=False)]
     if repeated.empty:
         return df
@@ -767,7 +777,8 @@ class Analysis:
 
 def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.01, n_boot: int = 1000,
             seed: int = 0, level: float = LEVEL, bsz_in: str = "units",
-            diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None) -> Analysis:
+            diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None,
+            budget_tolerance: float = BUDGET_TOLERANCE) -> Analysis:
     """Every fit for every family; a fit that cannot be made becomes a warning, not a crash.
 
     With too little data for any law, ``laws`` is empty and ``warnings`` says what is
@@ -778,7 +789,7 @@ def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.
     """
     df = load_results(results if not isinstance(results, pd.DataFrame) else results.drop(
         columns=["usable", "set_aside"], errors="ignore"), diverged_above=diverged_above,
-        budget_convention=budget_convention)
+        budget_convention=budget_convention, budget_tolerance=budget_tolerance)
     names = families or sorted(df[FAMILY].unique())
     noise = seed_noise(df[df[FAMILY].isin(names)], tolerance=tolerance)
     df = average_seeds(df)

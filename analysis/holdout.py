@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits import LEVEL, MIN_BUDGETS, _band, analyse, average_seeds, loss_metric
-from analysis.load import DIVERGED_ABOVE, FAMILY, load_results
+from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, FAMILY, load_results
 from aunet.verdict import Limits
 
 PREDICTED = "at_prediction"  # the column flagging the run at the predicted hyperparameters
@@ -36,6 +36,7 @@ class HoldoutCheck:
     at_prediction: float | None  # loss of the run at the predicted hyperparameters
     notes: list[str]
     tried: dict[str, np.ndarray] = field(default_factory=dict)  # lr, bsz -> distinct values run at the hold-out
+    runs: int = 0  # finished runs of the confirmation sweep
     level: float = LEVEL
 
     def inside(self, name: str) -> bool:
@@ -54,7 +55,8 @@ class HoldoutCheck:
 
     def bracket(self, name: str) -> tuple[float, float]:
         """The values tried next to the best run's on either side (the best run's own at an end): on a
-        grid the optimum is known only to lie between them, so that is what the prediction is held to."""
+        grid the optimum is known only to lie between them, so that is what the prediction is held to
+        (elsewhere, the band's optimum)."""
         tried, best = self.tried[name], self.observed[name]
         below, above = tried[tried < best], tried[tried > best]
         return (float(below.max()) if len(below) else best), (float(above.min()) if len(above) else best)
@@ -63,10 +65,17 @@ class HoldoutCheck:
         _, lo, hi = self.predicted[name]
         if not self.informative(name):
             return f"uninformative: the interval spans x{self.width(name):.3g}, beyond x{Limits().width_refuse:g}"
+        if not self.on_grid(name):  # scattered values: the band's optimum is the observation
+            return "consistent: the band optimum is inside" if self.inside(name) else \
+                "MISSED: the band optimum is outside the interval"
         low, high = self.bracket(name)
         if lo <= high and hi >= low:
             return f"consistent: the interval meets the grid bracket [{low:.4g}, {high:.4g}] of the best run"
         return f"MISSED: the interval lies outside the grid bracket [{low:.4g}, {high:.4g}] of the best run"
+
+    def on_grid(self, name: str) -> bool:
+        """Whether the held-out runs sit on a grid in ``name``: each value tried shared by several runs."""
+        return len(self.tried[name]) <= self.runs / 2
 
     def loss_error(self) -> float:
         """Observed best loss relative to the predicted one, minus 1."""
@@ -99,11 +108,12 @@ class HoldoutCheck:
 
 def validate_holdout(results, holdout: float, *, families: list[str] | None = None, estimator: str | None = None,
                      tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0, level: float = LEVEL,
-                     bsz_in: str = "units", diverged_above: float | None = DIVERGED_ABOVE) -> list[HoldoutCheck]:
+                     bsz_in: str = "units", diverged_above: float | None = DIVERGED_ABOVE,
+                     budget_tolerance: float = BUDGET_TOLERANCE) -> list[HoldoutCheck]:
     """Fit on the budgets below ``holdout``, predict at it, compare with its own finished trials."""
     if not (isinstance(holdout, (int, float)) and math.isfinite(holdout) and holdout > 0):
         raise ValueError(f"held-out budget {holdout!r} must be a positive number of FLOPs, e.g. 1e12")
-    df = average_seeds(load_results(results, diverged_above=diverged_above))
+    df = average_seeds(load_results(results, diverged_above=diverged_above, budget_tolerance=budget_tolerance))
     holdout = float(f"{holdout:.6g}")  # budgets are compared as the table stores them
     budgets = sorted(df["budget"].unique())
     if holdout not in budgets:
@@ -157,4 +167,4 @@ def _check(family: str, holdout: float, below: pd.DataFrame, held: pd.DataFrame,
                 "lr_opt": float(centroid[0, 0]), "bsz_opt": float(centroid[0, 1])}
     tried = {name: np.unique(held[column].to_numpy(float)) for name, column in (("lr", "lr"), ("bsz", bsz_col))}
     return HoldoutCheck(family, holdout, fit.estimator, [float(b) for b in sorted(set(fit.lr.budgets))], predicted,
-                        observed, label, at_prediction, notes, tried, level)
+                        observed, label, at_prediction, notes, tried, len(held), level)

@@ -33,6 +33,21 @@ RUN_IDENTITY = ("study", FAMILY, "budget", "group", "lr", "bsz", "seed", "trial"
 #: The default rule for runs stored as finished that diverged: loss above this multiple of the best loss
 #: of their group (the best runs of a real sweep sit near 2.5 nats, diverged ones near 7).
 DIVERGED_ABOVE = 1.5
+#: Runs of one family whose compute agrees within this relative tolerance are one budget: an export that
+#: counts the tokens a run saw (steps x batch x sequence) gives each batch size a slightly different
+#: compute for one nominal budget. Studies space their budgets far wider (x1.2 or more).
+BUDGET_TOLERANCE = 0.01
+#: Status spellings of other tools, and the status each means here (``--status OLD=NEW`` adds more).
+DEFAULT_STATUS_MAP = {
+    "completed": "finished", "complete": "finished", "success": "finished", "succeeded": "finished",
+    "done": "finished", "ok": "finished", "crashed": "failed", "crash": "failed", "error": "failed",
+    "errored": "failed", "killed": "failed", "oom": "failed", "cancelled": "failed", "canceled": "failed",
+    "timeout": "failed", "timed_out": "failed", "timedout": "failed", "preemption": "preempted",
+    "requeued": "preempted", "nan_loss": "diverged", "diverge": "diverged",
+}
+#: The order runs are resampled in (:func:`canonical`), so that the same runs give the same bootstrap
+#: draws whichever source (CSV, Parquet, ledger, MLflow) and row order they came from.
+CANONICAL_ORDER = (FAMILY, "budget", "group", "lr", "bsz", "seed", "trial", "loss", "status", "study")
 #: The columns that split a table into the sets of runs one optimum is read from.
 GROUP_KEYS = [FAMILY, "budget", "group"]
 NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "paper_compute",
@@ -58,7 +73,8 @@ def warn(message: str) -> str:
 
 
 def load_results(source: Any, *, tracking_uri: str | None = None, study: str | None = None,
-                 diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None) -> pd.DataFrame:
+                 diverged_above: float | None = DIVERGED_ABOVE, budget_convention: str | None = None,
+                 budget_tolerance: float = BUDGET_TOLERANCE) -> pd.DataFrame:
     """The validated results table from any of the forms a sweep leaves behind.
 
     ``source`` is a DataFrame of rows; a CSV, Parquet or JSONL table of rows (or of
@@ -86,7 +102,8 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
             found = sorted(set(table["study"].dropna())) if "study" in table.columns else []
             raise ValueError(f"no runs of study {study!r} in {origin}; studies found: {found}")
         table = table[table["study"] == study]
-    return validate_results(table, origin=origin, diverged_above=diverged_above, budget_convention=budget_convention)
+    return validate_results(table, origin=origin, diverged_above=diverged_above, budget_convention=budget_convention,
+                            budget_tolerance=budget_tolerance)
 
 
 def _read_path(path: Path) -> pd.DataFrame:
@@ -156,7 +173,8 @@ def _row(item: Any, origin: Path) -> dict[str, Any]:
 
 def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
                      diverged_above: float | None = DIVERGED_ABOVE,
-                     budget_convention: str | None = None) -> pd.DataFrame:
+                     budget_convention: str | None = None, budget_tolerance: float = BUDGET_TOLERANCE,
+                     status_map: dict[str, str] | None = None) -> pd.DataFrame:
     """Check and normalise a results table.
 
     Each row's ``budget`` counts compute in its ``convention`` (``aunet.record.BUDGET_CONVENTIONS``;
@@ -169,7 +187,15 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     loss exceeds ``diverged_above`` times their group's best: diverged runs a sweep
     stored as finished; their status stays as recorded, they are counted in a warning,
     shown as diverged and never fitted; None keeps them).
+
+    Budgets are nominal: runs of a family whose compute agrees within ``budget_tolerance``
+    (relative) are one budget (:func:`nominal_budgets`; a ``nominal_budget`` column overrides
+    it), and each run's own compute stays in ``compute``. Statuses are read through
+    ``DEFAULT_STATUS_MAP`` and ``status_map``.
     """
+    if not (isinstance(budget_tolerance, (int, float)) and 0 <= budget_tolerance < 1):
+        raise ValueError(f"budget tolerance {budget_tolerance!r} must be a fraction in [0, 1), e.g. 0.01 for 1% "
+                         "(--budget-tolerance)")
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"{origin}: expected a pandas DataFrame of runs, got {type(table).__name__}")
     if table.empty:
@@ -181,17 +207,20 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
                                              if FAMILY not in table.columns else {})
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
+        fix = "; an import sets them for the whole table with --units bytes|tokens" if "units" in missing else ""
         raise ValueError(
             f"{origin} lacks column(s) {missing}; every row needs {list(REQUIRED)} "
-            "(the columns of aunet.record.RunRecord.to_row; 'units' is bytes or tokens, never guessed)"
+            f"(the columns of aunet.record.RunRecord.to_row; 'units' is bytes or tokens, never guessed{fix})"
         )
     df = df.loc[:, ~df.columns.duplicated()].copy()
     for column in [c for c in df.columns if c in NUMERIC or c.startswith("eval_")]:
         df[column] = _numeric(df[column], column, origin)
-    df["status"] = df["status"].astype(str).str.strip().str.lower()
+    statuses = {**DEFAULT_STATUS_MAP, **(status_map or {})}
+    df["status"] = df["status"].astype(str).str.strip().str.lower().map(lambda v: statuses.get(v, v))
     unknown = sorted(set(df["status"]) - set(STATUSES))
     if unknown:
-        raise ValueError(f"{origin}: unknown status value(s) {unknown}; a run's status is one of {STATUSES}")
+        raise ValueError(f"{origin}: unknown status value(s) {unknown}; a run's status is one of {STATUSES}: map "
+                         f"yours with --status {unknown[0]}=failed (or finished, diverged, ...)")
     df[FAMILY] = df[FAMILY].astype(str).str.strip()
     if (df[FAMILY].isin(["", "nan", "None"])).any():
         raise ValueError(f"{origin}: rows {_rows(df[FAMILY].isin(['', 'nan', 'None']))} have no model family "
@@ -204,7 +233,7 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
                 f"rows {_rows(bad)} have {df.loc[bad, column].head(3).tolist()}"
             )
     _budgets_in_one_convention(df, budget_convention, origin)
-    df["budget"] = df["budget"].map(lambda c: float(f"{c:.6g}"))  # one group per target budget
+    nominal_budgets(df, budget_tolerance, origin)
     _check_units(df, origin)
     if "bpb" not in df.columns:
         df["bpb"] = np.nan
@@ -224,6 +253,69 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     if diverged_above is not None:
         _set_aside_diverged(df, diverged_above, origin)
     return df
+
+
+def canonical(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` in ``CANONICAL_ORDER`` (index kept): what every bootstrap resamples, so that the same runs
+    draw the same replicates whichever source and row order they came from."""
+    order = [c for c in CANONICAL_ORDER if c in runs.columns]
+    return runs.sort_values(order, kind="mergesort", na_position="last")
+
+
+def nominal_budgets(df: pd.DataFrame, tolerance: float, origin: str) -> None:
+    """Each run's budget as the nominal budget of its group: per family, sorted compute values within
+    ``tolerance`` of the group's smallest form one group, named by the shortest round number within
+    ``tolerance`` of all of them (a lone value keeps 6 significant digits). The run's own compute is
+    kept in ``compute``. A ``nominal_budget`` column, where the export has one, decides instead."""
+    if "compute" not in df.columns:
+        df["compute"] = df["budget"]
+    if "nominal_budget" in df.columns:
+        nominal = _numeric(df["nominal_budget"], "nominal_budget", origin)
+        gaps = ~(np.isfinite(nominal) & (nominal > 0))
+        if gaps.any():
+            raise ValueError(f"{origin}: column 'nominal_budget' has gaps or non-positive values in rows "
+                             f"{_rows(gaps)}; give every run its nominal budget, or drop the column")
+        df["budget"] = nominal.map(lambda c: float(f"{c:.6g}"))
+        return
+    budget = df["budget"].to_numpy(float)
+    out = np.array([float(f"{c:.6g}") for c in budget])
+    for _, index in df.groupby(FAMILY).indices.items():
+        values = np.unique(budget[index])
+        start = 0
+        for end in range(1, len(values) + 1):
+            if end < len(values) and values[end] <= values[start] * (1 + tolerance):
+                continue
+            members = values[start:end]
+            if len(members) > 1:
+                rows = index[np.isin(budget[index], members)]
+                out[rows] = _round_within(members, tolerance)
+            start = end
+    df["budget"] = out
+    _warn_if_singletons(df, tolerance, origin)
+
+
+def _round_within(members: np.ndarray, tolerance: float) -> float:
+    centre = float(np.exp(np.log(members).mean()))
+    for digits in range(1, 7):
+        value = float(f"{centre:.{digits}g}")
+        if np.all(np.abs(members / value - 1) <= tolerance):
+            return value
+    return float(f"{centre:.6g}")
+
+
+def _warn_if_singletons(df: pd.DataFrame, tolerance: float, origin: str) -> None:
+    for family, runs in df.groupby(FAMILY):
+        per_budget = runs.groupby("budget").size()
+        if len(per_budget) >= 10 and (per_budget == 1).mean() > 0.5:
+            warn(f"{origin}: {int((per_budget == 1).sum())} of {family}'s {len(per_budget)} budgets hold a single "
+                 f"run: its runs' compute probably differs run to run by more than {tolerance:.2%} (tokens counted "
+                 "as steps x batch x sequence); give the export a nominal_budget column, or raise --budget-tolerance")
+
+
+def budget_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """What the grouping did, per family and budget: runs, and the spread of their own compute it absorbed."""
+    groups = df.groupby([FAMILY, "budget"])["compute"]
+    return pd.DataFrame({"runs": groups.size(), "spread": groups.max() / groups.min() - 1}).reset_index()
 
 
 def _budgets_in_one_convention(df: pd.DataFrame, convention: str | None, origin: str) -> None:

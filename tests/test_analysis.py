@@ -253,7 +253,7 @@ def _rows(**changes):
     (_rows().drop(columns=["loss", "lr"]), r"lacks column\(s\) \['lr', 'loss'\]"),
     (_rows().astype({"lr": object}).assign(lr=lambda d: d["lr"].where(d.index != 3, "fast")),
      r"column 'lr' must be numeric; rows 3 hold \['fast'\]"),
-    (_rows(status="done"), "unknown status value"),
+    (_rows(status="zombie"), "unknown status value.*--status zombie=failed"),
     (_rows().assign(units=lambda d: np.where(d.index < 10, "tokens", "bytes")), "mixed units for family 'aunet2'"),
     (_rows().assign(bsz_bytes=lambda d: d["bsz"] * 4.56), "mixes batch sizes in tokens and in bytes"),
     (_rows(bytes_per_unit=4.56), "bytes_per_unit"),
@@ -539,7 +539,7 @@ def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
 def test_extrapolate_cli_writes_yaml_overrides(small_study, bpe_recipe, tmp_path):
     target = tmp_path / "override.yaml"
     assert main(["extrapolate", str(small_study), "--family", "transformer_bpe", "--budget", "3e21",
-                 "--bootstrap", "100", "--estimator", "band", "--format", "yaml", "--out", str(target)]) == 0
+                 "--bootstrap", "100", "--estimator", "band", "--format", "yaml", "--out", str(target), "--force"]) == 0
     text = target.read_text()
     assert text.startswith("# @package _global_\n# transformer_bpe at C = 3e+21 FLOPs, band law")
     overrides = yaml.safe_load(text)

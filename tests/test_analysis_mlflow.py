@@ -73,6 +73,9 @@ def test_mlflow_runs_load_like_the_table(store):
     from_mlflow = fit_hyper_laws(table, "aunet3", n_boot=50)
     from_table = fit_hyper_laws(reference, "aunet3", n_boot=50)
     assert from_mlflow.lr.exponent == pytest.approx(from_table.lr.exponent, rel=1e-12)
+    # Same runs, same seed, same intervals: the runs are resampled in one canonical order.
+    for name in ("lr", "bsz"):
+        assert getattr(from_mlflow, name).exponent_ci == pytest.approx(getattr(from_table, name).exponent_ci, rel=1e-9)
 
 
 def test_mlflow_errors_are_clear(store):
