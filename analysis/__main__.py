@@ -81,15 +81,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="runs whose compute agrees within this fraction are one budget (default %(default)g)")
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction in [0, 1), e.g. 0.01 for 1%")
-    return value
-
 
 def _diverged_rule(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
@@ -186,25 +177,22 @@ def study_folder(source: str) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def _factor_above_one(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 1):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 1 (a factor past the largest fitted "
-                                         "budget, e.g. 100)")
-    return value
+def _number(accept, what: str):
+    """An argparse type: a float for which ``accept`` holds, else one line saying what is expected."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+        return value
+    return parse
 
 
-def _target_budget(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of FLOPs, e.g. 1e22")
-    return value
+_factor_above_one = _number(lambda v: v > 1, "a number above 1 (a factor past the largest fitted budget, e.g. 100)")
+_target_budget = _number(lambda v: v > 0, "a positive number of FLOPs, e.g. 1e22")
+_fraction = _number(lambda v: 0 <= v < 1, "a fraction in [0, 1), e.g. 0.01 for 1%")
 
 
 def cmd_validate(args: argparse.Namespace) -> list[str]:
