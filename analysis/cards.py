@@ -61,11 +61,10 @@ def law_card(analysis: Analysis, family: str, estimator: str | None = None, sour
     noise = analysis.seed_noise
     noise = noise[noise[FAMILY] == family] if len(noise) else noise
     conventions = runs["convention"].unique() if "convention" in runs else ["spent"]
-    seq_len = float(runs["seq_len"].min()) if "seq_len" in runs and np.isfinite(runs["seq_len"]).any() else None
     return LawCard(
         family=family, estimator=fit.estimator, units=fit.units, convention=str(conventions[0]),
         tolerance=fit.tolerance, level=fit.lr.level, lr=fitted_law(fit.lr), bsz=fitted_law(fit.bsz),
-        budgets=budgets, seed_spread=float(noise["spread"].max()) if len(noise) else None, seq_len=seq_len,
+        budgets=budgets, seed_spread=float(noise["spread"].max()) if len(noise) else None,
         loss=loss_facts(analysis.loss[family]) if family in analysis.loss else None,
         warnings=tuple(w for w in analysis.warnings if w.startswith((f"{family}:", f"{family} "))), source=source,
         source_sha256=source_hash(runs), toolkit=toolkit_version())

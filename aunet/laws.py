@@ -157,7 +157,6 @@ class LawCard:
     bsz: FittedLaw
     budgets: tuple[BudgetFacts, ...]
     seed_spread: float | None  # the largest relative loss spread over seeds of one configuration
-    seq_len: int | None  # input units per sequence (the smallest batch a run can take); None: unknown
     loss: dict | None  # L(C) = E + A·C^-alpha: metric, label, e, a, alpha, their intervals, fitted budgets, floor
     warnings: tuple[str, ...]
     source: str

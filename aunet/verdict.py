@@ -5,27 +5,22 @@ extrapolate``, ``train.py law=<file>`` and the first section of the report. The 
 a ``aunet.laws.LawCard`` (the law and its limits) and a target budget, and gives every
 reason it finds; one "not usable" reason refuses the recipe.
 
-The thresholds (``Limits``) and why (measured numbers: ``benchmarks/bench_verdict.py`` and the
-README's "When a law is usable"):
+The thresholds (``Limits``), each with why it sits where it does and the measurements behind
+it, are in the README ("When a law is usable"; ``benchmarks/bench_verdict.py``):
 
-* **range**: at least 3 budgets spanning at least one decade of compute. Over less, the
-  exponent is a local slope: 3 budgets over 0.6 decade gave exponent intervals of ±0.4-0.7
-  on the reference study, which at 100x past the data is a factor of 25-600.
+* **range**: at least 3 budgets spanning at least one decade of compute: over less, an
+  exponent is a local slope.
 * **extrapolation**: at most ``max_extrapolation`` (100x) past the largest fitted budget,
-  never below the smallest. 100x is what the toolkit is for, and what the synthetic
-  benchmark checks; past it a law's form (a pure power law) is an assumption, not data.
-* **interval at the target**: the 95% interval of LR or BSZ wider than a factor 4 (2x
-  either way) refuses: a confirmation sweep of x/2, x, 2x could not be sure to bracket the
-  optimum. Wider than 2 (1.41x either way) asks for care.
+  never below the smallest: past that the law's form is an assumption, not data.
+* **interval at the target**: the 95% interval of LR or BSZ wider than a factor 4 (2x either
+  way) refuses: a confirmation sweep of x/2, x, 2x could not be sure to bracket the optimum.
+  Wider than 2 asks for care.
 * **optimum pinned at the floor or ceiling of what was tried**, or **on the edge of the
-  search box** (or the bowl's optimum outside it), at any fitted budget: the data bound
-  the optimum from one side only, so the law's slope is not identified. A band that fills
-  the box (flat loss) asks for care.
+  search box** (or the bowl's optimum outside it), at any fitted budget: the data bound the
+  optimum from one side only. A band that fills the box (flat loss) asks for care.
 * **dispersion**: the budgets scatter around the law more than their own noise explains:
-  above 3 refuses, above 2 asks for care. Chosen from clean synthetic sweeps (6 budgets,
-  bowl), where a chi-square test on the dispersion flagged 12-14% of them at p < 0.05 (the
-  per-budget bootstrap understates the real spread a little, and the statistic has heavy
-  tails): 95% of their dispersions fall below 2 and none of 200 reached 3.1.
+  above 3 refuses, above 2 asks for care (chosen from clean synthetic sweeps, on which a
+  chi-square test of it is miscalibrated).
 * **seed noise**: seeds of one configuration differing by the band or more (the band then
   selects noise). Unmeasured seed noise is said, not held against the law.
 * **the recipe itself**: a batch below one sequence of the target run cannot be run.
@@ -98,7 +93,7 @@ def judge(card: LawCard, target: float, limits: Limits | None = None, *,
 
     ``intervals``: (value, lo, hi) of "lr" and "bsz" at the target when the caller has better ones
     than the card's covariance (the analysis's own draws). ``seq_len``: input units per sequence of
-    the run the recipe is for (default: the sweep's, from the card); a BSZ below it cannot be run.
+    the run the recipe is for, where known; a BSZ below it cannot be run.
     """
     limits = limits or Limits()
     if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
@@ -153,7 +148,6 @@ def judge(card: LawCard, target: float, limits: Limits | None = None, *,
     elif card.seed_spread >= card.tolerance:
         refuse(f"seeds of one configuration differ by up to {card.seed_spread:.1%} in loss, at least the "
                f"{card.tolerance:.1%} band: the band selects noise")
-    seq_len = seq_len if seq_len is not None else card.seq_len
     if seq_len and intervals["bsz"][0] < seq_len:
         refuse(f"the law's BSZ at the target, {intervals['bsz'][0]:.3g} {card.units}, is below one sequence "
                f"({seq_len:g} {card.units})")

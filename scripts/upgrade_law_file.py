@@ -51,7 +51,7 @@ def upgrade(old: dict, family: str, source: str, convention: str) -> LawCard:
     return LawCard(family=family, estimator=provenance.get("estimator", "band"), units=old["units"],
                    convention=check_convention(convention), tolerance=0.01, level=0.95,
                    lr=fitted(old["lr"], ci, "lr", budgets), bsz=fitted(old["bsz"], ci, "bsz", budgets),
-                   budgets=facts, seed_spread=None, seq_len=None, loss=None, warnings=(note,), source=source,
+                   budgets=facts, seed_spread=None, loss=None, warnings=(note,), source=source,
                    source_sha256="not recorded", toolkit="schema 1")
 
 

@@ -29,7 +29,7 @@ def good_card(**changes) -> LawCard:
     card = LawCard(family="aunet2", estimator="bowl", units="bytes", convention="spent", tolerance=0.01, level=0.95,
                    lr=fitted(6.6, -0.176), bsz=fitted(0.66, 0.321),
                    budgets=tuple(BudgetFacts(b, 24, 6.6 * b**-0.176, 0.66 * b**0.321) for b in BUDGETS),
-                   seed_spread=0.003, seq_len=None, loss=None, warnings=(), source="synthetic", source_sha256="0" * 64,
+                   seed_spread=0.003, loss=None, warnings=(), source="synthetic", source_sha256="0" * 64,
                    toolkit="test")
     return dataclasses.replace(card, **changes)
 
@@ -62,15 +62,21 @@ def with_flag(flag: str) -> LawCard:
     (with_flag("bowl_outside"), 1e22, "outside the search box"),
     (good_card(lr=dataclasses.replace(fitted(6.6, -0.176), dispersion=3.5)), 1e22, "scatter around the LR law"),
     (good_card(seed_spread=0.01), 1e22, "seeds of one configuration differ by up to 1.0%"),
-    (good_card(seq_len=10_000_000), 1e21, "below one sequence"),
 ], ids=["two-budgets", "one-decade", "too-far", "below", "lr-width", "bsz-width", "bsz-floor", "lr-ceiling",
-        "edge", "bowl-outside", "dispersion", "seed-noise", "one-sequence"])
+        "edge", "bowl-outside", "dispersion", "seed-noise"])
 def test_each_reason_alone_refuses_the_law(card, target, said):
     assert judge(good_card(), target if target > 1e18 and target <= 1e22 else 1e21).level == USABLE
     verdict = judge(card, target)
     assert verdict.level == REFUSED and not verdict.usable
     assert len(verdict.reasons) == 1 and said in verdict.reasons[0].text, reasons(verdict)
     assert said in verdict.line()
+
+
+def test_a_batch_below_one_sequence_of_the_target_run_refuses():
+    verdict = judge(good_card(), 1e21, seq_len=10_000_000)  # the law's BSZ there is 3.4e6 bytes
+    assert verdict.level == REFUSED and len(verdict.reasons) == 1
+    assert "below one sequence (1e+07 bytes)" in verdict.reasons[0].text
+    assert judge(good_card(), 1e21, seq_len=8192).level == USABLE
 
 
 def test_softer_reasons_ask_for_care():
