@@ -1,5 +1,6 @@
-"""``python -m sweeps status <study or folder>``, ``python -m sweeps export <study> [--out F]`` and
-``python -m sweeps rebuild <study>`` (a new ledger from the trials' record files)."""
+"""``python -m sweeps status <study or folder>``, ``python -m sweeps export <study> [--out F]``,
+``python -m sweeps rebuild <study>`` (a new ledger from the trials' record files) and
+``python -m sweeps plan [--device h100] [overrides]`` (a dry run: the study's cost, nothing submitted)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def study_folder(study: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:  # its own options, then sweep.py's overrides
+        from sweeps.plan import main as plan
+
+        return plan(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="trials per state and the best loss, per family and budget")
@@ -43,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--out", default=None, help="output file (.csv or .parquet); default: stdout as CSV")
     rebuild = sub.add_parser("rebuild", help="a new ledger from the trials' record files (a damaged one is kept)")
     rebuild.add_argument("study")
+    sub.add_parser("plan", help="a dry run: per cell the model, data, steps, FLOPs and trials; totals, device-hours, "
+                                "memory and SLURM limits (python -m sweeps plan --help)")
     args = parser.parse_args(argv)
     try:
         run(args)
