@@ -107,7 +107,8 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     # The end of the run says how to retry it: the study's own command with one more attempt allowed.
     assert "1 trial(s) failed, after up to 2 attempt(s) each (e.g. aunet2/C2e10/t1: " in first.stdout
     assert "To retry them (finished trials are kept): python sweep.py -m " in first.stdout
-    assert f"sweep.max_attempts=3 hydra.sweep.dir={sweep_dir}" in first.stdout
+    retry = next(line for line in first.stdout.splitlines() if line.startswith("To retry them"))
+    assert retry.endswith(f"hydra.sweep.dir={sweep_dir} sweep.max_attempts=3") and "sweep.name=local" in retry
     # Rerun: finished trials are not run again, nor the failed one.
     stamps = {k: (sweep_dir / k / "record.json").stat().st_mtime for k, r in rows.items() if r.status != "failed"}
     second = run_sweep(sweep_dir, "sweep.name=local")
