@@ -155,31 +155,33 @@ def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: st
             loss = predicted
     result = Extrapolation(family, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss,
                            ratio if ratio is not None else DEFAULT_RATIO, card)
-    _add_plan(result)
+    unplannable = _add_plan(result)
     intervals = {"lr": (lr.value, lr.lo, lr.hi), "bsz": (bsz.value, bsz.lo, bsz.hi)}
     seq_len = result.plan.model.seq_len if result.plan is not None else None
     verdict = judge(card, budget, limits, intervals=intervals, seq_len=seq_len)
-    if result.note.startswith("no model"):
-        verdict = dataclasses.replace(verdict, reasons=(*verdict.reasons, Reason(REFUSED, result.note)))
+    if unplannable:
+        verdict = dataclasses.replace(verdict, reasons=(*verdict.reasons, Reason(REFUSED, unplannable)))
     result.verdict = verdict
     return result
 
 
-def _add_plan(result: Extrapolation) -> None:
+def _add_plan(result: Extrapolation) -> str | None:
     """Model, data and steps from the ladder, for the families it knows; the steps' interval is the
-    data over the BSZ interval rounded to whole sequences, as the plan rounds its own batch."""
+    data over the BSZ interval rounded to whole sequences, as the plan rounds its own batch. Returns
+    why the ladder has no model for the target, if it has none (a refusal reason)."""
     from aunet import ladder
 
     if result.family not in ladder.FAMILIES:
         result.note = (f"no model shape, data size or steps: the ladder knows no family {result.family!r} (it knows "
                        f"{', '.join(sorted(ladder.FAMILIES))}); LR, BSZ and loss come from the fitted laws alone")
-        return
+        return None
     try:
         plan = ladder.plan(result.family, result.budget, result.ratio, laws=result.card.hyper_laws())
     except ValueError as err:  # e.g. beyond the ladder's largest model: the laws still answer, with a verdict
         result.note = f"no model: {err}"
-        return
+        return result.note
     result.plan = plan
     units, seq = float(plan.train_units), plan.model.seq_len
     result.steps = Estimate(float(plan.steps), units / ladder.whole_sequences(result.bsz.hi, seq),
                             units / ladder.whole_sequences(result.bsz.lo, seq))
+    return None

@@ -52,14 +52,14 @@ def _factor_ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
     return f"{_ci(value, ci, digits)} (x{width:.3g})"
 
 
+def _exponent_identified(ci: tuple[float, float]) -> bool:
+    return bool(np.isfinite(ci).all() and ci[1] - ci[0] <= EXPONENT_IDENTIFIED)
+
+
 def _exponent_ci(value: float, ci: tuple[float, float]) -> str:
-    if not (np.isfinite(ci).all() and ci[1] - ci[0] <= EXPONENT_IDENTIFIED):
+    if not _exponent_identified(ci):
         return f"not identified ([{_g(ci[0], 2)}, {_g(ci[1], 2)}], wider than {EXPONENT_IDENTIFIED:g})"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def _identified(law: LawFit) -> bool:
-    return bool(np.isfinite(law.exponent_ci).all() and law.exponent_ci[1] - law.exponent_ci[0] <= EXPONENT_IDENTIFIED)
 
 
 def _law_cells(law: LawFit) -> list[str]:
@@ -130,7 +130,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
             for target, name in (("bsz", "α"), ("lr", "β")):
                 laws = {e: getattr(f, target) for e, f in fits.items()}
                 widths = {e: np.diff(law.exponent_ci)[0] for e, law in laws.items()}
-                ratio = _g(widths["band"] / widths["bowl"], 2) if all(map(_identified, laws.values())) else \
+                ratio = _g(widths["band"] / widths["bowl"], 2) if all(_exponent_identified(law.exponent_ci) for law in laws.values()) else \
                     "not comparable (an exponent is not identified)"
                 comparison.append([family, name, _g(widths["band"]), _g(widths["bowl"]), ratio])
     if comparison:
@@ -192,6 +192,9 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
             if isinstance(e, str):  # e.g. a target beyond the ladder's models
                 notes.append(f"{family} at {target:.3g}: {e}")
                 continue
+            if not e.verdict.usable:  # no numbers a user could take for a recipe: --force writes them
+                rows.append([family, _g(target), e.estimator, e.verdict.level, *["-"] * 6])
+                continue
             rows.append([family, _g(target), e.estimator, e.verdict.level, str(e.lr), f"{e.bsz} {e.units}",
                          str(e.steps) if e.steps else "-", str(e.plan.name) if e.plan is not None else "-",
                          str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])
@@ -199,8 +202,9 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
                 notes.append(e.note)
     if rows or notes:
         blocks.append(("h", 2, "Extrapolation"))
-        blocks.append(("p", "Every row, usable or not, as the laws give it (intervals with their factor width); the "
-                            "verdict column says whether a run may be planned from it (first section)."))
+        blocks.append(("p", "The recipe at each target where its verdict allows one (intervals with their factor "
+                            "width); a law that is not usable there gets no numbers (the first section says why; "
+                            "`python -m analysis extrapolate --force` writes them anyway)."))
     if rows:
         blocks.append(("table", [FAMILY, "budget", "law", "verdict", "LR", "BSZ", "steps", "model",
                                  "loss (nats/unit)", "bpb"], rows))

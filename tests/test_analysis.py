@@ -626,9 +626,17 @@ def test_report_leads_with_what_the_study_supports(small_study, tmp_path):
     assert "Fitted on 4 budgets from 1e+18 to 1e+20 FLOPs (2 decades)" in section and "Usable range: " in section
     assert "At 1e+22 FLOPs (100x the largest budget): **not usable**" in section  # past the limit given
     assert "decades past the largest fitted budget 1e+20 (at most 30x" in section
-    at_10x = section.split("At 1e+21 FLOPs (10x the largest budget): **")[1]
-    if not at_10x.startswith("not usable"):  # a usable recipe is shown, every value with its interval
-        assert "| LR | " in at_10x.split("At 1e+22")[0] and "(x" in at_10x.split("At 1e+22")[0]
+    # At 10x this clean sweep's law is usable: its recipe is shown, every value with its interval.
+    at_10x = section.split("### aunet2 (bowl law)")[1].split("At 1e+21 FLOPs (10x the largest budget): **")[1]
+    assert at_10x.startswith("usable**")
+    recipe = at_10x.split("At 1e+22")[0]
+    assert "| LR | " in recipe and "| BSZ | " in recipe and "(x" in recipe
+    # The extrapolation table gives no numbers where the verdict refuses.
+    table = text.split("## Extrapolation")[1].split("\n## ")[0]
+    refused = next(row for row in table.splitlines() if row.startswith("| aunet2 | 1e+22 |"))
+    assert "| not usable | - | - |" in refused
+    usable = next(row for row in table.splitlines() if row.startswith("| aunet2 | 1e+21 |"))
+    assert "| usable | " in usable and "(x" in usable
 
 
 def test_fit_and_report_write_into_the_study_folder(small_study, capsys):
