@@ -12,7 +12,8 @@ import pandas as pd
 
 from analysis.fits import Analysis, LawFit, LossFit
 from analysis.load import FAMILY
-from aunet.laws import BudgetFacts, FittedLaw, LawCard
+from aunet.config import BYTE_VOCAB
+from aunet.laws import BudgetFacts, FittedLaw, LawCard, Regime, tokens_per_param
 
 #: The per-budget table's flags (``fits._box_checks``) as law-file flags (``aunet.laws.FLAGS``).
 TABLE_FLAGS = {"LR floor": "lr_floor", "LR ceiling": "lr_ceiling", "BSZ floor": "bsz_floor",
@@ -49,6 +50,41 @@ def source_hash(runs: pd.DataFrame) -> str:
     return hashlib.sha256(table.encode()).hexdigest()
 
 
+def _distinct(values: pd.Series) -> list:
+    """Distinct values to 6 digits (averaged seeds carry float noise)."""
+    return sorted({float(f"{v:.6g}") for v in values.dropna().tolist()})
+
+
+def fitted_regime(family: str, runs: pd.DataFrame) -> Regime:
+    """The kind of run a law was fitted on, from its runs' columns; a table without ``seq_len`` or
+    ``vocab_size`` (older records, most exports) has them derived from the ladder's regime at each
+    budget where the ladder knows the family, and says so (``origin``)."""
+    from aunet import ladder
+
+    def column(name: str) -> pd.Series:
+        return pd.to_numeric(runs[name], errors="coerce") if name in runs else pd.Series(dtype=float)
+
+    ratios = _distinct(column("ratio"))
+    per_param = tokens_per_param(column("train_units"), column("bytes_per_unit"), column("params"))
+    per_param = per_param[np.isfinite(per_param) & (per_param > 0)] if len(runs) else per_param
+    units = column("bytes_per_unit")
+    seq_lens = [int(v) for v in _distinct(column("seq_len")) if v > 0]
+    vocabs = [int(v) for v in _distinct(column("vocab_size")) if v > 0]
+    origin = "recorded"
+    if (not seq_lens or not vocabs) and family in ladder.FAMILIES:
+        fam = ladder.FAMILIES[family]
+        regimes = [fam.regime(float(b)) for b in _distinct(runs["budget"])]
+        seq_lens = seq_lens or sorted({r[0] for r in regimes})
+        vocabs = vocabs or sorted({r[2] or BYTE_VOCAB for r in regimes})
+        origin = "sequence and vocabulary derived from the ladder's regime (the table does not record them)"
+    elif not seq_lens or not vocabs:
+        origin = "sequence or vocabulary not recorded"
+    return Regime(family, tuple(float(r) for r in ratios),
+                  (float(per_param.min()), float(per_param.max())) if len(per_param) else None,
+                  tuple(seq_lens), tuple(vocabs),
+                  (float(units.min()), float(units.max())) if units.notna().any() else None, origin)
+
+
 def law_card(analysis: Analysis, family: str, estimator: str | None = None, source: str = "") -> LawCard:
     """The law of ``family`` (the bowl by default, else the band) with everything the verdict reads."""
     fit = analysis.law(family, estimator)
@@ -67,4 +103,5 @@ def law_card(analysis: Analysis, family: str, estimator: str | None = None, sour
         budgets=budgets, seed_spread=float(noise["spread"].max()) if len(noise) else None,
         loss=loss_facts(analysis.loss[family]) if family in analysis.loss else None,
         warnings=tuple(w for w in analysis.warnings if w.startswith((f"{family}:", f"{family} "))), source=source,
-        source_sha256=source_hash(runs), toolkit=toolkit_version())
+        source_sha256=source_hash(runs), toolkit=toolkit_version(),
+        regime=fitted_regime(family, fit.runs[fit.runs["usable"]]))

@@ -2,10 +2,11 @@
 
 LR and BSZ come from the fitted laws, the loss from L(C), each with the interval of
 its bootstrap replicates. The model, data size and steps come from the ladder
-(``aunet.ladder.plan``) at its own default ratio (``DEFAULT_RATIO``) unless one is given: a
-sweep's ratio is chosen for its own small budgets (the CPU studies' 0.2), not for a big run.
-A family the ladder does not know (an external sweep's) gets the law-only answer, and a
-note says why. Every recipe carries the verdict of ``aunet.verdict.judge`` on its law at the
+(``aunet.ladder.plan``) in the regime the law was fitted in: the study's own data-to-model
+ratio, sequence length, vocabulary and bytes per token, since the law depends on compute
+alone and says nothing about runs of another kind. ``ratio`` chooses another ratio by hand
+(the verdict then weighs the difference). A family the ladder does not know (an external
+sweep's) gets the law-only answer, and a note says why. Every recipe carries the verdict of ``aunet.verdict.judge`` on its law at the
 target, with its reasons; ``python -m analysis extrapolate`` refuses one that is not usable.
 """
 
@@ -21,7 +22,6 @@ import numpy as np
 from analysis.cards import law_card
 from analysis.fits import Analysis
 from analysis.load import FAMILY
-from aunet.ladder.families import DEFAULT_RATIO
 from aunet.laws import LawCard
 from aunet.verdict import REFUSED, Limits, Reason, Verdict, judge
 
@@ -52,6 +52,7 @@ class Extrapolation:
     bpb: Estimate | None  # None when bytes per unit are unknown
     loss: Estimate | None  # nats per input unit
     ratio: float | None
+    ratio_source: str  # where the ratio came from: the study's own, or given by hand
     card: LawCard
     verdict: Verdict | None = None  # set once the plan (the target run's sequence) is known
     plan: Any | None = None  # aunet.ladder.RunPlan
@@ -62,10 +63,11 @@ class Extrapolation:
         """Where the recipe comes from and what it is worth: the lines a YAML file and a report carry."""
         lo, hi = self.card.fitted_range
         lines = [f"verdict: {self.verdict.line()}",
-                 f"source: {self.card.source or '-'} (sha256 {self.card.source_sha256[:16]}), toolkit "
-                 f"{self.card.toolkit}",
+                 f"source: {self.card.source or '-'} (sha256 of its fitted runs, not of a file: "
+                 f"{self.card.source_sha256[:16]}), toolkit {self.card.toolkit}",
                  f"fitted: {len(self.card.budgets)} budgets from {lo:.3g} to {hi:.3g} FLOPs ({self.card.convention}); "
-                 f"the target is {self.budget / hi:.3g}x the largest"]
+                 f"the target is {self.budget / hi:.3g}x the largest",
+                 f"fitted runs: {self.card.regime.describe()}"]
         return lines + [f"note: {n}" for n in self.verdict.notes]
 
     def rows(self) -> list[tuple[str, str, str]]:
@@ -75,7 +77,10 @@ class Extrapolation:
             p = self.plan
             rows += [("model", p.name, f"dims {p.model.dims}, layers {p.model.layers}, {p.params:,} params"),
                      ("data", f"{p.train_units:.4g}",
-                      f"{p.units} (ratio {p.ratio:g}, achieved {p.achieved_ratio:.3g})"),
+                      f"{p.units} (ratio {p.ratio:g}, {self.ratio_source}; achieved {p.achieved_ratio:.3g}: "
+                      f"{p.tokens_per_param:.3g} LLaMA-3 tokens per parameter)"),
+                     ("sequence", f"{p.model.seq_len:,}", f"{p.units}, vocabulary {p.model.vocab_size:,}"
+                      + (f", {p.bytes_per_unit:.3g} bytes per token" if p.units == "tokens" else "")),
                      ("batch", f"{p.bsz:,}", f"{p.units} per step = {p.sequences_per_step} x {p.model.seq_len}")]
         if self.steps is not None:
             rows.append(("steps", str(self.steps), "optimizer steps"))
@@ -135,13 +140,16 @@ class Extrapolation:
 def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: str | None = None,
                 ratio: float | None = None, limits: Limits | None = None, source: str = "") -> Extrapolation:
     """The recipe at ``budget`` from an analysis (the bowl law by default, else the band), with its
-    verdict. ``ratio``: the data-to-model ratio of the big run (default: the ladder's own)."""
+    verdict. ``ratio``: the data-to-model ratio of the big run (default: the study's own)."""
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise ValueError(f"target budget {budget} must be a positive number of FLOPs, e.g. 1e22")
     if ratio is not None and not (math.isfinite(ratio) and ratio > 0):
         raise ValueError(f"--ratio {ratio} must be a positive data-to-model ratio, e.g. 10")
     fit = analysis.law(family, estimator)
     card = law_card(analysis, family, fit.estimator, source)
+    ratio_source = "given by hand (--ratio)"
+    if ratio is None:
+        ratio, ratio_source = study_ratio(card), "the study's own"
     lr, bsz = (Estimate(*(float(v[0]) for v in law.predict(budget))) for law in (fit.lr, fit.bsz))
     runs = analysis.results[analysis.results[FAMILY] == family]
     bpb = loss = None
@@ -154,29 +162,52 @@ def extrapolate(analysis: Analysis, family: str, budget: float, *, estimator: st
         else:  # nats per unit: bytes per unit unknown, so no bits per byte
             loss = predicted
     result = Extrapolation(family, float(budget), fit.estimator, fit.units, fit.lr.level, lr, bsz, bpb, loss,
-                           ratio if ratio is not None else DEFAULT_RATIO, card)
+                           ratio, ratio_source, card)
     unplannable = _add_plan(result)
     intervals = {"lr": (lr.value, lr.lo, lr.hi), "bsz": (bsz.value, bsz.lo, bsz.hi)}
-    seq_len = result.plan.model.seq_len if result.plan is not None else None
-    verdict = judge(card, budget, limits, intervals=intervals, seq_len=seq_len)
+    run = result.plan.regime() if result.plan is not None else None
+    verdict = judge(card, budget, limits, intervals=intervals, run=run)
     if unplannable:
-        verdict = dataclasses.replace(verdict, reasons=(*verdict.reasons, Reason(REFUSED, unplannable)))
+        verdict = dataclasses.replace(verdict, reasons=(*verdict.reasons, Reason(REFUSED, unplannable, "model")))
     result.verdict = verdict
     return result
 
 
+def study_ratio(card: LawCard) -> float:
+    """The data-to-model ratio the law's runs were trained at: the recipe's default."""
+    ratios = card.regime.ratios
+    if len(ratios) == 1:
+        return ratios[0]
+    if not ratios:
+        raise ValueError(f"the {card.family} runs record no data-to-model ratio: give the big run's with --ratio "
+                         "(the verdict weighs it against the runs' tokens per parameter where they are known)")
+    raise ValueError(f"the {card.family} runs were trained at ratios {', '.join(f'{r:g}' for r in ratios)}: the law "
+                     "does not say which the big run should take; give one with --ratio")
+
+
 def _add_plan(result: Extrapolation) -> str | None:
-    """Model, data and steps from the ladder, for the families it knows; the steps' interval is the
-    data over the BSZ interval rounded to whole sequences, as the plan rounds its own batch. Returns
-    why the ladder has no model for the target, if it has none (a refusal reason)."""
+    """Model, data and steps from the ladder, for the families it knows, in the fitted runs' regime
+    (their sequence, vocabulary and bytes per token where the card records one of each); the steps'
+    interval is the data over the BSZ interval rounded to whole sequences, as the plan rounds its own
+    batch. Returns why the ladder has no model for the target, if it has none (a refusal reason)."""
     from aunet import ladder
 
     if result.family not in ladder.FAMILIES:
         result.note = (f"no model shape, data size or steps: the ladder knows no family {result.family!r} (it knows "
                        f"{', '.join(sorted(ladder.FAMILIES))}); LR, BSZ and loss come from the fitted laws alone")
         return None
+    fitted, fam = result.card.regime, ladder.FAMILIES[result.family]
+    largest = result.card.fitted_range[1]
+    keep = {}
+    if len(fitted.seq_lens) == 1:  # the fitted runs' sequence, with the window they had
+        keep.update(seq_len=fitted.seq_lens[0], window=fam.regime(largest)[1])
+    if fam.units == "bpe":
+        if len(fitted.vocab_sizes) == 1:
+            keep["vocab_size"] = fitted.vocab_sizes[0]
+        if fitted.bytes_per_unit:
+            keep["bpe_bytes_per_token"] = sum(fitted.bytes_per_unit) / 2
     try:
-        plan = ladder.plan(result.family, result.budget, result.ratio, laws=result.card.hyper_laws())
+        plan = ladder.plan(result.family, result.budget, result.ratio, laws=result.card.hyper_laws(), **keep)
     except ValueError as err:  # e.g. beyond the ladder's largest model: the laws still answer, with a verdict
         result.note = f"no model: {err}"
         return result.note

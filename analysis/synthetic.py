@@ -20,6 +20,7 @@ from scipy.stats import qmc
 
 from analysis.load import FAMILY
 from aunet.ladder import get_family, resolve_laws
+from aunet.ladder import plan as ladder_plan
 from aunet.laws import HyperLaws
 
 BPE_BYTES_PER_TOKEN = 4.56  # DCLM compression of the LLaMA 3 tokenizer (Sec. 2.3)
@@ -115,7 +116,7 @@ def synthetic_runs(family: str, compute: float, lr: np.ndarray, bsz: np.ndarray,
         hidden = rng.permutation(n)[: round(design.diverged_as_finished * n)]
         status[hidden] = "finished"
         bpb[hidden] = truth.best_bpb(compute) * rng.uniform(2.0, 3.0, len(hidden))
-    flops_per_unit = math.sqrt(compute / ratio_units)
+    flops_per_unit, params, train_units = _model_and_data(family, compute, design.ratio, ratio_units)
     rows = []
     for t in range(n):
         ok = status[t] == "finished"
@@ -124,8 +125,8 @@ def synthetic_runs(family: str, compute: float, lr: np.ndarray, bsz: np.ndarray,
             "status": status[t], FAMILY: family, "budget": float(compute), "lr": float(lr[t]), "bsz": float(bsz[t]),
             "units": truth.laws.units, "bytes_per_unit": bytes_per_unit, "study": study,
             "trial": first_trial + t, "model": f"{family}-{compute:.0e}", "ratio": design.ratio,
-            "flops_per_unit": flops_per_unit, "flops": float(compute), "params": flops_per_unit / 6,
-            "steps": int(compute / flops_per_unit / bsz[t]), "train_units": compute / flops_per_unit,
+            "flops_per_unit": flops_per_unit, "flops": float(compute), "params": params,
+            "steps": int(train_units / bsz[t]), "train_units": train_units,
             "loss": run_bpb * math.log(2) * bytes_per_unit, "bpb": run_bpb,
             "lr_min": boxes[t, 0], "lr_max": boxes[t, 1], "bsz_min": boxes[t, 2], "bsz_max": boxes[t, 3],
             "bsz_bytes": float(bsz[t]) * bytes_per_unit, "seed": seed,
@@ -136,6 +137,18 @@ def synthetic_runs(family: str, compute: float, lr: np.ndarray, bsz: np.ndarray,
             row[f"eval_{task}"] = score if ok else math.nan
         rows.append(row)
     return rows
+
+
+def _model_and_data(family: str, compute: float, ratio: float, ratio_units: float) -> tuple[float, float, float]:
+    """(FLOPs per unit, parameters, training units) of the ladder's plan at this budget and ratio, as a real
+    sweep's runs would record them (so a law's regime and the recipe's plan agree); a family or budget the
+    ladder cannot plan gets a transformer-like model, 6·N FLOPs per unit at the ratio."""
+    try:
+        plan = ladder_plan(family, compute, ratio)
+    except ValueError:
+        per_unit = math.sqrt(compute / ratio_units)
+        return per_unit, per_unit / 6, compute / per_unit
+    return plan.flops_per_unit, float(plan.params), compute / plan.flops_per_unit
 
 
 def synthetic_study(families: tuple[str, ...] = ("aunet2", "aunet3", "transformer_bpe"), *,

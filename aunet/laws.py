@@ -80,10 +80,99 @@ def box_edge(value: float, lo: float, hi: float) -> str:
     return "lower" if position < BOX_EDGE else "upper" if position > 1 - BOX_EDGE else ""
 
 
+# ---------------------------------------------------------------------------- what the data identify
+
+#: Beyond these an interval says the data do not pin a quantity down: it is shown as "not identified"
+#: with its interval, never as a number (the report, ``fit``'s lines and the law file's flags alike). A
+#: coefficient known to within a factor of 1,000 still carries information (a power law's coefficient
+#: trades off against its exponent). An exponent is identified when its interval excludes zero (the
+#: data tell which way the optimum moves) and is at most 1 wide: wider spans every law from flat to
+#: far steeper than any published one (the paper's are 0.18-0.32 in size).
+COEF_IDENTIFIED = 1e3
+EXPONENT_IDENTIFIED = 1.0
+
+
+def coef_identified(ci: tuple[float, float]) -> bool:
+    lo, hi = ci
+    return bool(lo > 0 and math.isfinite(hi) and hi / lo <= COEF_IDENTIFIED)
+
+
+def exponent_identified(ci: tuple[float, float]) -> bool:
+    lo, hi = ci
+    return bool(math.isfinite(lo) and math.isfinite(hi) and hi - lo <= EXPONENT_IDENTIFIED
+                and (lo > 0 or hi < 0))
+
+
+def why_not_identified(ci: tuple[float, float], exponent: bool) -> str:
+    """Why an interval does not identify its quantity ("" when it does)."""
+    lo, hi = ci
+    if exponent:
+        if exponent_identified(ci):
+            return ""
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return "unbounded"
+        return f"wider than {EXPONENT_IDENTIFIED:g}" if hi - lo > EXPONENT_IDENTIFIED else "crosses zero"
+    return "" if coef_identified(ci) else f"a factor over {COEF_IDENTIFIED:.0e}"
+
+
 # ---------------------------------------------------------------------------- law files: a law and its limits
 
 #: The law file format. A file of an older schema, or with a field missing, is refused by name.
-LAW_SCHEMA = "aunet.law/2"
+LAW_SCHEMA = "aunet.law/3"
+#: What refusals of an old file name: a file that kept its budgets and intervals can be rewritten.
+UPGRADE_HINT = ("refit it with python -m analysis fit <results> --family <family> --law-out <file>, or rewrite it "
+                "with python scripts/upgrade_law_file.py OLD.json NEW.json --family <family> --source <what it was "
+                "fitted on> (give the fitted runs' --ratio, --seq-len and --vocab)")
+#: Bytes per LLaMA-3 token on DCLM (Sec. 2.3): the unit of the data-to-model ratio γ, and of the tokens per
+#: parameter printed beside it (a BPE of another vocabulary counts other tokens).
+LLAMA3_BYTES_PER_TOKEN = 4.56
+
+
+def tokens_per_param(train_units, bytes_per_unit, params):
+    """LLaMA-3 tokens of training text per model parameter: the ratio's unit made physical (numbers or
+    columns alike)."""
+    return train_units * bytes_per_unit / LLAMA3_BYTES_PER_TOKEN / params
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The kind of run: of a law's fitted runs (ranges over them) or of a target run (one value each).
+
+    A law depends on compute alone, but its optimum moves with model size and data separately and
+    its units change meaning with the sequence and the tokenizer: a recipe is the law's only for runs
+    of the kind it was fitted on (``aunet.verdict`` compares the two). Empty fields: not recorded.
+    """
+
+    family: str = ""
+    ratios: tuple[float, ...] = ()  # requested data-to-model ratios γ (LLaMA-3-token units)
+    tokens_per_param: tuple[float, float] | None = None  # LLaMA-3 tokens per parameter: (min, max)
+    seq_lens: tuple[int, ...] = ()  # input units per sequence
+    vocab_sizes: tuple[int, ...] = ()  # the model's input vocabulary (259 for bytes: 256 and specials)
+    bytes_per_unit: tuple[float, float] | None = None  # (min, max): 1 for bytes, a BPE's compression
+    origin: str = "recorded"  # "recorded" (the runs' own columns), "planned", or how it was derived
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Regime:
+        def pair(v):
+            return None if v is None else (float(v[0]), float(v[1]))
+
+        return cls(str(data["family"]), tuple(float(r) for r in data["ratios"]), pair(data["tokens_per_param"]),
+                   tuple(int(s) for s in data["seq_lens"]), tuple(int(v) for v in data["vocab_sizes"]),
+                   pair(data["bytes_per_unit"]), str(data["origin"]))
+
+    def describe_span(self, name: str) -> str:
+        """One field as a value or a min-max span ("-" when not recorded)."""
+        values = sorted(set(getattr(self, name) or ()))
+        if not values:
+            return "-"
+        fmt = "{:,}" if name in ("seq_lens", "vocab_sizes") else "{:.3g}"
+        return fmt.format(values[0]) if len(values) == 1 else f"{fmt.format(values[0])}-{fmt.format(values[-1])}"
+
+    def describe(self) -> str:
+        names = {"ratios": "ratio {}", "tokens_per_param": "{} LLaMA-3 tokens per parameter",
+                 "seq_lens": "sequences of {}", "vocab_sizes": "vocabulary {}", "bytes_per_unit": "{} bytes per unit"}
+        shown = [n for n in names if getattr(self, n) and (n != "bytes_per_unit" or self.bytes_per_unit != (1, 1))]
+        return ", ".join(names[n].format(self.describe_span(n)) for n in shown) or "not recorded"
 
 
 @dataclass(frozen=True)
@@ -143,8 +232,9 @@ class LawCard:
     The fitted range and runs per budget, the estimator, units and compute convention, both
     laws with intervals and dispersion, the loss against compute L(C) with its intervals and
     budgets (None: not fitted), the seed noise measured against the band (None: no
-    configuration was run with several seeds), the fit's warnings, and where it came from:
-    the source table's hash and the toolkit version.
+    configuration was run with several seeds), the fit's warnings, where it came from (the
+    source table's hash and the toolkit version), and the regime of its runs (ratio, tokens per
+    parameter, sequence length, vocabulary, bytes per unit).
     """
 
     family: str
@@ -160,8 +250,9 @@ class LawCard:
     loss: dict | None  # L(C) = E + A·C^-alpha: metric, label, e, a, alpha, their intervals, fitted budgets, floor
     warnings: tuple[str, ...]
     source: str
-    source_sha256: str
+    source_sha256: str  # of the fitted runs' table (``analysis.cards.source_hash``), not of any file
     toolkit: str
+    regime: Regime  # the kind of run the law was fitted on
     schema: str = LAW_SCHEMA
 
     @property
@@ -187,23 +278,22 @@ class LawCard:
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema != LAW_SCHEMA:
             raise ValueError(f"{where} is in schema {schema!r}, not {LAW_SCHEMA!r}: it lacks the fitted range, "
-                             "intervals and provenance a recipe needs; refit it with python -m analysis fit "
-                             "<results> --family <family> --law-out <file>")
+                             f"intervals, provenance or regime a recipe needs; {UPGRADE_HINT}")
         names = [f.name for f in fields(cls) if f.name != "schema"]
         missing = [n for n in names if n not in data]
         missing += [f"{law}.{n}" for law in ("lr", "bsz") if isinstance(data.get(law), dict)
                     for n in (f.name for f in fields(FittedLaw)) if n not in data[law]]
         if missing:
-            raise ValueError(f"{where} lacks {', '.join(missing)} (schema {LAW_SCHEMA}); refit it with "
-                             "python -m analysis fit <results> --family <family> --law-out <file>")
+            raise ValueError(f"{where} lacks {', '.join(missing)} (schema {LAW_SCHEMA}); {UPGRADE_HINT}")
         try:
             laws = {k: FittedLaw(**{n: tuple(v) if isinstance(v, list) else v for n, v in data[k].items()})
                     for k in ("lr", "bsz")}
             budgets = tuple(BudgetFacts(**{**b, "flags": tuple(b.get("flags", ()))}) for b in data["budgets"])
-            rest = {n: data[n] for n in names if n not in ("lr", "bsz", "budgets")}
+            rest = {n: data[n] for n in names if n not in ("lr", "bsz", "budgets", "regime")}
             rest["warnings"] = tuple(rest["warnings"])
-            return cls(**rest, lr=laws["lr"], bsz=laws["bsz"], budgets=budgets)
-        except (TypeError, KeyError) as err:
+            return cls(**rest, lr=laws["lr"], bsz=laws["bsz"], budgets=budgets,
+                       regime=Regime.from_dict(data["regime"]))
+        except (TypeError, KeyError, IndexError, ValueError) as err:
             raise ValueError(f"{where}: malformed law file ({err})") from err
 
     @classmethod

@@ -71,6 +71,9 @@ class RunRecord:
     seed: int = 0
     threads: int = 0  # intra-op threads the run trained with
     threads_source: str = ""  # the CPU allocation (or config) they came from, e.g. "SLURM_CPUS_PER_TASK=1"
+    seq_len: int = 0  # input units per sequence (0: not recorded): part of the regime a law is fitted on
+    vocab_size: int = 0  # the model's input vocabulary (256: bytes; a BPE's own)
+    law_verdict: str = ""  # the verdict of a fitted law file (law=) at this run's budget, where one set LR or BSZ
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

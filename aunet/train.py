@@ -38,13 +38,14 @@ from aunet.eval.suite import EvalConfig, run_downstream
 from aunet.flops import executed_flops, flops_breakdown
 from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
 from aunet.ladder.planner import law_path
-from aunet.laws import LawCard
+from aunet.laws import LawCard, Regime
 from aunet.models import build_model
 from aunet.models.aunet import stage_lengths
 from aunet.optim import OptimConfig, build_optimizer, lr_at
 from aunet.record import RunRecord, check_convention
 from aunet.threads import use_allocated_threads
 from aunet.tracking import Tracker, TrackingConfig
+from aunet.verdict import Verdict, judge
 
 log = logging.getLogger("aunet.train")
 
@@ -137,13 +138,18 @@ class TrainConfig:
             fail("diverge_factor", f"is {self.diverge_factor}; must be > 1")
         self.check_law()
 
-    def check_law(self) -> None:
-        """A fitted law that sets this run's LR or BSZ must fit the run (units, convention) and be usable
-        at its budget (``aunet.verdict``), or be forced with law_force=true; the paper's law is a prior."""
-        if self.law == "paper" or self.plan is not None or (self.bsz is not None and self.optim.lr is not None):
-            return
-        from aunet.verdict import judge
+    def sets_from_law(self) -> bool:
+        """Whether a fitted law file (not the paper's prior, not a shipped plan) sets this run's LR or BSZ."""
+        return not (self.law == "paper" or self.plan is not None or (self.bsz is not None and self.optim.lr is not None))
 
+    def check_law(self, plan: RunPlan | None = None) -> Verdict | None:
+        """A fitted law that sets this run's LR or BSZ must fit the run (units, convention, family, and
+        with the ``plan`` its ratio, sequence and vocabulary) and be usable at its budget
+        (``aunet.verdict``), or be forced with law_force=true; the paper's law is a prior. Checked twice:
+        what the config says before anything runs, then the planned run (measured on the data) before
+        training; a refusal raises ``LawRefused``."""
+        if not self.sets_from_law():
+            return None
         card = LawCard.read(law_path(self.law))
         units = "tokens" if self.model.units == "bpe" else "bytes"
         if card.units != units:
@@ -154,12 +160,15 @@ class TrainConfig:
                              f"convention, this run's budget_convention is {self.budget_convention!r}; make them agree")
         if self.budget is None:
             raise ValueError(f"train config: law {self.law} needs a budget to be evaluated at (give budget=...)")
-        verdict = judge(card, self.budget, seq_len=self.model.seq_len)
+        run = plan.regime() if plan is not None else Regime(self.family or family_of(self.model),
+                                                             seq_lens=(self.model.seq_len,), origin="configured")
+        verdict = judge(card, self.budget, run=run)
         if not verdict.usable and not self.law_force:
-            raise ValueError(f"train config: law {self.law} is {verdict.line()}; set law_force=true to train at it "
+            raise LawRefused(f"train config: law {self.law} is {verdict.line()}; set law_force=true to train at it "
                              "anyway, or give optim.lr and bsz")
-        if not verdict.usable or verdict.reasons:
+        if plan is not None and (not verdict.usable or verdict.reasons):
             log.warning("law %s: %s", self.law, verdict.line())
+        return verdict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +181,10 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+class LawRefused(ValueError):
+    """A fitted law's verdict refuses this run: a configuration error, raised before training (no record)."""
 
 
 def make_plan(cfg: TrainConfig, corpus: Corpus) -> RunPlan:
@@ -287,6 +300,12 @@ def train(cfg: TrainConfig) -> RunRecord:
         corpus = prepare_data(cfg.data)
         cfg.model = corpus.fit_model_config(cfg.model)
         plan = make_plan(cfg, corpus).for_world(env.world_size)
+        verdict = cfg.check_law(plan)
+        if verdict is not None:
+            record.law_verdict = verdict.line()
+            if cfg.bsz is None and not 0.9 <= plan.bsz / plan.law_bsz <= 1.1:
+                log.warning("law %s: its BSZ at this budget, %.4g %s, is rounded to %s (%d whole sequences of %d)",
+                            cfg.law, plan.law_bsz, plan.units, f"{plan.bsz:,}", plan.sequences_per_step, plan.seq_len)
         micro_batch, accumulation = batch_geometry(plan, env.world_size, cfg.micro_batch, cfg.max_micro_batch)
         corpus.check(plan.train_units)
         for name, value in plan.record_fields().items():
@@ -296,6 +315,9 @@ def train(cfg: TrainConfig) -> RunRecord:
                                                   "family": record.family})
         state = TrainState(cfg, plan, corpus, env, out, micro_batch, accumulation)
         hand_on = run(state, record, tracker, started)
+    except LawRefused:  # a configuration error: nothing ran, so no record
+        parallel.shutdown()
+        raise
     except Exception as err:  # the record says what went wrong; a sweep goes on
         log.error("run failed: %s", err)
         record.status, record.error = "failed", f"{type(err).__name__}: {err}"

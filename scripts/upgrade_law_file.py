@@ -1,7 +1,12 @@
 """Rewrite a law file of schema 1 (coefficient, exponent, units, and a ``provenance`` block with its
-budgets and 95% intervals) in the current schema (``aunet.laws.LawCard``).
+budgets and 95% intervals) or schema 2 (no regime) in the current schema (``aunet.laws.LawCard``).
 
-    python scripts/upgrade_law_file.py OLD.json NEW.json --family aunet2 --source "<what it was fitted on>"
+    python scripts/upgrade_law_file.py OLD.json NEW.json --family aunet2 --source "<what it was fitted on>" \
+        --ratio 0.2 --seq-len 256 --vocab 259
+
+The fitted runs' regime (their data-to-model ratio, sequence length and vocabulary) was not kept by
+either schema: give it from the study's config, or the new file says it is not recorded and the
+verdict cannot check a run against it.
 
 A schema-1 file kept no covariance: the one of (ln coef, exponent) is rebuilt the way a least-squares
 fit makes it, with the level at the mean log budget uncorrelated with the slope. Per-budget flags,
@@ -18,7 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from aunet.laws import BudgetFacts, FittedLaw, LawCard
+from aunet.laws import LAW_SCHEMA, BudgetFacts, FittedLaw, LawCard, Regime
 from aunet.record import check_convention
 
 Z = 1.959963984540054
@@ -36,7 +41,17 @@ def fitted(law: dict, ci: dict, name: str, budgets: list[float]) -> FittedLaw:
                      (var_a, cov, var_b), None, len(budgets) - 2)
 
 
-def upgrade(old: dict, family: str, source: str, convention: str) -> LawCard:
+def regime_of(family: str, ratio: float | None, seq_len: int | None, vocab: int | None) -> Regime:
+    given = [n for n, v in (("ratio", ratio), ("sequence", seq_len), ("vocabulary", vocab)) if v is not None]
+    missing = [n for n in ("ratio", "sequence", "vocabulary") if n not in given]
+    origin = "given when the file was upgraded" + (f" ({', '.join(missing)} not recorded)" if missing else "")
+    return Regime(family, (ratio,) if ratio is not None else (), None, (seq_len,) if seq_len else (),
+                  (vocab,) if vocab else (), None, origin)
+
+
+def upgrade(old: dict, family: str, source: str, convention: str, regime: Regime) -> LawCard:
+    if old.get("schema") == "aunet.law/2":  # everything but the regime
+        return LawCard.from_dict({**old, "schema": LAW_SCHEMA, "regime": regime.__dict__})
     provenance = old.get("provenance")
     if not provenance or "intervals_95" not in provenance or "budgets" not in provenance:
         raise ValueError("this law file has no provenance block with budgets and intervals: refit it with "
@@ -52,7 +67,7 @@ def upgrade(old: dict, family: str, source: str, convention: str) -> LawCard:
                    convention=check_convention(convention), tolerance=0.01, level=0.95,
                    lr=fitted(old["lr"], ci, "lr", budgets), bsz=fitted(old["bsz"], ci, "bsz", budgets),
                    budgets=facts, seed_spread=None, loss=None, warnings=(note,), source=source,
-                   source_sha256="not recorded", toolkit="schema 1")
+                   source_sha256="not recorded", toolkit="schema 1", regime=regime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", required=True)
     parser.add_argument("--source", required=True, help="what the law was fitted on (a study, a table)")
     parser.add_argument("--convention", default="spent")
+    parser.add_argument("--ratio", type=float, help="the fitted runs' data-to-model ratio (LLaMA-3-token units)")
+    parser.add_argument("--seq-len", type=int, help="the fitted runs' sequence length, in input units")
+    parser.add_argument("--vocab", type=int, help="the fitted runs' vocabulary (259 for byte models)")
     args = parser.parse_args(argv)
     try:
-        card = upgrade(json.loads(Path(args.old).read_text()), args.family, args.source, args.convention)
+        card = upgrade(json.loads(Path(args.old).read_text()), args.family, args.source, args.convention,
+                       regime_of(args.family, args.ratio, args.seq_len, args.vocab))
     except (ValueError, KeyError) as err:
         print(f"error: {args.old}: {err}", file=sys.stderr)
         return 2

@@ -30,8 +30,8 @@ from analysis.load import AnalysisWarning, load_results, validate_results
 from analysis.plots import plot_hyper_laws
 from analysis.report import write_report
 from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_study, synthetic_sweep
-from aunet.ladder import DEFAULT_RATIO, plan
-from aunet.laws import PAPER_LAWS, HyperLaws, LawCard, PowerLaw
+from aunet.ladder import plan
+from aunet.laws import PAPER_LAWS, HyperLaws, LawCard, PowerLaw, exponent_identified
 from aunet.record import RunRecord
 from sweeps.ledger import Ledger
 from sweeps.study import StudyConfig, Trial
@@ -481,8 +481,10 @@ def test_report_writes_figures_laws_and_tables(small_study, tmp_path, fmt):
     for png in (p for p in figures if p.suffix == ".png"):
         assert str(png.relative_to(tmp_path)) in text
     for name in ("aunet2_band", "aunet2_bowl", "transformer_bpe_band", "transformer_bpe_bowl"):
-        law = HyperLaws.from_file(tmp_path / "laws" / f"{name}.json")
-        assert f"{law.lr.exponent:.3g}" in text
+        card = LawCard.read(tmp_path / "laws" / f"{name}.json")
+        lo, hi = card.lr.exponent_ci  # an exponent the data do not identify is never shown as a number
+        shown = f"{card.lr.exponent:.3f}" if exponent_identified((lo, hi)) else f"not identified ([{lo:.2g}, {hi:.2g}]"
+        assert shown in text
     assert "Band against bowl" in text and "paper (App. D)" in text and "Extrapolation" in text
     assert "At equal compute" in text
     curves = _analysis(small_study, n_boot=100).isoflop.query("metric == 'bpb'")
@@ -526,9 +528,13 @@ def bpe_recipe(small_study):
 
 def test_extrapolation_follows_the_ladder(small_study, bpe_recipe):
     law = _analysis(small_study, families=["transformer_bpe"], n_boot=100).law("transformer_bpe", "band")
-    # At the ladder's own ratio, not the sweep's (2.0 here): a sweep's ratio is chosen for its small budgets.
-    assert bpe_recipe.ratio == DEFAULT_RATIO
-    assert bpe_recipe.plan == plan("transformer_bpe", 3e21, DEFAULT_RATIO, laws=bpe_recipe.card.hyper_laws())
+    # At the sweep's own ratio (2.0 here), sequence, vocabulary and bytes per token: the run the law measured.
+    assert bpe_recipe.ratio == 2.0 and bpe_recipe.ratio_source == "the study's own"
+    regime = bpe_recipe.card.regime
+    assert regime.seq_lens == (2048,) and regime.vocab_sizes == (128256,) and regime.bytes_per_unit == (4.56, 4.56)
+    assert bpe_recipe.plan == plan("transformer_bpe", 3e21, 2.0, laws=bpe_recipe.card.hyper_laws(), seq_len=2048,
+                                   vocab_size=128256, bpe_bytes_per_token=4.56)
+    assert not bpe_recipe.verdict.has("regime")
     assert bpe_recipe.card.hyper_laws().lr == law.hyper_laws().lr
     assert bpe_recipe.plan.lr == pytest.approx(bpe_recipe.lr.value)
     assert abs(bpe_recipe.plan.bsz - bpe_recipe.bsz.value) <= bpe_recipe.plan.model.seq_len / 2

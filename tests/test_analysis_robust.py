@@ -356,7 +356,8 @@ def test_an_external_family_column_may_be_spelled_arch(tmp_path):
 def test_import_turns_an_external_table_into_a_study(tmp_path, capsys):
     """The README's example: compute as params x tokens, its own column names, no status, no units column."""
     df = quiet(validate_results, synthetic_sweep("aunet2", design=FIVE, seed=13)).query("usable")
-    external = pd.DataFrame({"model_family": "aunet2", "N": df["params"], "tokens": df["train_units"],
+    tokens = df["budget"] / (6 * df["params"])  # what an export that counts 6·N·D saw at each budget
+    external = pd.DataFrame({"model_family": "aunet2", "N": df["params"], "tokens": tokens,
                              "learning_rate": df["lr"], "batch": df["bsz"], "final_loss": df["loss"]})
     external.to_parquet(tmp_path / "sweep.parquet")
     study = tmp_path / "study"
@@ -365,8 +366,7 @@ def test_import_turns_an_external_table_into_a_study(tmp_path, capsys):
                  "--column", "bsz=batch", "--column", "loss=final_loss"]) == 0
     assert "66 runs; budgets" in (out := capsys.readouterr().out) and "analyse with: python -m analysis report" in out
     table = load_results(study)
-    np.testing.assert_allclose(table["budget"], [float(f"{6 * n * d:.6g}") for n, d in zip(df["params"],
-                                                                                           df["train_units"])])
+    np.testing.assert_allclose(table["budget"], [float(f"{6 * n * d:.6g}") for n, d in zip(df["params"], tokens)])
     assert (table["status"] == "finished").all() and (table["study"] == "study").all()
     ours = quiet(fit_hyper_laws, df, "aunet2", n_boot=20)
     theirs = quiet(fit_hyper_laws, table, "aunet2", n_boot=20)

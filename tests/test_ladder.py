@@ -25,7 +25,7 @@ from aunet.ladder import (
     resolve_laws,
     steps_at,
 )
-from aunet.laws import PAPER_LAWS, HyperLaws, LawCard, PowerLaw
+from aunet.laws import LAW_SCHEMA, PAPER_LAWS, HyperLaws, LawCard, PowerLaw
 from aunet.record import RunRecord
 from aunet.train import TrainConfig
 from aunet.verdict import judge
@@ -315,7 +315,7 @@ def test_law_from_json_file(tmp_path):
     assert p.lr == pytest.approx(6.6 * 1e14**-0.176)
     path.write_text(json.dumps({"bsz": {"coef": 2.0, "exponent": 0.3}, "lr": {"coef": 5.0, "exponent": -0.18},
                                 "units": "bytes", "source": "file"}))
-    with pytest.raises(ValueError, match="not 'aunet.law/2'"):
+    with pytest.raises(ValueError, match=f"not '{LAW_SCHEMA}'"):
         plan("aunet3", 1e14, 1, laws=str(path))
     with pytest.raises(ValueError, match="does not exist"):
         plan("aunet3", 1e14, 1, laws=tmp_path / "missing.json")

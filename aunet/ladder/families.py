@@ -9,9 +9,7 @@ from functools import lru_cache
 
 from aunet.config import BYTE_VOCAB, ModelConfig
 from aunet.flops import flops_breakdown
-
-#: Bytes per LLaMA-3 token on DCLM (Sec. 2.3): the unit of the ratio γ.
-LLAMA3_BYTES_PER_TOKEN = 4.56
+from aunet.laws import LLAMA3_BYTES_PER_TOKEN  # noqa: F401  (the unit of the ratio γ; re-exported)
 
 # ---- The regimes: sequence lengths, window, vocabulary and width grid (one place) -------
 #: Budgets below this use CPU sequence lengths (see the package docstring).

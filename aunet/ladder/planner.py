@@ -27,7 +27,7 @@ from aunet.ladder.families import (
     rungs,
 )
 from aunet.ladder.presets import PROJECT_ROOT
-from aunet.laws import PAPER_LAWS, HyperLaws
+from aunet.laws import PAPER_LAWS, HyperLaws, Regime, tokens_per_param
 from aunet.record import BUDGET_CONVENTIONS, check_convention
 
 LAW_AT = ("auto", "paper", "budget")
@@ -95,13 +95,23 @@ class RunPlan:
         out["model"] = self.model.to_dict()
         return out
 
+    @property
+    def tokens_per_param(self) -> float:
+        return tokens_per_param(self.train_units, self.bytes_per_unit, self.params)
+
+    def regime(self) -> Regime:
+        """The kind of run this is, as a law's verdict compares it with the law's fitted runs."""
+        ratio = () if math.isnan(self.ratio) else (self.ratio,)
+        return Regime(self.family, ratio, (self.tokens_per_param,) * 2, (self.model.seq_len,),
+                      (self.model.vocab_size,), (self.bytes_per_unit,) * 2, origin="planned")
+
     def record_fields(self) -> dict[str, Any]:
         """The fields of ``aunet.record.RunRecord`` this plan fixes."""
         return dict(family=self.family, budget=self.budget, lr=self.lr, bsz=float(self.bsz), units=self.units,
                     bytes_per_unit=self.bytes_per_unit, model=self.model.name, ratio=self.ratio,
                     flops_per_unit=self.flops_per_unit, params=float(self.params), steps=self.steps,
                     train_units=float(self.train_units), contraction=list(self.contraction),
-                    convention=self.convention)
+                    convention=self.convention, seq_len=self.model.seq_len, vocab_size=self.model.vocab_size)
 
     def to_overrides(self) -> list[str]:
         """Hydra overrides of ``conf/train.yaml`` (``aunet.train.TrainConfig``) that run this plan.
@@ -121,7 +131,8 @@ class RunPlan:
             ("plan", self.name),
             ("family", f"{self.family} ({m.arch}, {self.units})"),
             ("budget", f"{self.budget:.3g} FLOPs ({BUDGET_CONVENTIONS[self.convention]})"),
-            ("ratio", f"{self.ratio:g} requested, {self.achieved_ratio:.3g} achieved (LLaMA-3-token units)"),
+            ("ratio", f"{self.ratio:g} requested, {self.achieved_ratio:.3g} achieved (LLaMA-3-token units): "
+                      f"{self.tokens_per_param:.3g} LLaMA-3 tokens per parameter"),
             ("dims", _fmt_list(m.dims)),
             ("layers", _fmt_list(m.layers)),
             ("head_dims", _fmt_list(m.head_dims)),
