@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cards import law_card
-from analysis.external import FLOPS_PER_PARAM_TOKEN, import_table
+from analysis.external import BSZ_UNITS, FLOPS_PER_PARAM_TOKEN, import_table
 from analysis.extrapolate import extrapolate
 from analysis.fits import LEVEL, Analysis, analyse
 from analysis.holdout import validate_holdout
@@ -27,24 +27,41 @@ from analysis.load import (
     BUDGET_TOLERANCE,
     DIVERGED_ABOVE,
     FAMILY,
+    LEDGER,
+    TABLE_SUFFIXES,
     AnalysisWarning,
     budget_groups,
     load_results,
+    not_ended,
+    validate_results,
 )
 from analysis.report import write_report
 from aunet.ladder.families import DEFAULT_RATIO
+from aunet.laws import why_not_identified
 from aunet.record import BUDGET_CONVENTIONS
 from aunet.verdict import Limits
 
 SWEEPS = Path("outputs/sweeps")  # where `python sweep.py -m` writes one folder per study
 
 
-def default_results() -> str:
-    for candidate in (os.environ.get("AUNET_RESULTS"), str(SWEEPS)):
+def default_results(study: str | None = None) -> str:
+    """``$AUNET_RESULTS``, else ``outputs/sweeps``; ``study``: the word that named no path, for the error."""
+    given = os.environ.get("AUNET_RESULTS")
+    if given and not given.startswith("mlflow:") and not Path(given).exists():
+        raise ValueError(f"results path {given} (AUNET_RESULTS) does not exist")
+    for candidate in (given, str(SWEEPS)):
         if candidate and (candidate.startswith("mlflow:") or Path(candidate).exists()):
             return candidate
+    if study is not None:
+        raise ValueError(f"results path {study} does not exist, nor is it a study: there is no {SWEEPS / study} and "
+                         "no default results to find its runs in (set AUNET_RESULTS)")
     raise ValueError(f"no results given: pass a results path (or --results), set AUNET_RESULTS, or run from "
                      f"the directory holding {SWEEPS} (python sweep.py -m)")
+
+
+def _names_a_path(source: str) -> bool:
+    """A source spelled as a path (a folder or a results file), never a study's name."""
+    return "/" in source or os.sep in source or Path(source).suffix.lower() in (*TABLE_SUFFIXES, Path(LEDGER).suffix)
 
 
 def resolve(source: str | None, study: str | None, tracking_uri: str | None,
@@ -52,12 +69,12 @@ def resolve(source: str | None, study: str | None, tracking_uri: str | None,
             budget_tolerance: float = BUDGET_TOLERANCE) -> pd.DataFrame:
     """A path or mlflow:<experiment> is the results; any other word is a study (its folder, or its rows)."""
     if source is not None and not source.startswith("mlflow:") and not Path(source).exists():
-        if study is not None:
+        if study is not None or _names_a_path(source):
             raise ValueError(f"results path {source} does not exist")
         if (SWEEPS / source).is_dir():
             source, study = str(SWEEPS / source), None
         else:
-            source, study = default_results(), source
+            source, study = default_results(study=source), source
     return load_results(source or default_results(), tracking_uri=tracking_uri, study=study,
                         diverged_above=diverged_above, budget_convention=budget_convention,
                         budget_tolerance=budget_tolerance)
@@ -117,17 +134,34 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
             how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic"
             print(f"{family} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
-                print(f"  {name:<3} = {law.coef:.4g}·C^{law.exponent:.4f}   exponent {LEVEL:.0%} CI "
-                      f"[{law.exponent_ci[0]:.4f}, {law.exponent_ci[1]:.4f}]   coef CI "
-                      f"[{law.coef_ci[0]:.3g}, {law.coef_ci[1]:.3g}]   dispersion {law.dispersion:.2f}")
+                print(f"  {name:<3} = {_estimate(law.coef, law.coef_ci, False)}·C^"
+                      f"{_estimate(law.exponent, law.exponent_ci, True)}   exponent {_interval(law.exponent_ci, True)}"
+                      f"   coef {_interval(law.coef_ci, False)}   dispersion {law.dispersion:.2f}")
             columns = ["budget", "group", "finished", "set_aside", "near_optimal", "best_loss", "lr_opt",
                        "bsz_opt", "lr_resid", "bsz_resid", "edge"]
             shown = [c for c in columns if c != "group" or fit.budgets["group"].ne("").any()]
             print(fit.budgets[shown].to_string(index=False, float_format="%.4g"))
     for family, loss in result.loss.items():
-        print(f"{family}: loss ({loss.label}) = {loss.e:.4g} + {loss.a:.4g}·C^-{loss.alpha:.4f}  (alpha CI "
-              f"[{loss.alpha_ci[0]:.4f}, {loss.alpha_ci[1]:.4f}])")
+        print(f"{family}: loss ({loss.label}) = {loss.e:.4g} + {_estimate(loss.a, loss.a_ci, False)}·C^-"
+              f"{_estimate(loss.alpha, loss.alpha_ci, True)}  (alpha {_interval(loss.alpha_ci, True)}; A "
+              f"{_interval(loss.a_ci, False)})")
     return result
+
+
+def _estimate(value: float, ci: tuple[float, float], exponent: bool) -> str:
+    """A fitted exponent or coefficient, or "?" where its interval does not identify it (aunet.laws' rule,
+    the report's and the law file's): such a value is no estimate."""
+    if why_not_identified(ci, exponent):
+        return "?"
+    return f"{value:.4f}" if exponent else f"{value:.4g}"
+
+
+def _interval(ci: tuple[float, float], exponent: bool) -> str:
+    """An exponent's or coefficient's interval, as "not identified (why: ...)" where it does not identify it."""
+    spec = ".4f" if exponent else ".3g"
+    text = f"{LEVEL:.0%} CI [{ci[0]:{spec}}, {ci[1]:{spec}}]"
+    why = why_not_identified(ci, exponent)
+    return f"not identified ({why}: {text})" if why else text
 
 
 def cmd_report(args: argparse.Namespace) -> Analysis:
@@ -155,10 +189,12 @@ def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
                       "at its top)")
     if args.format == "yaml":
         text = recipe.yaml()
-        if args.out:
+        if args.out:  # the verdict on the terminal, not only in the file's comments
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text)
-            print(f"overrides written to {args.out}", file=sys.stderr)
+            print(f"{args.family}: {recipe.verdict.line()}")
+            print(f"overrides written to {args.out}" + ("" if recipe.verdict.usable else
+                                                        " (--force: this verdict heads the file)"))
         else:
             print(text, end="")
     else:
@@ -193,6 +229,7 @@ def _number(accept, what: str):
 _factor_above_one = _number(lambda v: v > 1, "a number above 1 (a factor past the largest fitted budget, e.g. 100)")
 _target_budget = _number(lambda v: v > 0, "a positive number of FLOPs, e.g. 1e22")
 _fraction = _number(lambda v: 0 <= v < 1, "a fraction in [0, 1), e.g. 0.01 for 1%")
+_positive = _number(lambda v: v > 0, "a positive number, e.g. 2048")
 
 
 def cmd_validate(args: argparse.Namespace) -> list[str]:
@@ -207,13 +244,22 @@ def cmd_import(args: argparse.Namespace) -> list[str]:
     statuses = dict(_pair(text, "--status", "crashed=failed") for text in args.status or [])
     path = import_table(args.table, args.out, columns=columns, units=args.units, bytes_per_unit=args.bytes_per_unit,
                         family=args.family, study=args.study, flops_per_param_token=args.flops_per_param_token,
-                        status_map=statuses, budget_tolerance=args.budget_tolerance)
-    table = load_results(path, budget_tolerance=args.budget_tolerance)
-    print(f"{path}: {len(table)} runs; budgets (runs whose compute agrees within {args.budget_tolerance:.2%} are one):")
+                        status_map=statuses, budget_tolerance=args.budget_tolerance, bsz_unit=args.bsz_unit,
+                        seq_len=args.seq_len)
+    written = pd.read_csv(path)
+    table = validate_results(written, origin=str(path), budget_tolerance=args.budget_tolerance)
+    waiting = not_ended(written)
+    left_out = f" (and {waiting}; left out of every budget until they end)" if waiting else ""
+    print(f"{path}: {len(table)} runs{left_out}; budgets (runs whose compute agrees within "
+          f"{args.budget_tolerance:.2%} are one):")
     for family, groups in budget_groups(table).groupby(FAMILY):
         print(f"  {family}: {len(groups)} budgets from {groups['budget'].min():.3g} to {groups['budget'].max():.3g}, "
               f"{groups['runs'].min()}-{groups['runs'].max()} runs each, compute spread absorbed up to "
               f"{groups['spread'].max():.3%}")
+    print("statuses: " + ", ".join(f"{status} {n}" for status, n in table["status"].value_counts().items()))
+    if args.bsz_unit == "sequences":
+        lengths = ", ".join(f"{n:g}" for n in sorted(written["seq_len"].unique()))
+        print(f"batch sizes counted in sequences, written in input units: x sequence length {lengths}")
     print(f"analyse with: python -m analysis report {args.out}")
     return []
 
@@ -291,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                           "common names are mapped already: analysis.load.DEFAULT_STATUS_MAP)")
     imp.add_argument("--budget-tolerance", type=_fraction, default=BUDGET_TOLERANCE,
                      help="runs whose compute agrees within this fraction are one budget (default %(default)g)")
+    imp.add_argument("--bsz-unit", choices=BSZ_UNITS, default="units",
+                     help="what the table's bsz counts: input units (bytes or tokens, default) or sequences "
+                          "(converted with --seq-len or a seq_len column)")
+    imp.add_argument("--seq-len", type=_positive, help="input units per sequence, for --bsz-unit sequences")
     imp.set_defaults(run=cmd_import)
 
     args = parser.parse_args(argv)

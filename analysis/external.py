@@ -1,10 +1,11 @@
 """Import an external sweep: one row per run in a CSV or Parquet file -> a study folder the analysis reads.
 
 An external table names its columns its own way, may give compute as a model size and a
-number of training tokens instead of FLOPs, and may have no status. ``import_table``
-maps it onto the results table (``aunet.record.RunRecord.to_row``), validates it (every
-bad row is named before anything is written) and writes ``<out>/results.csv``, which
-``python -m analysis fit|report|extrapolate|validate <out>`` then read.
+number of training tokens instead of FLOPs, may count its batch in sequences, and may have
+no status (or W&B's ``state``). ``import_table`` maps it onto the results table
+(``aunet.record.RunRecord.to_row``), validates it (every bad row is named before anything
+is written) and writes ``<out>/results.csv``, which ``python -m analysis
+fit|report|extrapolate|validate <out>`` then read.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import pandas as pd
 
 from analysis.load import (
     BUDGET_TOLERANCE,
-    DEFAULT_STATUS_MAP,
     FAMILY,
     FAMILY_ALIASES,
     UNITS,
+    _numeric,
     _read_path,
+    _rows,
     validate_results,
+    with_status,
 )
 from aunet.record import STATUSES
 
@@ -29,23 +32,36 @@ from aunet.record import STATUSES
 #: (the usual 6·N·D: forward and backward pass of a dense model, attention left out).
 FLOPS_PER_PARAM_TOKEN = 6.0
 COMPUTE_COLUMNS = ("budget", "compute", "flops")  # the first present is the run's compute, in FLOPs
+#: What an export's batch size counts: input units (bytes or tokens, ours) or sequences of ``seq_len`` units.
+BSZ_UNITS = ("units", "sequences")
+#: Batch columns converted with the batch size (the search box's ends).
+BSZ_COLUMNS = ("bsz", "bsz_min", "bsz_max")
 
 
 def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str] | None = None,
                  units: str | None = None, bytes_per_unit: float | None = None, family: str | None = None,
                  study: str | None = None, flops_per_param_token: float = FLOPS_PER_PARAM_TOKEN,
-                 status_map: dict[str, str] | None = None, budget_tolerance: float = BUDGET_TOLERANCE) -> Path:
+                 status_map: dict[str, str] | None = None, budget_tolerance: float = BUDGET_TOLERANCE,
+                 bsz_unit: str = "units", seq_len: float | None = None) -> Path:
     """Write ``out``/results.csv from the external table ``source``; returns its path.
 
     ``columns`` maps our column names to the table's (``{"loss": "final_loss"}``).
     ``units``, ``bytes_per_unit`` and ``family`` fill a column the table lacks (units are
     never guessed: without a column or ``units``, the import fails). Compute comes from
     ``budget``, ``compute`` or ``flops``, else from ``params`` and ``tokens`` as
-    ``flops_per_param_token`` · N · D. Without ``status``, runs with a loss are finished
-    and the others failed. ``status_map`` reads the table's own status names (``{"crashed":
-    "failed"}``) beside ``analysis.load.DEFAULT_STATUS_MAP``; the statuses are written mapped.
+    ``flops_per_param_token`` · N · D. The status comes from ``status`` or W&B's ``state``
+    (``analysis.load.with_status``); without either, runs with a loss are finished and the
+    others failed. ``status_map`` reads the table's own status names (``{"crashed":
+    "failed"}``) beside ``analysis.load.DEFAULT_STATUS_MAP``; the statuses are written mapped,
+    runs that have not ended included (every analysis leaves them out). ``bsz_unit="sequences"``:
+    the batch counts sequences of ``seq_len`` units (or a ``seq_len`` column), written in units.
     Budgets are grouped on reading (``analysis.load.nominal_budgets``, ``budget_tolerance``).
     """
+    if bsz_unit not in BSZ_UNITS:
+        raise ValueError(f"--bsz-unit {bsz_unit!r} is not one of {BSZ_UNITS}")
+    if seq_len is not None and bsz_unit != "sequences":
+        raise ValueError(f"--seq-len {seq_len:g} converts a batch counted in sequences: give --bsz-unit sequences "
+                         "too (without it the batch is read in input units)")
     for old, new in (status_map or {}).items():
         if new not in STATUSES:
             raise ValueError(f"--status {old}={new}: {new!r} is not a status; use one of {STATUSES}")
@@ -73,11 +89,9 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
                          "absent. Map your names with --column OURS=THEIRS"
                          + (f", or set one value for the whole table with {' or '.join(flags)}" if flags else ""))
     table = _compute(table, source, flops_per_param_token)
-    if "status" not in table.columns:
-        loss = pd.to_numeric(table["loss"], errors="coerce") if "loss" in table.columns else np.nan
-        table["status"] = np.where(np.isfinite(loss), "finished", "failed")
-    statuses = {**DEFAULT_STATUS_MAP, **(status_map or {})}
-    table["status"] = table["status"].astype(str).str.strip().str.lower().map(lambda v: statuses.get(v, v))
+    if bsz_unit == "sequences":
+        table = _sequences_to_units(_fill(table, "seq_len", seq_len, "--seq-len"), source)
+    table = with_status(table, str(source), status_map, derive=True)
     if "study" not in table.columns:
         table["study"] = study or Path(out).name
     validate_results(table, origin=str(source), budget_tolerance=budget_tolerance)  # bad rows named before writing
@@ -97,6 +111,20 @@ def _fill(table: pd.DataFrame, column: str, value, flag: str, aliases: tuple[str
     if column == "units" and value not in UNITS:
         raise ValueError(f"--units {value!r} is not one of {UNITS}")
     return table.assign(**{column: value})
+
+
+def _sequences_to_units(table: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Batch sizes counted in sequences, in input units: times each run's ``seq_len``."""
+    if "seq_len" not in table.columns:
+        raise ValueError(f"--bsz-unit sequences needs the sequence length in input units: give --seq-len N, or a "
+                         f"seq_len column (map yours with --column seq_len=<name>); {source} has neither")
+    seq_len = _numeric(table["seq_len"], "seq_len", str(source))
+    bad = ~(np.isfinite(seq_len) & (seq_len > 0))
+    if bad.any():
+        raise ValueError(f"{source}: seq_len must be a positive number of input units per sequence in every row; "
+                         f"rows {_rows(bad)} have {table.loc[bad, 'seq_len'].head(3).tolist()}")
+    converted = {c: _numeric(table[c], c, str(source)) * seq_len for c in BSZ_COLUMNS if c in table.columns}
+    return table.assign(seq_len=seq_len, **converted)
 
 
 def _compute(table: pd.DataFrame, source: Path, per_param_token: float) -> pd.DataFrame:

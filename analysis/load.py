@@ -17,12 +17,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aunet.record import BUDGET_CONVENTIONS, COMPUTE_COLUMN, STATUSES, RunRecord, check_convention
+from aunet.record import (
+    BUDGET_CONVENTIONS,
+    COMPUTE_COLUMN,
+    FINAL_STATUSES,
+    STATUSES,
+    RunRecord,
+    check_convention,
+)
 
 #: The column naming a run's model family (aunet2, transformer_bpe, ...): the one place that spells it.
 FAMILY = "family"
 #: Other spellings of that column accepted on input (external tables, records before or after the rename).
 FAMILY_ALIASES = ("family", "arch")
+#: Columns that may hold a run's status, matched in any case: ours, and the ``state`` of W&B exports
+#: ("State" in its CSV). A table with several must agree run by run: which one is meant is never guessed.
+STATUS_ALIASES = ("status", "state")
 REQUIRED = ("status", FAMILY, "budget", "lr", "bsz", "loss", "units")
 UNITS = ("bytes", "tokens")
 #: Columns that, with the family and the budget, define which runs belong together: several model
@@ -43,8 +53,14 @@ DEFAULT_STATUS_MAP = {
     "done": "finished", "ok": "finished", "crashed": "failed", "crash": "failed", "error": "failed",
     "errored": "failed", "killed": "failed", "oom": "failed", "cancelled": "failed", "canceled": "failed",
     "timeout": "failed", "timed_out": "failed", "timedout": "failed", "preemption": "preempted",
-    "requeued": "preempted", "nan_loss": "diverged", "diverge": "diverged",
+    "requeued": "preempted", "preempting": "preempted", "nan_loss": "diverged", "diverge": "diverged",
+    "queued": "pending", "scheduled": "pending", "submitted": "pending", "started": "running",
+    "in_progress": "running",
 }
+#: Runs in these statuses have not ended: their loss is not a result yet, and their compute may be
+#: what they have spent so far. They are left out before anything else (counted in a warning), so
+#: that a ``running`` row never forms a budget of its own.
+NOT_ENDED = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
 #: The order runs are resampled in (:func:`canonical`), so that the same runs give the same bootstrap
 #: draws whichever source (CSV, Parquet, ledger, MLflow) and row order they came from.
 CANONICAL_ORDER = (FAMILY, "budget", "group", "lr", "bsz", "seed", "trial", "loss", "status", "study")
@@ -52,7 +68,8 @@ CANONICAL_ORDER = (FAMILY, "budget", "group", "lr", "bsz", "seed", "trial", "los
 GROUP_KEYS = [FAMILY, "budget", "group"]
 NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "paper_compute",
            "executed_flops", "params", "steps",
-           "train_units", "loss", "bpb", "lr_min", "lr_max", "bsz_min", "bsz_max", "bsz_bytes", "trial", "seed")
+           "train_units", "loss", "bpb", "lr_min", "lr_max", "bsz_min", "bsz_max", "bsz_bytes", "trial", "seed",
+           "seq_len")
 POSITIVE = ("budget", "lr", "bsz")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".json")
 LEDGER = "ledger.sqlite"  # a study's ledger (sweeps.ledger), in outputs/sweeps/<study>/
@@ -191,7 +208,9 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     Budgets are nominal: runs of a family whose compute agrees within ``budget_tolerance``
     (relative) are one budget (:func:`nominal_budgets`; a ``nominal_budget`` column overrides
     it), and each run's own compute stays in ``compute``. Statuses are read through
-    ``DEFAULT_STATUS_MAP`` and ``status_map``.
+    ``DEFAULT_STATUS_MAP`` and ``status_map`` from the ``status`` column or an alias
+    (:func:`with_status`); runs that have not ended (``NOT_ENDED``) are left out, counted in a
+    warning. Row numbers in errors are those of ``table``.
     """
     if not (isinstance(budget_tolerance, (int, float)) and 0 <= budget_tolerance < 1):
         raise ValueError(f"budget tolerance {budget_tolerance!r} must be a fraction in [0, 1), e.g. 0.01 for 1% "
@@ -205,6 +224,7 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
                          "or be None to keep every finished run")
     df = table.reset_index(drop=True).rename(columns={a: FAMILY for a in FAMILY_ALIASES if a in table.columns}
                                              if FAMILY not in table.columns else {})
+    df = with_status(df, origin, status_map)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         fix = "; an import sets them for the whole table with --units bytes|tokens" if "units" in missing else ""
@@ -215,12 +235,16 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     df = df.loc[:, ~df.columns.duplicated()].copy()
     for column in [c for c in df.columns if c in NUMERIC or c.startswith("eval_")]:
         df[column] = _numeric(df[column], column, origin)
-    statuses = {**DEFAULT_STATUS_MAP, **(status_map or {})}
-    df["status"] = df["status"].astype(str).str.strip().str.lower().map(lambda v: statuses.get(v, v))
     unknown = sorted(set(df["status"]) - set(STATUSES))
     if unknown:
         raise ValueError(f"{origin}: unknown status value(s) {unknown}; a run's status is one of {STATUSES}: map "
                          f"yours with --status {unknown[0]}=failed (or finished, diverged, ...)")
+    waiting = not_ended(df)
+    if waiting:
+        warn(f"{origin}: {waiting}; they are left out of every budget and fit until they end")
+        df = df[~df["status"].isin(NOT_ENDED)].copy()
+        if df.empty:
+            raise ValueError(f"{origin}: no run has ended yet ({waiting}): there are no results to analyse")
     df[FAMILY] = df[FAMILY].astype(str).str.strip()
     if (df[FAMILY].isin(["", "nan", "None"])).any():
         raise ValueError(f"{origin}: rows {_rows(df[FAMILY].isin(['', 'nan', 'None']))} have no model family "
@@ -252,7 +276,47 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     df["set_aside"] = False
     if diverged_above is not None:
         _set_aside_diverged(df, diverged_above, origin)
-    return df
+    return df.reset_index(drop=True)
+
+
+def with_status(table: pd.DataFrame, origin: str, status_map: dict[str, str] | None = None, *,
+                derive: bool = False) -> pd.DataFrame:
+    """``table`` with one ``status`` column in our words, read from its status column or aliases.
+
+    Each of ``STATUS_ALIASES`` (any case) is read through ``DEFAULT_STATUS_MAP`` and ``status_map``;
+    several must agree where both have a value, and the aliases are then dropped. Without any, an
+    import (``derive``) calls runs with a finite loss finished and the others failed: a table that
+    says nothing better. Unknown words are left for the caller to refuse.
+    """
+    table = table.loc[:, ~table.columns.duplicated()]
+    names = [c for c in table.columns if str(c).strip().lower() in STATUS_ALIASES]
+    if not names:
+        if not derive:
+            return table
+        loss = pd.to_numeric(table["loss"], errors="coerce") if "loss" in table.columns else np.nan
+        return table.assign(status=np.where(np.isfinite(loss), "finished", "failed"))
+    statuses = {**DEFAULT_STATUS_MAP, **(status_map or {})}
+    read = [table[c].map(lambda v: statuses.get(str(v).strip().lower(), str(v).strip().lower()), na_action="ignore")
+            for c in names]
+    status = read[0]
+    for name, other in zip(names[1:], read[1:]):
+        clash = status.notna() & other.notna() & (status != other)
+        if clash.any():
+            first = clash.idxmax()
+            raise ValueError(f"{origin}: columns {names[0]!r} and {name!r} both give a run's status and disagree in "
+                             f"rows {_rows(clash)} (row {first}: {table.at[first, names[0]]!r} vs "
+                             f"{table.at[first, name]!r}); drop the one you do not mean")
+        status = status.fillna(other)
+    return table.drop(columns=names).assign(status=status.fillna("nan"))
+
+
+def not_ended(table: pd.DataFrame) -> str:
+    """The runs of a table (in our statuses) that have not ended, counted by status, or "" when all have."""
+    counts = table["status"].value_counts()
+    waiting = {status: int(counts[status]) for status in NOT_ENDED if status in counts}
+    if not waiting:
+        return ""
+    return f"{sum(waiting.values())} run(s) not ended: " + ", ".join(f"{s} {n}" for s, n in waiting.items())
 
 
 def canonical(runs: pd.DataFrame) -> pd.DataFrame:
@@ -468,6 +532,7 @@ def _check_units(df: pd.DataFrame, origin: str) -> None:
 
 
 def _rows(mask: pd.Series) -> str:
-    index = list(np.flatnonzero(np.asarray(mask)))
+    """The rows ``mask`` marks, by index label: a validated table's labels are the input's row numbers."""
+    index = list(mask.index[np.asarray(mask, dtype=bool)])
     shown = ", ".join(str(i) for i in index[:8])
     return shown + (f" ... ({len(index)} in all)" if len(index) > 8 else "")
