@@ -36,7 +36,6 @@ from analysis.load import (
     validate_results,
 )
 from analysis.report import write_report
-from aunet.ladder.families import DEFAULT_RATIO
 from aunet.laws import why_not_identified
 from aunet.record import BUDGET_CONVENTIONS
 from aunet.verdict import Limits
@@ -185,8 +184,9 @@ def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     recipe = extrapolate(result, args.family, args.budget, estimator=args.estimator, ratio=args.ratio,
                          limits=Limits(max_extrapolation=args.max_extrapolation), source=source or default_results())
     if not recipe.verdict.usable and not args.force:
-        raise Refused(f"{args.family}: {recipe.verdict.line()} (--force writes the recipe anyway, with this verdict "
-                      "at its top)")
+        hints = ["--max-extrapolation takes a law farther, at your risk"] if recipe.verdict.has("extrapolation") else []
+        hints.append("--force writes the recipe anyway, with this verdict at its top")
+        raise Refused(f"{args.family}: {recipe.verdict.line()} ({'; '.join(hints)})")
     if args.format == "yaml":
         text = recipe.yaml()
         if args.out:  # the verdict on the terminal, not only in the file's comments
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--budget", type=_target_budget, required=True, help="target compute in FLOPs, e.g. 1e22")
     ex.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
     ex.add_argument("--ratio", type=float,
-                    help=f"data-to-model ratio of the big run (default: the ladder's, {DEFAULT_RATIO:g})")
+                    help="data-to-model ratio of the big run (default: the study's own, which the law was fitted at; "
+                         "another is weighed by the verdict)")
     ex.add_argument("--max-extrapolation", type=_factor_above_one, default=Limits.max_extrapolation,
                     help="how far past the largest fitted budget a law may be taken (default %(default)gx)")
     ex.add_argument("--force", action="store_true",
