@@ -1,6 +1,7 @@
 """``python -m sweeps status <study or folder>``, ``python -m sweeps export <study> [--out F]``,
 ``python -m sweeps rebuild <study>`` (a new ledger from the trials' record files) and
-``python -m sweeps plan [--device h100] [overrides]`` (a dry run: the study's cost, nothing submitted)."""
+``python -m sweeps plan [--device h100] [overrides]`` (a dry run: the study's cost and whether it can run,
+nothing submitted)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--out", default=None, help="output file (.csv or .parquet); default: stdout as CSV")
     rebuild = sub.add_parser("rebuild", help="a new ledger from the trials' record files (a damaged one is kept)")
     rebuild.add_argument("study")
-    sub.add_parser("plan", help="a dry run: per cell the model, data, steps, FLOPs and trials; totals, device-hours, "
-                                "memory and SLURM limits (python -m sweeps plan --help)")
+    sub.add_parser("plan", help="a dry run: per cell the model, data and its epochs of the corpus, vocabulary, "
+                                "steps, FLOPs (training and evaluation) and trials; estimated totals, device-hours, "
+                                "memory and SLURM limits; exits non-zero when a cell cannot run "
+                                "(python -m sweeps plan --help)")
     args = parser.parse_args(argv)
     try:
         run(args)

@@ -3,13 +3,19 @@
 The overrides are those of ``python sweep.py -m`` (``sweep=reference``, ``hydra/launcher=submitit_slurm``,
 ``hydra.launcher.timeout_min=...``): the same config is composed, every (family, budget) cell is planned
 as the sweeper plans it, and nothing is trained or submitted. Per cell: the model, its parameters, the
-data, the steps at the box's smallest and largest batch, the FLOPs of one trial and the trials of each
-phase (at most: box moves and adaptive trials happen only where the data ask for them). Totals: FLOPs,
+data each trial reads and the epochs that makes of the corpus's training split, the vocabulary and bytes
+per unit (beside the family's own vocabulary at that budget), the steps at the box's smallest and largest
+batch, the FLOPs of one trial (training, and the evaluation the trial config asks for) and the trials of
+each phase (at most: box moves and adaptive trials happen only where the data ask for them). Totals: FLOPs,
 and device-hours at a device's peak bf16 FLOP/s times an assumed MFU (both printed, both overridable;
 ``cpu``: the matmul FLOP/s measured here). Then the largest trial's peak memory per device
 (``aunet.memory``) against the device's, and, for SLURM, each trial's time against ``timeout_min``
 (and whether checkpoint-and-requeue, ``max_num_timeout``, covers it) and the first round's array
-against ``array_parallelism``.
+against ``array_parallelism``. Every FLOP, time and memory figure is an estimate, and says so.
+
+A cell that cannot run (more epochs than the data config or ``--max-epochs`` allows, a trial that does
+not fit in the device's memory, a trial longer than its SLURM time limit and requeues) makes the dry run
+exit non-zero, one line per reason, after printing the plan.
 """
 
 from __future__ import annotations
@@ -21,9 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from aunet import ladder
+from aunet.data import DataConfig, prepare_data
+from aunet.eval.cute import DEFAULT_ITEMS
+from aunet.eval.registry import expand_tasks, get_task
 from aunet.memory import training_memory
 from sweeps.job import Cell, plan_cell
 from sweeps.study import StudyConfig, box
@@ -32,6 +42,16 @@ from sweeps.study import StudyConfig, box
 DEVICES = {"h100": (989e12, 80e9, 0.4), "h200": (989e12, 141e9, 0.4), "a100": (312e12, 80e9, 0.4),
            "cpu": (None, None, 0.5)}
 REPO = Path(__file__).resolve().parents[1]
+#: Passes over the training split a scaling study may take even where the data config repeats data:
+#: up to about 4 epochs repeated text is worth nearly as much as new text, past that its value decays
+#: fast (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"), so the laws fitted would
+#: describe repetition, not scale. Above one epoch the plan notes the change of regime.
+MAX_EPOCHS = 4.0
+#: The most options of any multiple-choice task of ``aunet.eval`` (ARC-Challenge has 3 to 5): a bound on
+#: the rows one downstream item is scored with.
+MAX_OPTIONS = 5
+#: What the user changes to train on their own text (conf/data/files.yaml).
+OWN_DATA = "data=files data.sources='[/path/to/your/corpus/*.jsonl.zst]'"
 
 
 @dataclass(frozen=True)
@@ -39,12 +59,44 @@ class CellCost:
     cell: Cell
     steps: tuple[int, int]  # at the box's smallest and largest batch
     trials: dict[str, int]  # phase -> trials, at most
-    flops_per_trial: float
+    flops_per_trial: float  # training
+    eval_flops: float  # per trial: held-out passes (padding included) and downstream tasks, forward only
     memory: float  # bytes per device, the cell's largest trial
+    epochs: float  # passes over the corpus's training split that one trial reads
 
     @property
     def n_trials(self) -> int:
         return sum(self.trials.values())
+
+    @property
+    def trial_flops(self) -> float:
+        return self.flops_per_trial + self.eval_flops
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What every trial evaluates, from the trial config: held-out bytes per pass, passes every
+    ``every`` steps (0: only the final one), and downstream items x rows per item."""
+
+    heldout_bytes: int
+    every: int
+    downstream_rows: int  # rows of at most seq_len units, each a forward pass
+    downstream: str  # what the rows are, for the printout
+
+    def flops(self, cell: Cell, max_steps: int) -> float:
+        """Forward FLOPs (a third of F's forward + backward) over whole padded sequences."""
+        prior = cell.prior
+        passes = 1 + ((max_steps - 1) // self.every if self.every else 0)
+        targets = self.heldout_bytes / prior.bytes_per_unit
+        units = passes * math.ceil(targets / prior.seq_len) * prior.seq_len + self.downstream_rows * prior.seq_len
+        return units * prior.flops_per_unit / 3
+
+
+@dataclass(frozen=True)
+class Plan:
+    text: str
+    refusals: list[str]  # one line per reason the study cannot run as configured
+    costs: list[CellCost]
 
 
 def measured_cpu_flops(seconds: float = 0.3) -> float:
@@ -69,7 +121,8 @@ def trials_per_phase(study: StudyConfig) -> dict[str, int]:
     return phases
 
 
-def cost_of(cell: Cell, study: StudyConfig, bf16: bool, shards: int, max_micro_batch: int) -> CellCost:
+def cost_of(cell: Cell, study: StudyConfig, bf16: bool, shards: int, max_micro_batch: int,
+            evaluation: Evaluation, train_bytes: int) -> CellCost:
     prior = cell.prior
     units = prior.budget / prior.budget_per_unit
     lo, hi = (ladder.whole_sequences(b, prior.seq_len) for b in box(prior.law_bsz, study.bsz_factor))
@@ -79,25 +132,115 @@ def cost_of(cell: Cell, study: StudyConfig, bf16: bool, shards: int, max_micro_b
     per_device = max(1, hi // prior.seq_len // shards)  # the trainer's automatic micro-batch at the largest batch
     micro = max(m for m in range(1, min(per_device, max_micro_batch) + 1) if per_device % m == 0)
     memory = training_memory(prior.model, micro, bf16=bf16, contraction=prior.contraction or None, shards=shards)
-    return CellCost(cell, (round(units / lo), round(units / hi)), trials, prior.total_flops, memory.total)
+    steps = (round(units / lo), round(units / hi))
+    epochs = prior.train_units * prior.bytes_per_unit / train_bytes if train_bytes else math.inf
+    return CellCost(cell, steps, trials, prior.total_flops, evaluation.flops(cell, steps[0]), memory.total, epochs)
+
+
+def check_options(device: str, mfu: float | None, peak: float | None, devices_per_trial: int,
+                  max_epochs: float) -> None:
+    """One line for a bad option, before anything is composed or measured."""
+    if device not in DEVICES:
+        raise ValueError(f"--device {device!r} is not one of {sorted(DEVICES)}")
+    if mfu is not None and not 0 < mfu <= 1:
+        raise ValueError(f"--mfu {mfu:g} must be in (0, 1]: the fraction of the peak a run reaches")
+    if peak is not None and not (math.isfinite(peak) and peak > 0):
+        raise ValueError(f"--peak-flops {peak:g} must be a positive, finite FLOP/s (or left out: the data sheet's)")
+    if devices_per_trial < 1:
+        raise ValueError(f"--devices-per-trial {devices_per_trial} must be at least 1")
+    if not (math.isfinite(max_epochs) and max_epochs >= 1):
+        raise ValueError(f"--max-epochs {max_epochs:g} must be a finite number of passes, at least 1")
 
 
 def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return hydra_compose("sweep", overrides=overrides, return_hydra_config=True)
+    try:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+            return hydra_compose("sweep", overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as err:  # a config group's option that does not exist: one line
+        group, _, name = (err.missing_cfg_file or "").rpartition("/")
+        if not group:
+            raise ValueError(str(err).splitlines()[0]) from None
+        what, known = ("study", "the studies") if group == "sweep" else (group, "the options")
+        raise ValueError(f"unknown {what} {name!r} ({group}={name}); {known} are conf/{group}/*.yaml: "
+                         f"{', '.join(err.options or [])}") from None
+
+
+def evaluation_of(config: DictConfig, heldout: int) -> Evaluation:
+    """The evaluation each trial runs: the held-out passes (``eval_bytes`` of the ``heldout`` bytes,
+    ``eval_every``) and the downstream tasks (``eval``), bounded where the items are not known yet."""
+    per_pass = min(heldout, config.eval_bytes) if config.eval_bytes else heldout
+    rows, tasks = 0, []
+    if config.eval.enabled:
+        for name in expand_tasks(list(config.eval.tasks)):
+            spec = get_task(name)
+            items = min(config.eval.limit or math.inf, spec.expected or DEFAULT_ITEMS)
+            rows += items * (MAX_OPTIONS if spec.kind == "mc" else 1)
+            tasks.append(f"{name} {items:,}")
+    downstream = (f"downstream ({', '.join(tasks)} items; at most {MAX_OPTIONS} options each, rows of at most "
+                  f"one sequence)") if tasks else "no downstream tasks (eval.enabled=false)"
+    return Evaluation(per_pass, int(config.eval_every or 0), int(rows), downstream)
+
+
+def data_checks(costs: list[CellCost], data: DataConfig, train_bytes: int,
+                max_epochs: float) -> tuple[list[str], list[str]]:
+    """(notes, refusals) of the data each trial reads and the vocabulary it reads it in."""
+    notes, refusals = [], []
+    reads = sorted(costs, key=lambda c: c.epochs)
+    least, most = reads[0], reads[-1]
+    limit = max_epochs if data.epochs_allowed else 1.0
+    over = [c for c in costs if c.epochs > limit]
+    if over:
+        why = (f"past --max-epochs {max_epochs:g}, repeated data changes what the study measures"
+               if data.epochs_allowed else "the trainer refuses a second pass (data.epochs_allowed=false), so "
+                                           "every such trial would stop at its start")
+        refusals.append(
+            f"data: {len(over)} of {len(costs)} cells read more than {limit:g} epoch(s) of the {train_bytes / 1e6:.3g} "
+            f"MB training split: a trial reads {gigabytes(least)} ({least.cell.prior.name}, {least.epochs:,.0f} "
+            f"epochs) to {gigabytes(most)} ({most.cell.prior.name}, {most.epochs:,.0f} epochs); {why}. Point the "
+            f"study at a corpus of at least {gigabytes(most)} with {OWN_DATA}, or lower the budgets")
+    elif most.epochs > 1:
+        notes.append(f"note: up to {most.epochs:.2f} epochs ({most.cell.prior.name}): repeated data, a change of "
+                     f"regime from the single pass a scaling law assumes")
+    mismatched: dict[tuple[str, int, int], list[CellCost]] = {}
+    for c in costs:
+        regime = ladder.get_family(c.cell.prior.family).regime(c.cell.prior.budget)[2]
+        vocab = c.cell.measured.vocab_size
+        if regime and vocab and vocab != regime:
+            mismatched.setdefault((c.cell.prior.family, vocab, regime), []).append(c)
+    for (family, vocab, regime), cells in mismatched.items():
+        budgets = sorted(c.cell.prior.budget for c in cells)
+        notes.append(f"note: {family} reads a {vocab:,}-entry BPE ({cells[0].cell.prior.bytes_per_unit:.2f} bytes "
+                     f"per token on the held-out split) where the family uses {regime:,} entries at "
+                     f"{budgets[0]:.3g}-{budgets[-1]:.3g} FLOPs: its tokens are another unit than the ladder's; "
+                     f"data.bpe_vocab={regime} trains that vocabulary")
+    return notes, refusals
+
+
+def cell_table(costs: list[CellCost]) -> list[str]:
+    lines = [f"{'family':<16} {'budget':>8} {'model':<28} {'params':>10} {'data/trial':>12} {'epochs':>8} "
+             f"{'vocab':>7} {'B/unit':>6} {'steps lo-hi BSZ':>17} {'train FLOPs':>11} {'eval FLOPs':>10} "
+             f"{'trials (phase: at most)':<34} {'mem/dev est.':>12}"]
+    for c in costs:
+        p = c.cell.prior
+        phases = ", ".join(f"{k} {v}" for k, v in c.trials.items() if v)
+        lines.append(f"{p.family:<16} {p.budget:>8.3g} {p.name:<28.28} {p.params:>10,} "
+                     f"{p.train_units:>8.3g} {p.units[:3]:<3} {c.epochs:>8.3g} {p.model.vocab_size:>7,} "
+                     f"{p.bytes_per_unit:>6.2f} {c.steps[0]:>8,}-{c.steps[1]:<8,} "
+                     f"{c.flops_per_trial:>11.3g} {c.eval_flops:>10.3g} {phases:<34} {c.memory / 1e9:>10.2f}GB")
+    return lines
+
+
+def gigabytes(cost: CellCost) -> str:
+    """The training text one trial of the cell reads."""
+    return f"{cost.cell.prior.train_units * cost.cell.prior.bytes_per_unit / 1e9:.3g} GB"
 
 
 def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float | None,
-               devices_per_trial: int) -> str:
-    if device not in DEVICES:
-        raise ValueError(f"--device {device!r} is not one of {sorted(DEVICES)}")
-    if mfu is not None and not 0 < mfu <= 1:
-        raise ValueError(f"--mfu {mfu} must be in (0, 1]")
-    if devices_per_trial < 1:
-        raise ValueError(f"--devices-per-trial {devices_per_trial} must be at least 1")
+               devices_per_trial: int, max_epochs: float = MAX_EPOCHS) -> Plan:
+    check_options(device, mfu, peak, devices_per_trial, max_epochs)
     config = compose(overrides)
     study: StudyConfig = OmegaConf.to_object(config.sweep)
     known_peak, device_memory, default_mfu = DEVICES[device]
@@ -105,54 +248,76 @@ def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float
         known_peak, device_memory = measured_cpu_flops(), float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     peak, mfu = peak or known_peak, mfu or default_mfu
     bf16 = device != "cpu"
-    costs = [cost_of(plan_cell(study, f, b, config.data), study, bf16, devices_per_trial, config.max_micro_batch)
+    data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), config.data,
+                                               {"units": "bytes", "seq_len": 1}))
+    split = prepare_data(data).info  # the sizes of the training and held-out splits, whatever the units
+    train_bytes, evaluation = split.train_bytes, evaluation_of(config, split.heldout_bytes)
+    costs = [cost_of(plan_cell(study, f, b, config.data), study, bf16, devices_per_trial, config.max_micro_batch,
+                     evaluation, train_bytes)
              for f in study.families for b in study.budgets]
-    lines = [f"study {study.name!r}: {len(costs)} cells, {study.budget_convention} budgets, ratio {study.ratio:g}",
-             f"{'family':<16} {'budget':>8} {'model':<28} {'params':>10} {'data':>12} {'steps lo-hi BSZ':>17} "
-             f"{'FLOPs/trial':>11} {'trials (phase: at most)':<34} {'mem/dev':>8}"]
-    for c in costs:
-        p = c.cell.prior
-        phases = ", ".join(f"{k} {v}" for k, v in c.trials.items() if v)
-        lines.append(f"{p.family:<16} {p.budget:>8.3g} {p.name:<28.28} {p.params:>10,} "
-                     f"{p.train_units:>8.3g} {p.units[:3]:<3} {c.steps[0]:>8,}-{c.steps[1]:<8,} "
-                     f"{c.flops_per_trial:>11.3g} {phases:<34} {c.memory / 1e9:>6.2f}GB")
-    total = sum(c.flops_per_trial * c.n_trials for c in costs)
-    first = sum(c.trials["qmc"] * c.flops_per_trial for c in costs)
+    per_cell = trials_per_phase(study)
+    corpus = "the default corpus (data=default)" if data.uses_default_corpus else f"data.sources={data.sources}"
+    lines = [f"study {study.name!r}: {len(costs)} cells, {study.budget_convention} budgets, ratio {study.ratio:g}, "
+             f"at most {sum(per_cell.values())} trials per cell "
+             f"({', '.join(f'{k} {v}' for k, v in per_cell.items() if v)})",
+             f"data: {corpus}, {train_bytes:,} training bytes, data.epochs_allowed={str(data.epochs_allowed).lower()}"
+             f"; per trial: {evaluation.heldout_bytes:,} held-out bytes evaluated "
+             f"{f'every {evaluation.every} steps and ' if evaluation.every else ''}at the end, {evaluation.downstream}",
+             *cell_table(costs)]
+    train = sum(c.flops_per_trial * c.n_trials for c in costs)
+    evaluated = sum(c.eval_flops * c.n_trials for c in costs)
+    total = train + evaluated
+    first = sum(c.trials["qmc"] * c.trial_flops for c in costs)
     rate = peak * mfu * devices_per_trial
+    source = "fp32 matmul, measured here" if device == "cpu" else "bf16, data sheet" if peak == known_peak else "given"
     lines += ["",
-              f"total: {total:.3g} FLOPs at most ({first:.3g} in phase 1, which always runs)",
-              f"device {device}: peak {peak:.3g} FLOP/s{' (fp32 matmul, measured here)' if device == 'cpu' else ' bf16'}"
-              f" x MFU {mfu:g} x {devices_per_trial} per trial = {rate:.3g} FLOP/s per trial",
-              f"device-hours: {total / (peak * mfu) / 3600:.3g} at most ({first / (peak * mfu) / 3600:.3g} in phase 1)"]
+              f"FLOPs (estimate, every phase in full): {total:.3g} = {train:.3g} training + {evaluated:.3g} "
+              f"evaluation (forward passes, padding included); phase 1, which always runs: {first:.3g}",
+              f"device {device}: peak {peak:.3g} FLOP/s ({source}) x MFU {mfu:g} (assumed) x {devices_per_trial} "
+              f"per trial = {rate:.3g} FLOP/s per trial",
+              f"device-hours (estimate, every phase in full): {total / (peak * mfu) / 3600:.3g} "
+              f"({first / (peak * mfu) / 3600:.3g} in phase 1)"]
     largest = max(costs, key=lambda c: c.memory)
-    verdict = "fits" if largest.memory <= device_memory else "DOES NOT FIT"
-    lines.append(f"peak memory per device, largest trial ({largest.cell.prior.name}): {largest.memory / 1e9:.3g} GB "
-                 f"of {device_memory / 1e9:.3g} GB: {verdict} (aunet.memory: weights, gradients, AdamW state"
+    fits = largest.memory <= device_memory
+    lines.append(f"peak memory per device (estimate), largest trial ({largest.cell.prior.name}): "
+                 f"{largest.memory / 1e9:.3g} GB of {device_memory / 1e9:.3g} GB: {'fits' if fits else 'DOES NOT FIT'} "
+                 f"(aunet.memory: weights, gradients, AdamW state"
                  f"{f' over {devices_per_trial} FSDP shards' if devices_per_trial > 1 else ''}, activations, logits)")
-    lines += launcher_checks(config.hydra.launcher, costs, rate)
-    return "\n".join(lines)
+    refusals = [] if fits else [
+        f"memory: {largest.cell.prior.name}'s trials need an estimated {largest.memory / 1e9:.3g} GB per device, over "
+        f"the {device_memory / 1e9:.3g} GB of a {device}; spread them with --devices-per-trial (FSDP) or lower "
+        f"max_micro_batch"]
+    slurm, late = launcher_checks(config.hydra.launcher, costs, rate)
+    notes, short = data_checks(costs, data, train_bytes, max_epochs)
+    return Plan("\n".join(lines + slurm + notes), short + refusals + late, costs)
 
 
-def launcher_checks(launcher: DictConfig, costs: list[CellCost], rate: float) -> list[str]:
+def launcher_checks(launcher: DictConfig, costs: list[CellCost], rate: float) -> tuple[list[str], list[str]]:
+    """(lines, refusals) of the SLURM limits: a trial longer than its time limit and requeues cannot finish."""
     target = str(launcher.get("_target_", ""))
     if "Slurm" not in target:
-        return [f"launcher: {target.rsplit('.', 1)[-1] or 'in-process'} (no SLURM limits to check)"]
-    lines = []
+        return [f"launcher: {target.rsplit('.', 1)[-1] or 'in-process'} (no SLURM limits to check)"], []
+    lines, refusals = [], []
     timeout = launcher.get("timeout_min")
     requeues = int(launcher.get("max_num_timeout") or 0)
-    longest = max(c.flops_per_trial for c in costs) / rate / 60
+    longest = max(c.trial_flops for c in costs) / rate / 60
+    said = f"SLURM: the longest trial takes {longest:.3g} min (estimate: training and evaluation at this rate)"
     if timeout is not None and longest > timeout:
         needed = math.ceil(longest / timeout) - 1
-        covered = "covered" if requeues >= needed else "NOT covered"
-        lines.append(f"SLURM: the longest trial takes {longest:.3g} min at this rate, over timeout_min={timeout}: "
-                     f"it needs {needed} requeue(s) from its checkpoint; max_num_timeout={requeues}: {covered}")
+        covered = requeues >= needed
+        lines.append(f"{said}, over timeout_min={timeout}: it needs {needed} requeue(s) from its checkpoint; "
+                     f"max_num_timeout={requeues}: {'covered' if covered else 'NOT covered'}")
+        if not covered:
+            refusals.append(f"time: the longest trial (an estimated {longest:.3g} min) needs {needed} requeue(s) "
+                            f"past timeout_min={timeout}, and max_num_timeout={requeues}; set "
+                            f"hydra.launcher.max_num_timeout={needed} or raise hydra.launcher.timeout_min")
     else:
-        lines.append(f"SLURM: the longest trial takes {longest:.3g} min at this rate, within timeout_min={timeout}")
+        lines.append(f"{said}, within timeout_min={timeout}")
     parallel = launcher.get("array_parallelism")
     first_round = sum(c.trials["qmc"] for c in costs)
     lines.append(f"SLURM: the first round is an array of {first_round} jobs; array_parallelism={parallel} runs "
                  f"{min(first_round, int(parallel or first_round))} at once")
-    return lines
+    return lines, refusals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,8 +327,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mfu", type=float, help="model FLOP utilisation assumed (default 0.4 on GPUs, 0.5 on cpu)")
     parser.add_argument("--peak-flops", type=float, help="the device's peak FLOP/s (default: its data sheet's)")
     parser.add_argument("--devices-per-trial", type=int, default=1)
+    parser.add_argument("--max-epochs", type=float, default=MAX_EPOCHS,
+                        help=f"passes over the training split a cell may read with data.epochs_allowed=true "
+                             f"(default {MAX_EPOCHS:g})")
     args = parser.parse_args(argv)
     try:
-        print(plan_study(args.overrides, args.device, args.mfu, args.peak_flops, args.devices_per_trial))
+        plan = plan_study(args.overrides, args.device, args.mfu, args.peak_flops, args.devices_per_trial,
+                          args.max_epochs)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    print(plan.text)
+    if plan.refusals:
+        raise SystemExit("\n".join(f"cannot run: {reason}" for reason in plan.refusals))

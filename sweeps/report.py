@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 from sweeps.ledger import Ledger
 from sweeps.study import budget_tag
 
+#: The study runner, named by its absolute path so that a printed command runs from any directory.
+SWEEP_SCRIPT = Path(__file__).resolve().parents[1] / "sweep.py"
 STATES = ("pending", "running", "finished", "diverged", "failed", "preempted")
 
 
@@ -43,7 +45,7 @@ def retry_hint(ledger: Ledger) -> str:
         return ""
     limit = max(r.attempts for r in failed) + 1
     last = max(failed, key=lambda r: r.attempts)
-    command = ["python", "sweep.py", "-m", *study_overrides(ledger.path.parent), f"sweep.max_attempts={limit}"]
+    command = ["python", str(SWEEP_SCRIPT), "-m", *study_overrides(ledger.path.parent), f"sweep.max_attempts={limit}"]
     return (f"{len(failed)} trial(s) failed, after up to {limit - 1} attempt(s) each (e.g. {last.key}: "
             f"{last.error or 'no reason recorded'}).\nTo retry them (finished trials are kept): "
             + " ".join(shlex.quote(c) for c in command))
@@ -51,10 +53,10 @@ def retry_hint(ledger: Ledger) -> str:
 
 def study_overrides(folder: Path) -> list[str]:
     """The command-line overrides the study was launched with, less the attempt limit; the study's
-    folder is named explicitly so that the retry finds its ledger wherever it was run from."""
+    folder is named explicitly, and absolutely, so that the retry finds its ledger wherever it is run from."""
     saved = folder / "multirun.yaml"
     task = list(OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or []) \
         if saved.is_file() else []
     kept = [o for o in task if not o.split("=", 1)[0].lstrip("+~").startswith(("sweep.max_attempts",
                                                                               "hydra.sweep.dir"))]
-    return [*kept, f"hydra.sweep.dir={folder}"]
+    return [*kept, f"hydra.sweep.dir={folder.resolve()}"]

@@ -122,8 +122,10 @@ def test_driver_killed_mid_trial_then_rerun_retries_only_the_interrupted_trial(t
     retry = [line for line in status.stdout.splitlines() if line.startswith("To retry them")]
     assert retry and retry[0] in rerun.stdout, status.stdout
     command = shlex.split(retry[0].split(": ", 1)[1])
-    assert command[:3] == ["python", "sweep.py", "-m"] and "sweep.max_attempts=2" in command
-    again = run([sys.executable, *command[1:]])
+    assert command[:3] == ["python", str(REPO / "sweep.py"), "-m"] and "sweep.max_attempts=2" in command
+    elsewhere = tmp_path / "elsewhere"  # the printed command runs from any directory
+    elsewhere.mkdir()
+    again = subprocess.run([sys.executable, *command[1:]], cwd=elsewhere, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 trials, 1 to run" in said(again) and "To retry" not in said(again)
     assert_each_trial_finished_once(sweep_dir, retrained=(KEYS[1],))

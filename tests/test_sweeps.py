@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from aunet.ladder import CPU_SEQ, MIN_STEPS, steps_at, whole_sequences
-from sweeps.job import plan_cell
 from sweeps.ledger import Ledger
 from sweeps.study import StudyConfig, Trial, box, cell_trials, parse_budget
 
@@ -106,7 +104,7 @@ def test_local_sweep_runs_resumes_and_survives_a_failing_trial(tmp_path):
     assert rows["aunet2/C2e10/t1"].attempts == 2
     # The end of the run says how to retry it: the study's own command with one more attempt allowed.
     assert "1 trial(s) failed, after up to 2 attempt(s) each (e.g. aunet2/C2e10/t1: " in first.stdout
-    assert "To retry them (finished trials are kept): python sweep.py -m " in first.stdout
+    assert f"To retry them (finished trials are kept): python {REPO / 'sweep.py'} -m " in first.stdout
     retry = next(line for line in first.stdout.splitlines() if line.startswith("To retry them"))
     assert retry.endswith(f"hydra.sweep.dir={sweep_dir} sweep.max_attempts=3") and "sweep.name=local" in retry
     # Rerun: finished trials are not run again, nor the failed one.
@@ -248,45 +246,3 @@ def test_the_sweeper_plans_a_trial_once_and_the_trainer_runs_that_plan(tmp_path)
     assert (record.flops_per_unit, record.contraction, record.family) == (shipped.flops_per_unit,
                                                                           shipped.contraction, "aunet2")
     assert record.study == "one" and record.ratio == shipped.ratio == 0.005
-
-
-# ---- the dry run: cost before submitting ---------------------------------------------------------
-
-
-def test_the_dry_run_prints_each_cell_its_totals_and_the_slurm_limits(capsys):
-    from sweeps.plan import DEVICES, plan_study
-
-    args = ["sweep=demo", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",
-            "hydra.launcher.max_num_timeout=3", "hydra.launcher.array_parallelism=4"]
-    text = plan_study(args, "a100", 0.5, None, 1)
-    study = OmegaConf.to_object(plan_compose(args).sweep)
-    cells = [plan_cell(study, f, b, plan_compose(args).data) for f in study.families for b in study.budgets]
-    per_cell = study.trials + study.max_moves * study.move_trials + study.adaptive_trials
-    total = sum(c.prior.total_flops for c in cells) * per_cell
-    assert f"total: {total:.3g} FLOPs at most" in text
-    for cell in cells:
-        line = next(row for row in text.splitlines() if row.startswith(f"{cell.prior.family:<16} {cell.prior.budget:>8.3g}"))
-        assert f"{cell.prior.params:,}" in line and "qmc 8, move 4, adaptive 4" in line
-    rate = DEVICES["a100"][0] * 0.5
-    assert f"device-hours: {total / rate / 3600:.3g} at most" in text
-    longest = max(c.prior.total_flops for c in cells) / rate / 60
-    assert f"the longest trial takes {longest:.3g} min at this rate, within timeout_min=1" in text
-    assert "the first round is an array of 48 jobs; array_parallelism=4 runs 4 at once" in text
-    assert "GB of 80 GB: fits" in text
-    slow = plan_study(args, "a100", 1e-6, None, 1)  # the same trials at a 500,000th of the rate: over the limit
-    assert "over timeout_min=1" in slow and "max_num_timeout=3: NOT covered" in slow
-
-
-def test_the_dry_run_refuses_bad_options_before_composing(capsys):
-    from sweeps.__main__ import main as sweeps_main
-
-    for args, said in ((["--device", "tpu"], "--device 'tpu' is not one of"), (["--mfu", "0"], "--mfu 0.0 must be"),
-                       (["--devices-per-trial", "0"], "must be at least 1")):
-        with pytest.raises(SystemExit, match=said):
-            sweeps_main(["plan", *args, "sweep=demo"])
-
-
-def plan_compose(overrides):
-    from sweeps.plan import compose
-
-    return compose(overrides)
