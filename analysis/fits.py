@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -372,40 +373,61 @@ def _where(family: str, budget: float, group: str) -> str:
     return f"{family} budget {budget:.3g}" + (f" ({group})" if group else "")
 
 
-def _box_checks(where: str, box: list[tuple[float, float]], best: np.ndarray, bowl: np.ndarray | None,
-                near: int, finished: int, tolerance: float, targeted: int = 0,
-                tried: np.ndarray | None = None) -> tuple[list[str], list[str]]:
-    """Flags (for the table) and warnings: the best run at the smallest or largest value tried (``tried``:
-    every run's LR and BSZ), on the edge of its box, the bowl's optimum outside it, a band so full that
-    the box cannot locate the optimum (``near`` of ``finished`` space-filling runs; ``targeted`` runs
-    placed by an adaptive sampler are not counted)."""
+def _box_checks(where: str, box: list[tuple[float, float]], optimum: np.ndarray, tried: np.ndarray,
+                near: np.ndarray, estimator: str, tolerance: float,
+                spread_out: np.ndarray) -> tuple[list[str], list[str]]:
+    """Flags (for the table) and warnings: where the estimator's optimum (NaN: none) sits among the
+    finished runs' LR and BSZ (``tried``; ``near``: those within ``tolerance`` of the best), and a band
+    so full that the box cannot locate the optimum.
+
+    The law is made from the estimator's optimum, not from the best run, which noise moves about a
+    flat bowl. A side of the optimum is unbracketed when nothing was tried beyond it: beyond the
+    bowl's optimum; for the band, whose centroid always lies among its runs, beyond the band (cut off
+    there, its centroid is pulled inward) with the centroid in the outer tenth of the box or of the
+    values tried (a wide band cut at its rim moves little, and clean sweeps often reach the end of a
+    box not much wider than the band). An unbracketed side is flagged once, by where the optimum
+    sits: outside the box (the bowl's), on its edge (``box_edge``), or inside it at the floor or
+    ceiling of what was tried. Asking the bowl for a run beyond it that did measurably worse would
+    refuse optima the runs bracket in a box too narrow for the loss to rise by the band. Only
+    space-filling runs (``spread_out``) say whether the band fills the box: an adaptive sampler
+    crowds the optimum.
+    """
     flags, messages = [], []
+    band = estimator == "band"
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
-        column = tried[:, k] if tried is not None else np.array([best[k]])
-        pinned = "" if np.ptp(column) == 0 else "floor" if best[k] <= column.min() else \
-            "ceiling" if best[k] >= column.max() else ""
-        if pinned:
-            flags.append(f"{name} {pinned}")
-            messages.append(warn(
-                f"{where}: the best run's {name} {best[k]:.3g} is the {'smallest' if pinned == 'floor' else 'largest'} "
-                f"tried (pinned at the {pinned}); the optimum may lie {'below' if pinned == 'floor' else 'above'} it, "
-                "so the law cannot locate it"))
-        side = box_edge(best[k], lo, hi)
-        if side:
-            flags.append(f"{name} {side}")
-            messages.append(warn(
-                f"{where}: the best run's {name} {best[k]:.3g} sits on the {side} edge of the "
-                f"search box [{lo:.3g}, {hi:.3g}]; the optimum may lie outside it, so widen the box"))
-        if bowl is not None and not lo <= bowl[k] <= hi:
-            flags.append(f"bowl {name} outside")
-            messages.append(warn(
-                f"{where}: the bowl's optimal {name} {bowl[k]:.3g} lies outside the search box "
-                f"[{lo:.3g}, {hi:.3g}]; it is an extrapolation, so widen the box"))
-    if finished >= 4 and near >= BAND_FILLS * finished:
+        column, value = tried[:, k], float(optimum[k])
+        if np.ptp(column) == 0 or not math.isfinite(value):
+            continue
+        reach = (column[near].min(), column[near].max()) if band else (value, value)
+        for lower in (True, False):
+            side, beyond, end = ("lower", "below", "smallest") if lower else ("upper", "above", "largest")
+            bracketed = (column < reach[0]).any() if lower else (column > reach[1]).any()
+            if bracketed or side not in (box_edge(value, column.min(), column.max()), box_edge(value, lo, hi)):
+                continue
+            unbounded = (f"the band reaches the {end} {name} tried ({reach[0] if lower else reach[1]:.3g})"
+                         if band else f"no run was tried {beyond} it")
+            if not lo <= value <= hi:
+                flag, text = f"bowl {name} outside", (f"lies outside the search box [{lo:.3g}, {hi:.3g}]; it is an "
+                                                      "extrapolation, so widen the box")
+            elif box_edge(value, lo, hi) == side:
+                flag, text = f"{name} {side}", (f"sits on the {side} edge of the search box [{lo:.3g}, {hi:.3g}] and "
+                                                f"{unbounded}; the optimum may lie outside the box, so widen it")
+            else:
+                pinned = "floor" if lower else "ceiling"
+                flag, text = f"{name} {pinned}", (
+                    f"sits at the {'low' if lower else 'high'} end of the {name}s tried ([{column.min():.3g}, "
+                    f"{column.max():.3g}]; pinned at the {pinned}) and {unbounded}; the optimum may lie {beyond} it, "
+                    "so the law cannot locate it")
+            flags.append(flag)
+            messages.append(warn(f"{where}: {f'the {tolerance:.2%} band' if band else 'the bowl'}'s optimal {name} "
+                                 f"{value:.3g} {text}"))
+    finished, targeted = int(spread_out.sum()), int((~spread_out).sum())
+    crowded = int(near[spread_out].sum())
+    if finished >= 4 and crowded >= BAND_FILLS * finished:
         flags.append("band fills box")
         messages.append(warn(
-            f"{where}: {near} of {finished} finished runs{f' (besides {targeted} adaptive ones)' if targeted else ''} "
+            f"{where}: {crowded} of {finished} finished runs{f' (besides {targeted} adaptive ones)' if targeted else ''} "
             f"are within {tolerance:.2%} of the best; the loss is flat "
             "across the box, which is too narrow to locate the optimum: widen the box"))
     return flags, messages
@@ -480,9 +502,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
             est[:, j] = _bowl(replicate_loss, logv, w, np.log(np.array(box)))
         has_bowl = estimator == "bowl" and np.isfinite(est[0, j]).all()
         spread_out = ~group["phase"].isin(TARGETED_PHASES).to_numpy() if "phase" in group else np.ones(len(group), bool)
-        edges, found = _box_checks(where, box, values[best], est[0, j] if has_bowl else None,
-                                   int(near[spread_out].sum()), int(spread_out.sum()), tolerance,
-                                   targeted=int((~spread_out).sum()), tried=values)
+        edges, found = _box_checks(where, box, est[0, j], values, near, estimator, tolerance, spread_out)
         messages += found
         if estimator == "bowl" and not has_bowl:
             messages.append(warn(f"{where}: the robust quadratic has no minimum near the box "
@@ -660,31 +680,43 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
     return [*losses, *sorted(evals)]
 
 
+def is_score(metric: str) -> bool:
+    """Whether an iso-FLOP metric is a downstream score (an accuracy in [0, 1]) rather than a loss."""
+    return metric.startswith("eval_") and not metric.endswith("_bpb")
+
+
 def isoflop_curves(results, *, tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0,
                    level: float = LEVEL) -> pd.DataFrame:
     """Each metric against C per family: the mean over each budget's near-optimal runs.
 
     Intervals resample the budget's finished runs and re-select the band each time, so
-    they carry both the metric's scatter and the uncertainty of which runs are optimal.
+    they carry both the metric's scatter and the uncertainty of which runs are optimal, but
+    not how far another seed would move those runs: a band narrower than seed noise often
+    holds one run. Where a family ran configurations with several seeds (averaged as
+    :func:`average_seeds` does), each interval also includes that noise (``_with_seed_noise``);
+    ``seed_sd`` is the per-run seed sd used (relative for a loss, absolute for a score), NaN
+    where the family has no seeds: those intervals do not include seed noise.
     """
-    df = _table(results)
+    df = average_seeds(_table(results))
     rng = np.random.default_rng(seed)
     rows = []
     for family, runs in df.groupby(FAMILY):
         loss_column = loss_metric(runs)[0]
         metrics = [m for m in metric_columns(df) if m not in ("bpb", "loss") or m == loss_column]
+        seed_sd = {metric: _pooled_seed_sd(runs, metric) for metric in metrics}
         for budget, group in runs[runs["usable"]].groupby("budget"):
             group = canonical(group)
             loss = group["loss"].to_numpy()
             near = _near_weights(loss, _bootstrap_weights(len(group), n_boot, rng), tolerance)
-            rows += _isoflop_rows(family, budget, group, near, metrics, n_boot, level)
-    return pd.DataFrame(rows, columns=[FAMILY, "budget", "metric", "value", "lo", "hi", "runs"])
+            rows += _isoflop_rows(family, budget, group, near, seed_sd, n_boot, level)
+    return pd.DataFrame(rows, columns=[FAMILY, "budget", "metric", "value", "lo", "hi", "runs", "seed_sd"])
 
 
-def _isoflop_rows(family: str, budget: float, group: pd.DataFrame, near: np.ndarray, metrics: list[str], n_boot: int,
-                  level: float) -> list[dict]:
+def _isoflop_rows(family: str, budget: float, group: pd.DataFrame, near: np.ndarray, seed_sd: dict[str, float],
+                  n_boot: int, level: float) -> list[dict]:
+    seeds = group["seeds"].to_numpy(float) if "seeds" in group.columns else np.ones(len(group))
     rows = []
-    for metric in metrics:
+    for metric, sd in seed_sd.items():
         values = group[metric].to_numpy(float)
         ok = np.isfinite(values)
         if not ok.any():
@@ -693,9 +725,42 @@ def _isoflop_rows(family: str, budget: float, group: pd.DataFrame, near: np.ndar
         with np.errstate(invalid="ignore", divide="ignore"):
             means = (wn @ np.where(ok, values, 0.0)) / wn.sum(axis=1)
         lo, hi = _ci(means[1:], level) if n_boot else (math.nan, math.nan)
+        band = wn[0]  # the value's runs: its seed noise is sd/sqrt(n) for n single-seed runs
+        if np.isfinite(sd) and band.any():
+            lo, hi = _with_seed_noise(metric, means[0], lo, hi, sd * math.sqrt((band / seeds).sum()) / band.sum(), level)
         rows.append({FAMILY: family, "budget": budget, "metric": metric, "value": means[0], "lo": lo, "hi": hi,
-                     "runs": int((near[0] * ok).sum())})
+                     "runs": int(band.sum()), "seed_sd": sd})
     return rows
+
+
+def _pooled_seed_sd(runs: pd.DataFrame, metric: str) -> float:
+    """A family's per-run seed sd of ``metric`` (relative for a loss, absolute for a score), pooled over
+    its configurations run with several seeds; NaN where it has none.
+
+    Pooled over budgets, not taken per budget: with three seeds a budget's own sd has two degrees of
+    freedom, often far below the truth, and relative terms make budgets of different loss comparable.
+    """
+    column = f"seed_sd_{metric}"
+    if column not in runs.columns:
+        return math.nan
+    seeded = runs[runs["usable"] & (runs["seeds"] > 1) & np.isfinite(runs[column])]
+    if seeded.empty:
+        return math.nan
+    sd = seeded[column] / (1.0 if is_score(metric) else seeded[metric])
+    dof = seeded["seeds"] - 1
+    return float(np.sqrt((dof * sd**2).sum() / dof.sum()))
+
+
+def _with_seed_noise(metric: str, value: float, lo: float, hi: float, sd: float,
+                     level: float) -> tuple[float, float]:
+    """The bootstrap interval [lo, hi] around ``value`` widened by independent seed noise of sd ``sd``:
+    on each side the two half-widths add in quadrature, in log terms for a loss (``sd`` relative),
+    absolute for a score (kept within [0, 1])."""
+    half = NormalDist().inv_cdf((1 + level) / 2) * sd
+    if is_score(metric):
+        return max(value - math.hypot(value - lo, half), 0.0), min(value + math.hypot(hi - value, half), 1.0)
+    return (value * math.exp(-math.hypot(math.log(value / lo), half)),
+            value * math.exp(math.hypot(math.log(hi / value), half)))
 
 
 # ---------------------------------------------------------------------------- seed noise
@@ -726,7 +791,12 @@ def seed_noise(results, *, tolerance: float = 0.01) -> pd.DataFrame:
 def average_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: the usable runs of one (family, budget, group, LR, BSZ) with several
     seeds count once, at their mean (every float column), because keeping each seed's run would let
-    the best-of-several-seeds (noise) decide the optimum and the best loss."""
+    the best-of-several-seeds (noise) decide the optimum and the best loss.
+
+    The averaging hides how far seeds move a run, which intervals must still include: each row keeps
+    ``seeds`` (how many runs it averages) and ``seed_sd_<metric>`` (their standard deviation, NaN for
+    one run) for every metric of :func:`metric_columns`.
+    """
     if "seed" not in df.columns or df.empty:
         return df
     key = [*GROUP_KEYS, "lr", "bsz"]
@@ -735,8 +805,15 @@ def average_seeds(df: pd.DataFrame) -> pd.DataFrame:
     if repeated.empty:
         return df
     floats = [c for c in df.columns if c not in key and pd.api.types.is_float_dtype(df[c])]
+    metrics = [m for m in metric_columns(df) if m in floats]
+    seeds = repeated.groupby(key, dropna=False)
     out = df.copy()
-    out.loc[repeated.index, floats] = repeated.groupby(key, dropna=False)[floats].transform("mean")
+    out.loc[repeated.index, floats] = seeds[floats].transform("mean")
+    out["seeds"] = 1
+    out.loc[repeated.index, "seeds"] = seeds[key[0]].transform("size")
+    spread = [f"seed_sd_{m}" for m in metrics]
+    out[spread] = np.nan
+    out.loc[repeated.index, spread] = seeds[metrics].transform("std").to_numpy()
     return out.drop(index=repeated.index[repeated.duplicated(key, keep="first")])
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
-from analysis.fits import Analysis, HyperFit, LossFit, paper_law
+from analysis.fits import Analysis, HyperFit, LossFit, is_score, paper_law
 from analysis.load import FAMILY, compute_label
 
 COLOURS = {"band": "tab:blue", "bowl": "tab:orange"}
@@ -43,6 +43,29 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
 
 def _compute_grid(budgets: np.ndarray, reach: float = 10.0) -> np.ndarray:
     return np.geomspace(budgets.min() / 1.5, budgets.max() * reach, 60)
+
+
+def _label_log_x(ax) -> None:
+    """Label a log x axis (its limits set) at its major ticks only: 1, 2 and 5 times each power of ten
+    when it spans under two decades (powers of ten alone would leave one or two labels), else powers
+    of ten. Left to itself, matplotlib also labels the minor ticks of an axis spanning a decade or so,
+    and 2x10^11, 3x10^11 and 4x10^11 print over each other."""
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if math.log10(hi / lo) < 2 else (1.0,)))
+    every_major = LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(math.inf, math.inf))
+    ax.xaxis.set_major_formatter(every_major)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _chance_levels(results: pd.DataFrame) -> dict[str, float]:
+    """Each downstream score's chance level (``eval_<task>`` -> the runs' ``downstream_<task>_chance``)."""
+    levels = {}
+    for column in results.columns:
+        if column.startswith("downstream_") and column.endswith("_chance"):
+            values = pd.to_numeric(results[column], errors="coerce")
+            if values.notna().any():
+                levels[f"eval_{column.removeprefix('downstream_').removesuffix('_chance')}"] = float(values.median())
+    return levels
 
 
 def _mark_fitted_range(ax, budgets: np.ndarray) -> None:
@@ -92,6 +115,7 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
             ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=reference.source)
         _mark_fitted_range(ax, np.concatenate([getattr(f, target).budgets for f in fits.values()]))
         ax.set(xscale="log", yscale="log", xlabel=compute_label(runs), ylabel=label, xlim=(grid[0], grid[-1]))
+        _label_log_x(ax)
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=6.5, loc="upper left")
     fig.suptitle(f"{first.family}: hyperparameter laws")
@@ -136,9 +160,7 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
                                    color="grey", label="search box"))
         ax.set(xscale="log", yscale="log", xlabel="LR", ylabel=f"BSZ ({group['units'].iloc[0]})",
                title=f"C = {budget:.3g}" + (f"\n{label}" if label else ""))
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # LR boxes span ~1 decade: label 1 and 3 only
-        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _label_log_x(ax)
     for ax in axes[len(budgets):]:
         ax.set_visible(False)
     if points is not None:
@@ -166,14 +188,18 @@ def plot_loss_curves(loss: dict[str, LossFit], results: pd.DataFrame) -> Figure:
     labels = " / ".join(dict.fromkeys(fit.label for fit in loss.values()))
     ax.set(xscale="log", yscale="log", xlabel=compute_label(results), ylabel=f"best loss per budget ({labels})",
            xlim=(fitted.min() / 1.5, fitted.max() * 10))
+    _label_log_x(ax)
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("loss against compute (envelope and fit)")
     return fig
 
 
-def plot_isoflop(curves: pd.DataFrame, compute: str) -> Figure:
-    """Each metric against C per family (Fig. 3 of the paper), with bootstrap intervals; ``compute``: the C axis label."""
+def plot_isoflop(curves: pd.DataFrame, compute: str, chance: dict[str, float] | None = None) -> Figure:
+    """Each metric against C per family (Fig. 3 of the paper), with the intervals of :func:`isoflop_curves`;
+    ``compute``: the C axis label; ``chance``: each score's chance level (``eval_<task>`` -> level), drawn
+    on its panel. A family without data for a metric is named on that panel, so that a missing line is
+    not taken for one hidden behind another."""
     metrics = list(dict.fromkeys(curves["metric"]))
     ncols = min(3, max(1, len(metrics)))
     nrows = max(1, math.ceil(len(metrics) / ncols))
@@ -181,19 +207,29 @@ def plot_isoflop(curves: pd.DataFrame, compute: str) -> Figure:
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     families = list(dict.fromkeys(curves[FAMILY]))
     for ax, metric in zip(axes, metrics):
+        missing = []
         for colour, family in zip(FAMILY_COLOURS, families):
             part = curves[(curves["metric"] == metric) & (curves[FAMILY] == family)].sort_values("budget")
             if part.empty:
+                missing.append(family)
                 continue
             err = np.abs(np.vstack([part["value"] - part["lo"], part["hi"] - part["value"]]))
+            sd = part["seed_sd"].iloc[0]
+            seeds = "" if not np.isfinite(sd) else f" (with seed sd {sd:.3f})" if is_score(metric) else \
+                f" (with seed sd {sd:.1%})"
             ax.errorbar(part["budget"], part["value"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
-                        color=colour, label=family)
+                        color=colour, label=family + seeds)
+        if metric in (chance or {}):
+            ax.axhline(chance[metric], color="0.3", ls="--", lw=1, label=f"chance ({chance[metric]:.3g})")
+        if missing:
+            ax.plot([], [], " ", label=f"no data: {', '.join(missing)}")
         title = {"bpb": "held-out bits per byte", "loss": "held-out loss (nats per unit)"}.get(
-            metric, f"{metric.removeprefix('eval_')}: accuracy" if not metric.endswith("_bpb")
+            metric, f"{metric.removeprefix('eval_')}: accuracy" if is_score(metric)
             else f"{metric.removeprefix('eval_').removesuffix('_gold_bpb')}: gold answer, bits per byte")
         ax.set(xscale="log", xlabel=compute, title=title, ylabel="mean of the near-optimal runs (95% interval)")
+        _label_log_x(ax)
         ax.grid(True, alpha=0.2)
-        ax.legend(fontsize=6, loc="best" if len(families) < 2 else "lower right")
+        ax.legend(fontsize=6, loc="best")
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.suptitle("At equal compute: each metric of each budget's near-optimal runs, per family")
@@ -210,5 +246,6 @@ def all_figures(analysis: Analysis, out: str | Path) -> dict[str, list[Path]]:
     if analysis.loss:
         figures["loss"] = save(plot_loss_curves(analysis.loss, analysis.results), out / "loss_vs_compute")
     if len(analysis.isoflop):
-        figures["isoflop"] = save(plot_isoflop(analysis.isoflop, compute_label(analysis.results)), out / "isoflop")
+        figures["isoflop"] = save(plot_isoflop(analysis.isoflop, compute_label(analysis.results),
+                                               _chance_levels(analysis.results)), out / "isoflop")
     return figures

@@ -19,15 +19,8 @@ from analysis.extrapolate import Extrapolation, extrapolate
 from analysis.fits import Analysis, LawFit, analyse, paper_law
 from analysis.load import FAMILY, compute_label
 from analysis.plots import all_figures
+from aunet.laws import coef_identified, exponent_identified, why_not_identified
 from aunet.verdict import Limits, judge
-
-#: Beyond these an interval says the data do not pin the quantity down: it is shown as "not
-#: identified" with its interval, never as a number. A coefficient known to within a factor of 1,000
-#: still carries information (a power law's coefficient trades off against its exponent); an exponent
-#: whose interval is wider than 1 spans every law from flat to far steeper than any published one
-#: (the paper's are 0.18-0.32 in size).
-COEF_IDENTIFIED = 1e3
-EXPONENT_IDENTIFIED = 1.0
 
 Block = tuple[Any, ...]
 
@@ -44,21 +37,17 @@ def _ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
 
 
 def _factor_ci(value: float, ci: tuple[float, float], digits: int = 3) -> str:
-    """A positive quantity with its interval and the interval's factor width, or "not identified"."""
+    """A positive quantity with its interval and the interval's factor width, or "not identified"
+    (``aunet.laws``'s rule)."""
     lo, hi = ci
-    width = hi / lo if lo > 0 else math.inf
-    if not (math.isfinite(width) and width <= COEF_IDENTIFIED):
-        return f"not identified ([{_g(lo, 2)}, {_g(hi, 2)}], a factor over {COEF_IDENTIFIED:.0e})"
-    return f"{_ci(value, ci, digits)} (x{width:.3g})"
-
-
-def _exponent_identified(ci: tuple[float, float]) -> bool:
-    return bool(np.isfinite(ci).all() and ci[1] - ci[0] <= EXPONENT_IDENTIFIED)
+    if not coef_identified(ci):
+        return f"not identified ([{_g(lo, 2)}, {_g(hi, 2)}], {why_not_identified(ci, exponent=False)})"
+    return f"{_ci(value, ci, digits)} (x{hi / lo:.3g})"
 
 
 def _exponent_ci(value: float, ci: tuple[float, float]) -> str:
-    if not _exponent_identified(ci):
-        return f"not identified ([{_g(ci[0], 2)}, {_g(ci[1], 2)}], wider than {EXPONENT_IDENTIFIED:g})"
+    if not exponent_identified(ci):
+        return f"not identified ([{_g(ci[0], 2)}, {_g(ci[1], 2)}], {why_not_identified(ci, exponent=True)})"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
@@ -130,7 +119,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
             for target, name in (("bsz", "α"), ("lr", "β")):
                 laws = {e: getattr(f, target) for e, f in fits.items()}
                 widths = {e: np.diff(law.exponent_ci)[0] for e, law in laws.items()}
-                ratio = _g(widths["band"] / widths["bowl"], 2) if all(_exponent_identified(law.exponent_ci) for law in laws.values()) else \
+                ratio = _g(widths["band"] / widths["bowl"], 2) if all(exponent_identified(law.exponent_ci) for law in laws.values()) else \
                     "not comparable (an exponent is not identified)"
                 comparison.append([family, name, _g(widths["band"]), _g(widths["bowl"]), ratio])
     if comparison:
@@ -286,7 +275,8 @@ def _isoflop_cell(row) -> str:
 
 def _equal_compute(analysis: Analysis) -> list[Block]:
     """Families side by side at each budget they share: bits per byte of their near-optimal runs (the
-    iso-FLOP value, with its interval), which one is ahead, and whether the intervals separate them."""
+    iso-FLOP value, with its interval), which one is ahead, and whether the intervals separate them.
+    Whether each family's intervals include seed noise is said, since a bootstrap over runs cannot see it."""
     curves = analysis.isoflop
     bpb = curves[curves["metric"] == "bpb"] if len(curves) else curves
     families = list(dict.fromkeys(bpb[FAMILY])) if len(bpb) else []
@@ -304,11 +294,25 @@ def _equal_compute(analysis: Analysis) -> list[Block]:
                      f"{second['value'] / first['value'] - 1:.2%}", "yes" if separated else "no (overlap)"])
     if not rows:
         return []
+    seed_sd = bpb.groupby(FAMILY, sort=False)["seed_sd"].first()
+    measured = [f"{sd:.1%} ({family})" for family, sd in seed_sd.items() if np.isfinite(sd)]
+    unmeasured = [family for family, sd in seed_sd.items() if not np.isfinite(sd)]
+    notes = []
+    if measured:
+        notes.append(f"Intervals include seed spread sd = {', '.join(measured)}: how far a run's bits per byte "
+                     "moves between seeds, pooled over the family's configurations run with several seeds, scaled "
+                     "to the runs each value averages and added to the bootstrap's half-widths in quadrature "
+                     "(log terms).")
+    if unmeasured:
+        notes.append(f"The intervals of {', '.join(unmeasured)} do not include seed noise: no configuration was "
+                     "run with several seeds, and the bootstrap says which runs are near-optimal, not how far "
+                     "another seed would move them.")
     return [("h", 2, "At equal compute"),
             ("p", "Bits per byte on the same held-out bytes at each budget (mean of the near-optimal runs, "
-                  f"{analysis.tolerance:.0%} band; bootstrap intervals). 'Gap': how much worse the second family "
-                  "is; 'separated': the intervals do not overlap."),
-            ("table", ["budget", *families, "ahead", "gap", "separated"], rows)]
+                  f"{analysis.tolerance:.0%} band; bootstrap intervals over the runs). 'Gap': how much worse the "
+                  "second family is; 'separated': the intervals do not overlap."),
+            ("table", ["budget", *families, "ahead", "gap", "separated"], rows),
+            ("p", " ".join(notes))]
 
 
 def render_markdown(blocks: list[Block]) -> str:

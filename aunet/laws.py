@@ -214,12 +214,15 @@ class BudgetFacts:
     flags: tuple[str, ...] = ()
 
 
-#: Per-budget flags a law file may carry, each a reason of ``aunet.verdict``.
+#: Per-budget flags a law file may carry, each a reason of ``aunet.verdict``: the estimator's optimum (the
+#: bowl's vertex, the band's centre), not the single best run, judged against the values tried around it.
 FLAGS = {
-    "lr_floor": "the best run's LR is the smallest tried", "lr_ceiling": "the best run's LR is the largest tried",
-    "bsz_floor": "the best run's BSZ is the smallest tried", "bsz_ceiling": "the best run's BSZ is the largest tried",
-    "lr_edge": "the best run's LR sits on the edge of the search box",
-    "bsz_edge": "the best run's BSZ sits on the edge of the search box",
+    "lr_floor": "the optimal LR lies at the low end of the LRs tried, with nothing tried below it",
+    "lr_ceiling": "the optimal LR lies at the high end of the LRs tried, with nothing tried above it",
+    "bsz_floor": "the optimal BSZ lies at the low end of the BSZs tried, with nothing tried below it",
+    "bsz_ceiling": "the optimal BSZ lies at the high end of the BSZs tried, with nothing tried above it",
+    "lr_edge": "the optimal LR sits on the edge of the search box, with nothing tried beyond it",
+    "bsz_edge": "the optimal BSZ sits on the edge of the search box, with nothing tried beyond it",
     "bowl_outside": "the bowl's optimum lies outside the search box",
     "band_fills_box": "most of the box is within the band: the loss is flat across it",
 }

@@ -327,7 +327,7 @@ def test_the_box_covers_the_runs_snapped_below_it():
     df.loc[first, "bsz_min"] = df.loc[smallest, "bsz"] * 1.14  # the recorded box starts above the snapped run
     df.loc[smallest, ["loss", "bpb"]] = df.loc[first & (df["status"] == "finished"), ["loss", "bpb"]].min() * 0.99
     df.loc[smallest, "status"] = "finished"
-    with pytest.warns(AnalysisWarning, match=r"the best run's BSZ [\d.e+]+ sits on the lower edge of the search box"):
+    with pytest.warns(AnalysisWarning, match=r"band's optimal BSZ [\d.e+]+ sits on the lower edge of the search box"):
         fit = fit_hyper_laws(df, "aunet2", n_boot=20)
     row = fit.budgets.iloc[0]
     assert row["bsz_min"] == df.loc[smallest, "bsz"] == row["best_bsz"]
