@@ -141,9 +141,11 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
             shown = [c for c in columns if c != "group" or fit.budgets["group"].ne("").any()]
             print(fit.budgets[shown].to_string(index=False, float_format="%.4g"))
     for family, loss in result.loss.items():
-        print(f"{family}: loss ({loss.label}) = {loss.e:.4g} + {_estimate(loss.a, loss.a_ci, False)}·C^-"
-              f"{_estimate(loss.alpha, loss.alpha_ci, True)}  (alpha {_interval(loss.alpha_ci, True)}; A "
-              f"{_interval(loss.a_ci, False)})")
+        floor = loss.why_floor_not_identified()
+        print(f"{family}: loss ({loss.label}) = {'?' if floor else f'{loss.e:.4g}'} + "
+              f"{_estimate(loss.a, loss.a_ci, False)}·C^-{_estimate(loss.alpha, loss.alpha_ci, True)}  (alpha "
+              f"{_interval(loss.alpha_ci, True)}; A {_interval(loss.a_ci, False)}"
+              + (f"; E not identified: {floor})" if floor else ")"))
     return result
 
 

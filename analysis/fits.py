@@ -123,6 +123,16 @@ class LossFit:
         lo, hi = np.nanquantile(draws, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
         return point, lo, hi
 
+    def why_floor_not_identified(self) -> str:
+        """Why E is no estimate ("" when it is): three budgets fit no floor, and an interval reaching down to
+        a millionth of the best loss does not locate one (the report's and ``fit``'s one rule)."""
+        if not self.floor:
+            return "not fitted: 3 budgets, E = 0"
+        lo, hi = self.e_ci
+        if not (math.isfinite(lo) and lo > 1e-6 * float(self.best.min())):
+            return f"its interval [{lo:.3g}, {hi:.3g}] reaches zero"
+        return ""
+
 
 # ---------------------------------------------------------------------------- bootstrap plumbing
 

@@ -56,12 +56,10 @@ def _law_cells(law: LawFit) -> list[str]:
 
 
 def _floor_cell(fit) -> str:
-    """L(C)'s floor E: "not identified" when its interval reaches down to nothing (the fit put no floor)."""
-    if not fit.floor:
-        return "not fitted (3 budgets: E = 0)"
-    lo, hi = fit.e_ci
-    if not (math.isfinite(lo) and lo > 1e-6 * float(fit.best.min())):
-        return f"not identified (interval [{_g(lo, 2)}, {_g(hi, 3)}] reaches zero)"
+    """L(C)'s floor E, or why it is none (``LossFit.why_floor_not_identified``)."""
+    why = fit.why_floor_not_identified()
+    if why:
+        return why if not fit.floor else f"not identified ({why})"
     return _factor_ci(fit.e, fit.e_ci, 4)
 
 

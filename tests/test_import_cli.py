@@ -205,3 +205,7 @@ def test_fit_says_not_identified_where_the_reference_data_do_not_identify(tmp_pa
     lr = next(line for line in band.splitlines() if line.strip().startswith("LR"))
     assert re.match(r"  LR  = \?·C\^-0\.\d{4}   exponent 95% CI \[-\d\.\d{4}, -0\.\d{4}\]   coef not identified "
                     r"\(a factor over 1e\+03: 95% CI", lr), lr  # an identified exponent keeps its number
+    # L(C): the floor's interval reaches zero on the reference's aunet2, so E is no estimate either.
+    loss = next(line for line in out.splitlines() if line.startswith("aunet2: loss"))
+    assert loss.startswith("aunet2: loss (bits per byte) = ? + ") and "E not identified: its interval [" in loss
+    assert loss.endswith("reaches zero)")
