@@ -130,7 +130,7 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
         for estimator, fit in fits.items():
             path = out / f"{family}_{estimator}.json"
             law_card(result, family, estimator, source).write(path)
-            how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic"
+            how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic, cubic in log LR"
             print(f"{family} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
                 print(f"  {name:<3} = {_estimate(law.coef, law.coef_ci, False)}·C^"

@@ -32,7 +32,8 @@ from analysis.load import (
 from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95
-BOWL_MIN_RUNS = 8  # six coefficients of the quadratic and two to spare
+BOWL_COEFFICIENTS = 7  # the quadratic's six and a cubic term in log LR (see ``_quadratic_design``)
+BOWL_MIN_RUNS = BOWL_COEFFICIENTS + 2  # and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
 BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum
 #: Phases whose runs a sampler placed where it expects the optimum: they say nothing about how much of
@@ -155,19 +156,15 @@ def _replicates(loss: np.ndarray, logv: np.ndarray, n_boot: int, rng: np.random.
     shared by every replicate, or one row per replicate).
 
     The bowl, a regression, keeps the design fixed: a wild bootstrap flips the sign of each
-    run's residual from the robust quadratic at random (Rademacher weights, inflated for
-    the six fitted coefficients). Resampling runs instead overstated a budget's optimum's
-    spread 1.2-1.9x on a 24-run Sobol design (duplicated runs leave a six-coefficient fit
-    about 15 distinct points); the wild replicates' spread is 0.7-1.1x the real one over
-    seeds, and 5 of the 6 Sobol bowl rows of ``benchmarks/bench_coverage.py`` cover within
-    0.90-0.98 (3 with resampled runs; on the grid the two rules measure alike, 0.96-0.995).
+    run's residual from the robust fit at random (Rademacher weights, inflated for the fitted
+    coefficients). Resampling runs instead overstates a budget's optimum's spread: duplicated
+    runs leave the fit few distinct points (``benchmarks/bench_coverage.py`` measures both).
 
     The band on a grid redraws the loss noise at the fixed points, at the relative scale of
-    the robust quadratic's residuals: the band's centroid is a selection by threshold that
-    moves with whichever grid points a resample happens to drop, so resampling invents
-    design variability (1.5-2.2x the real spread; redrawn noise 1.1-1.3x). Elsewhere the
-    band resamples runs: a scrambled design's points really do move from sweep to sweep,
-    and conditioning on them gave 0.55x.
+    the robust fit's residuals: the band's centroid is a selection by threshold that moves
+    with whichever grid points a resample happens to drop, so resampling would invent design
+    variability. Elsewhere the band resamples runs: a scrambled design's points really do
+    move from sweep to sweep, and conditioning on them understates the spread.
     """
     n = len(loss)
     if estimator == "bowl":
@@ -175,13 +172,13 @@ def _replicates(loss: np.ndarray, logv: np.ndarray, n_boot: int, rng: np.random.
         fitted = _quadratic_design(logv)[0] @ theta[0]
         excess = 100 * (loss / loss.min() - 1)
         signs = rng.choice([-1.0, 1.0], size=(n_boot + 1, n))
-        losses = loss.min() * (1 + (fitted + (excess - fitted) * signs * math.sqrt(n / (n - 6))) / 100)
+        losses = loss.min() * (1 + (fitted + (excess - fitted) * signs * math.sqrt(n / (n - BOWL_COEFFICIENTS))) / 100)
         losses[0] = loss
         return losses, np.ones((n_boot + 1, n))
     if estimator != "band" or not _is_grid(logv):
         return loss, _bootstrap_weights(n, n_boot, rng)
     scale = _quadratic(loss, logv, np.ones((1, n)))[1]
-    noise = scale / 100 * math.sqrt(n / (n - 6))  # percent excess -> relative; six coefficients fitted
+    noise = scale / 100 * math.sqrt(n / (n - BOWL_COEFFICIENTS))  # percent excess -> relative
     losses = loss * (1 + noise * rng.standard_normal((n_boot + 1, n)))
     losses[0] = loss
     return losses, np.ones((n_boot + 1, n))
@@ -298,10 +295,14 @@ def _band(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, tolerance: float) -
 
 
 def _quadratic_design(logv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The quadratic's six columns in standardised (log LR, log BSZ), and the standardisation."""
+    """The bowl's columns in standardised (log LR, log BSZ), and the standardisation: a quadratic, and a
+    cubic term in log LR because the loss rises faster above the best LR than below it. Without that
+    term the minimum sits low by a share of the skew at every budget alike: a bias that no bootstrap
+    sees and that the law's exponent cancels but its coefficient carries to every prediction."""
     centre, spread = logv.mean(axis=0), logv.std(axis=0) + 1e-12
     z = (logv - centre) / spread
-    design = np.column_stack([np.ones(len(z)), z[:, 0], z[:, 1], z[:, 0] ** 2, z[:, 0] * z[:, 1], z[:, 1] ** 2])
+    design = np.column_stack([np.ones(len(z)), z[:, 0], z[:, 1], z[:, 0] ** 2, z[:, 0] * z[:, 1], z[:, 1] ** 2,
+                              z[:, 0] ** 3])
     return design, centre, spread
 
 
@@ -317,7 +318,7 @@ def _quadratic(loss: np.ndarray, logv: np.ndarray, w: np.ndarray,
     design, centre, spread = _quadratic_design(logv)
     y = np.atleast_2d(100 * (loss / loss.min(axis=-1, keepdims=True) - 1))  # percent above the best run
     outer = design[:, :, None] * design[:, None, :]
-    ridge = 1e-9 * np.eye(6)
+    ridge = 1e-9 * np.eye(BOWL_COEFFICIENTS)
 
     def solve(weights: np.ndarray) -> np.ndarray:
         lhs = np.einsum("rn,njk->rjk", weights, outer) + ridge
@@ -340,14 +341,19 @@ def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray) ->
     width outside the box, gives NaN (no bowl to read an optimum from).
     """
     theta, _, centre, spread = _quadratic(loss, logv, w)
-    g1, g2, h11, h12, h22 = theta[:, 1], theta[:, 2], 2 * theta[:, 3], theta[:, 4], 2 * theta[:, 5]
+    g1, g2, h11, h12, h22, c = theta[:, 1], theta[:, 2], 2 * theta[:, 3], theta[:, 4], 2 * theta[:, 5], theta[:, 6]
     det = h11 * h22 - h12**2
     with np.errstate(invalid="ignore", divide="ignore"):
-        zmin = np.column_stack([-(h22 * g1 - h12 * g2) / det, -(h11 * g2 - h12 * g1) / det])
+        # the best BSZ at a given LR is linear in it; along that valley the loss's slope in LR is
+        # slope + curv·z + 3c·z², whose rising root (the stable form of the quadratic formula) is the minimum
+        slope, curv = g1 - h12 * g2 / h22, det / h22
+        root = curv**2 - 12 * c * slope
+        z1 = -2 * slope / (curv + np.sqrt(root))
+        zmin = np.column_stack([z1, -(g2 + h12 * z1) / h22])
     logmin = centre + spread * zmin
     width = box[:, 1] - box[:, 0]
     inside = np.all((logmin > box[:, 0] - width) & (logmin < box[:, 1] + width), axis=1)
-    valid = (h11 > 0) & (det > 0) & inside
+    valid = (h11 > 0) & (det > 0) & (root >= 0) & inside
     return np.where(valid[:, None], np.exp(np.where(valid[:, None], logmin, 0.0)), np.nan)
 
 

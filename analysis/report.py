@@ -93,7 +93,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
     blocks.append(("h", 2, "Hyperparameter laws"))
     blocks.append(("p", f"BSZ = A·C^α and LR = B·C^β, C: {compute_label(df)}. *band*: the paper's protocol (fit through the "
                         "runs near the best loss of each budget); *bowl*: the minimum of a robust quadratic in "
-                        "log LR × log BSZ fitted to every finished run of a budget. *dispersion*: scatter of the "
+                        "log LR × log BSZ, with a cubic term in log LR (the loss rises faster above the best LR than "
+                        "below it), fitted to every finished run of a budget. *dispersion*: scatter of the "
                         "budgets around the law in units of their bootstrap spread (≈1 or below: consistent)."))
     header = [FAMILY, "estimator", "units", "A", "α", "disp. BSZ", "B", "β", "disp. LR", "budgets", "law file"]
     rows = []
