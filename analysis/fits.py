@@ -19,16 +19,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from analysis.load import (
-    BUDGET_TOLERANCE,
-    DIVERGED_ABOVE,
-    FAMILY,
-    GROUP_KEYS,
-    NOT_TASKS,
-    canonical,
-    load_results,
-    warn,
-)
+from analysis.columns import FAMILY, GROUP_KEYS, NOT_TASKS
+from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, canonical, load_results, warn
 from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95

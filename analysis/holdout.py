@@ -106,6 +106,13 @@ class HoldoutCheck:
         return "\n".join(lines)
 
 
+def predict_optimum(results, family: str, budget: float) -> tuple[float, float]:
+    """(LR, BSZ) at ``budget`` from the laws the runs fit (the default estimator, as ``validate``
+    fits them below a held-out budget): where a study's predicted trial runs. ValueError: no law."""
+    law = analyse(results, families=[family], n_boot=200).law(family)
+    return float(law.lr.predict(budget)[0][0]), float(law.bsz.predict(budget)[0][0])
+
+
 def validate_holdout(results, holdout: float, *, families: list[str] | None = None, estimator: str | None = None,
                      tolerance: float = 0.01, n_boot: int = 1000, seed: int = 0, level: float = LEVEL,
                      bsz_in: str = "units", diverged_above: float | None = DIVERGED_ABOVE,

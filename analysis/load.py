@@ -17,6 +17,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.columns import (
+    CANONICAL_ORDER,
+    FAMILY,
+    FAMILY_ALIASES,
+    GROUP_KEYS,
+    NUMERIC,
+    POSITIVE,
+    REQUIRED,
+    RUN_DEFINING,
+    RUN_IDENTITY,
+    STATUS_ALIASES,
+    UNITS,
+)
+from analysis.mlflow_io import read_mlflow
 from aunet.record import (
     BUDGET_CONVENTIONS,
     COMPUTE_COLUMN,
@@ -26,20 +40,6 @@ from aunet.record import (
     check_convention,
 )
 
-#: The column naming a run's model family (aunet2, transformer_bpe, ...): the one place that spells it.
-FAMILY = "family"
-#: Other spellings of that column accepted on input (external tables, records before or after the rename).
-FAMILY_ALIASES = ("family", "arch")
-#: Columns that may hold a run's status, matched in any case: ours, and the ``state`` of W&B exports
-#: ("State" in its CSV). A table with several must agree run by run: which one is meant is never guessed.
-STATUS_ALIASES = ("status", "state")
-REQUIRED = ("status", FAMILY, "budget", "lr", "bsz", "loss", "units")
-UNITS = ("bytes", "tokens")
-#: Columns that, with the family and the budget, define which runs belong together: several model
-#: sizes or data ratios at one compute are separate groups (an explicit ``group`` column overrides them).
-RUN_DEFINING = ("ratio", "model", "params")
-#: Identity of a run: two rows equal in all of these (that the table has) are the same run twice.
-RUN_IDENTITY = ("study", FAMILY, "budget", "group", "lr", "bsz", "seed", "trial")
 #: The default rule for runs stored as finished that diverged: loss above this multiple of the best loss
 #: of their group (the best runs of a real sweep sit near 2.5 nats, diverged ones near 7).
 DIVERGED_ABOVE = 1.5
@@ -61,21 +61,9 @@ DEFAULT_STATUS_MAP = {
 #: what they have spent so far. They are left out before anything else (counted in a warning), so
 #: that a ``running`` row never forms a budget of its own.
 NOT_ENDED = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
-#: The order runs are resampled in (:func:`canonical`), so that the same runs give the same bootstrap
-#: draws whichever source (CSV, Parquet, ledger, MLflow) and row order they came from.
-CANONICAL_ORDER = (FAMILY, "budget", "group", "lr", "bsz", "seed", "trial", "loss", "status", "study")
-#: The columns that split a table into the sets of runs one optimum is read from.
-GROUP_KEYS = [FAMILY, "budget", "group"]
-NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "flops", "paper_compute",
-           "executed_flops", "params", "steps",
-           "train_units", "loss", "bpb", "lr_min", "lr_max", "bsz_min", "bsz_max", "bsz_bytes", "trial", "seed",
-           "seq_len")
-POSITIVE = ("budget", "lr", "bsz")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".json")
 LEDGER = "ledger.sqlite"  # a study's ledger (sweeps.ledger), in outputs/sweeps/<study>/
 ARTIFACT_DIRS = {"mlartifacts", "mlruns"}  # MLflow keeps copies of record.json there
-#: ``eval_`` columns that are evaluation bookkeeping (record.metrics), not downstream task scores.
-NOT_TASKS = ("eval_units", "eval_bytes", "eval_loss", "eval_bpb")
 _NESTED_RECORD_KEYS = ("downstream", "metrics", "config", "lr_box", "bsz_box", "contraction")
 
 
@@ -105,7 +93,6 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
         table = source.copy()
         origin = "the DataFrame"
     elif isinstance(source, str) and source.startswith("mlflow:"):
-        from analysis.mlflow_io import read_mlflow
 
         experiment = source.removeprefix("mlflow:")
         table = read_mlflow(experiment, tracking_uri=tracking_uri)

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from analysis.load import FAMILY
+from analysis.columns import FAMILY
 from aunet.record import RunRecord
 
 #: MLflow's own run status, for runs that did not log ours.

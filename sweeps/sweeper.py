@@ -20,6 +20,7 @@ import itertools
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,14 @@ log = logging.getLogger(__name__)
 TRIAL_KEYS = ("family", "budget", "trial", "trial_dir", "plan", "model", "lr_box", "bsz_box", "bsz", "optim.lr")
 
 
-def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: bool = True) -> list[JobReturn]:
+#: What a held-out budget's predicted trial asks: (LR, BSZ) at ``budget`` from the laws that the runs
+#: below it fit (``analysis.holdout.predict_optimum``, handed in by the sweeper plugin: the study runner
+#: knows nothing of fitting), or ValueError when they fit none.
+Predictor = Callable[[Any, str, float], tuple[float, float]]
+
+
+def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: bool = True,
+              predict: Predictor | None = None) -> list[JobReturn]:
     """Everything ``python sweep.py -m`` does after Hydra composed the config."""
     for argument in arguments:
         key = argument.split("=", 1)[0].lstrip("+~")
@@ -50,6 +58,9 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
             raise ValueError(f"'{argument}': {key} is set by the study for each trial; change the study "
                              f"(conf/sweep/) instead")
     study: StudyConfig = OmegaConf.to_object(config.sweep)
+    if study.holdout and predict is None:
+        raise ValueError(f"study {study.name!r} holds out {study.holdout:.3g} but the runner was given no predictor "
+                         "for its predicted trial (sweeps.sweeper.run_study(predict=...))")
     check_launcher(config.hydra.launcher)
     cells = study_cells(study, config.data)
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
@@ -60,7 +71,8 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         adopted = reconcile(ledger, sweep_dir)
         extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
         try:
-            returns, overheads = run_rounds(study, cells, ledger, launcher, arguments + extra, sweep_dir, adopted)
+            returns, overheads = run_rounds(study, cells, ledger, launcher, arguments + extra, sweep_dir, adopted,
+                                            predict)
         finally:  # stopped or not, what finished is in the results table
             ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
         if extra:
@@ -80,13 +92,14 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
 
 
 def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger: Ledger, launcher: Any,
-               arguments: list[str], sweep_dir: Path, adopted: list[Row]) -> tuple[list[JobReturn], list]:
+               arguments: list[str], sweep_dir: Path, adopted: list[Row],
+               predict: Predictor | None = None) -> tuple[list[JobReturn], list]:
     """Propose, register, run, until no cell proposes and nothing is left to run; returns the jobs'
     returns and the overhead per batch."""
     returns: list[JobReturn] = []
     overheads: list[tuple[float, float, float]] = []
     for round_number in itertools.count(1):
-        ledger.add(propose(study, cells, ledger.rows()))
+        ledger.add(propose(study, cells, ledger.rows(), predict))
         todo = [r for r in ledger.rows() if needs_run(r, study.max_attempts)]
         log.info("study %s, round %d: %d trials, %d to run, %d still running from an earlier driver",
                  study.name, round_number, len(ledger.rows()), len(todo), len(adopted))
@@ -121,7 +134,8 @@ def settled(row: Row, study: StudyConfig) -> bool:
     return row.status != "running" and not needs_run(row, study.max_attempts)
 
 
-def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list[Row]) -> list[Trial]:
+def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list[Row],
+            predict: Predictor | None = None) -> list[Trial]:
     """Every cell whose trials are all settled proposes its next ones; a cell with trials to run waits.
     Once a family's cells are all done, its held-out cell gets its run at the predicted hyperparameters."""
     proposals, done = [], set()
@@ -134,23 +148,21 @@ def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list
     for family in study.families if study.holdout else ():
         held = [r for r in rows if r.family == family and r.budget == study.holdout]
         if all((family, b) in done for b in study.budgets) and not any(r.phase == "predicted" for r in held):
-            proposals += predicted_trial(study, cells[family, study.holdout].start, rows)
+            proposals += predicted_trial(study, cells[family, study.holdout].start, rows, predict)
     return proposals
 
 
-def predicted_trial(study: StudyConfig, cell: CellPrior, rows: list[Row]) -> list[Trial]:
+def predicted_trial(study: StudyConfig, cell: CellPrior, rows: list[Row], predict: Predictor) -> list[Trial]:
     """One trial in the held-out ``cell`` at the LR and BSZ that the laws fitted on the budgets below it
-    predict there (as ``python -m analysis validate --holdout`` fits them): the prediction put to the test."""
-    from analysis.fits import analyse
-
+    predict there (``predict``: as ``python -m analysis validate --holdout`` fits them): the prediction put
+    to the test."""
     below = rows_frame([r for r in rows if r.family == cell.family and r.budget < cell.budget])
     try:
-        law = analyse(below, families=[cell.family], n_boot=200).law(cell.family)
+        lr, bsz = predict(below, cell.family, cell.budget)
     except ValueError as err:
         log.warning("%s: no law to predict the held-out budget %.3g from (%s); no run at the prediction",
                     cell.family, cell.budget, err)
         return []
-    lr, bsz = (float(getattr(law, name).predict(cell.budget)[0][0]) for name in ("lr", "bsz"))
     held = [r for r in rows if r.family == cell.family and r.budget == cell.budget]
     log.info("%s: the laws predict LR %.4g, BSZ %.4g at the held-out %.3g; trial %d runs there",
              cell.family, lr, bsz, cell.budget, len(held))

@@ -287,6 +287,7 @@ def test_the_slurm_path_runs_phase_2_too(tmp_path, slurm_cluster):
 
 def test_the_held_out_cell_gets_one_run_where_the_laws_below_it_predict():
     from analysis.fits import analyse
+    from analysis.holdout import predict_optimum
     from analysis.synthetic import SweepDesign, default_truth, synthetic_sweep
     from aunet.record import RunRecord
     from sweeps.ledger import Row
@@ -303,14 +304,14 @@ def test_the_held_out_cell_gets_one_run_where_the_laws_below_it_predict():
                         run["status"], 1, run["loss"], run["bpb"], "", record.to_dict(), ""))
     study = StudyConfig(name="s", budgets=list(budgets), holdout=1e20)
     held = CellPrior("aunet2", 1e20, lr=1e-3, bsz=1e6, seq_len=1024)
-    (trial,) = predicted_trial(study, held, rows)
+    (trial,) = predicted_trial(study, held, rows, predict_optimum)
     law = analyse(table[table["budget"] < 1e20], families=["aunet2"], n_boot=200).law("aunet2")
     assert trial.phase == "predicted" and trial.index == 12 and trial.budget == 1e20
     assert trial.lr == pytest.approx(law.lr.predict(1e20)[0][0], rel=1e-3)
     assert abs(trial.bsz - law.bsz.predict(1e20)[0][0]) <= 1024 and trial.bsz % 1024 == 0
     truth = default_truth("aunet2").laws
     assert trial.lr == pytest.approx(truth.lr(1e20), rel=0.3) and trial.bsz == pytest.approx(truth.bsz(1e20), rel=0.3)
-    assert predicted_trial(study, held, [r for r in rows if r.budget >= 1e19]) == []  # one budget below: no law
+    assert predicted_trial(study, held, [r for r in rows if r.budget >= 1e19], predict_optimum) == []  # no law
 
 
 @pytest.mark.parametrize(("holdout", "message"), [(5e19, "must be one of the budgets"),

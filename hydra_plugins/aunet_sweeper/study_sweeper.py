@@ -33,12 +33,15 @@ class StudySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
+        # imported late: Hydra scans plugins on every start. The plugin, above both, hands the study
+        # runner the analysis's predictor, so that sweeps never imports analysis.
+        from analysis.holdout import predict_optimum
         from sweeps.lock import StudyLocked
-        from sweeps.sweeper import run_study  # imported late: Hydra scans plugins on every start
+        from sweeps.sweeper import run_study
 
         assert self.config is not None
         try:
-            return run_study(self.config, self.launcher, arguments, mlflow=self.mlflow)
+            return run_study(self.config, self.launcher, arguments, mlflow=self.mlflow, predict=predict_optimum)
         except (ValueError, StudyLocked) as err:  # a refusal: one line, the traceback only on request
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
