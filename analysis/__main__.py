@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cards import law_card
+from analysis.estimators import ESTIMATORS
 from analysis.external import BSZ_UNITS, FLOPS_PER_PARAM_TOKEN, import_table
 from analysis.extrapolate import extrapolate
 from analysis.fits import LEVEL, Analysis, analyse
@@ -130,7 +131,7 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
         for estimator, fit in fits.items():
             path = out / f"{family}_{estimator}.json"
             law_card(result, family, estimator, source).write(path)
-            how = f"{fit.tolerance:.2%} band" if estimator == "band" else "robust quadratic, cubic in log LR"
+            how = ESTIMATORS[estimator].describe(fit.tolerance)
             print(f"{family} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
                 print(f"  {name:<3} = {_estimate(law.coef, law.coef_ci, False)}·C^"
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--family", nargs="+", help="families to fit (default: all)")
     fit.add_argument("--out", help="directory for <family>_<estimator>.json law files (default: <study>/laws)")
     fit.add_argument("--law-out", help="also write the law of the one --family here (the training config's law=)")
-    fit.add_argument("--estimator", choices=("band", "bowl"), help="for --law-out; default: bowl where it fits")
+    fit.add_argument("--estimator", choices=tuple(ESTIMATORS), help="for --law-out; default: bowl where it fits")
     _common(fit)
     fit.set_defaults(run=cmd_fit)
 
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--results", help="the same as the positional source")
     ex.add_argument("--family", required=True)
     ex.add_argument("--budget", type=_target_budget, required=True, help="target compute in FLOPs, e.g. 1e22")
-    ex.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
+    ex.add_argument("--estimator", choices=tuple(ESTIMATORS), help="default: bowl where it fits, else band")
     ex.add_argument("--ratio", type=float,
                     help="data-to-model ratio of the big run (default: the study's own, which the law was fitted at; "
                          "another is weighed by the verdict)")
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
     val.add_argument("--holdout", type=float, required=True, help="the held-out budget in FLOPs (one of the study's)")
     val.add_argument("--family", nargs="+", help=f"{FAMILY} values to check (default: all with runs at the hold-out)")
-    val.add_argument("--estimator", choices=("band", "bowl"), help="default: bowl where it fits, else band")
+    val.add_argument("--estimator", choices=tuple(ESTIMATORS), help="default: bowl where it fits, else band")
     _common(val)
     val.set_defaults(run=cmd_validate)
 

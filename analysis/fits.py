@@ -20,19 +20,24 @@ import numpy as np
 import pandas as pd
 
 from analysis.columns import FAMILY, GROUP_KEYS, NOT_TASKS
+from analysis.estimators import (
+    ESTIMATORS,
+    HUBER_K,
+    PREFERRED,
+    Estimator,
+    _bootstrap_weights,
+    _near_weights,
+    get_estimator,
+)
 from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, canonical, load_results, warn
 from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws, PowerLaw, box_edge
 
 LEVEL = 0.95
-BOWL_COEFFICIENTS = 7  # the quadratic's six and a cubic term in log LR (see ``_quadratic_design``)
-BOWL_MIN_RUNS = BOWL_COEFFICIENTS + 2  # and two to spare
 LOSS_MIN_BUDGETS = 4  # E, A, alpha and one degree of freedom
 BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum
 #: Phases whose runs a sampler placed where it expects the optimum: they say nothing about how much of
 #: the box is flat, so the band-fills-box share counts the space-filling runs only.
 TARGETED_PHASES = ("adaptive",)
-HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
-ESTIMATORS = ("band", "bowl")
 LAW_DRAWS = 4000  # draws of (log coef, exponent) behind every law interval and prediction
 
 
@@ -130,52 +135,6 @@ class LossFit:
 # ---------------------------------------------------------------------------- bootstrap plumbing
 
 
-def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Row 0 is the data itself; rows 1.. are resamples of the n runs (multinomial counts)."""
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
-    return np.vstack([np.ones((1, n)), counts]).astype(float)
-
-
-def _is_grid(logv: np.ndarray) -> bool:
-    """Whether a budget's runs sit on a grid: every LR and every BSZ value is shared by several runs."""
-    n = len(logv)
-    return all(len(np.unique(np.round(col, 9))) <= n / 2 for col in logv.T)
-
-
-def _replicates(loss: np.ndarray, logv: np.ndarray, n_boot: int, rng: np.random.Generator,
-                estimator: str) -> tuple[np.ndarray, np.ndarray]:
-    """A budget's bootstrap replicates as (losses, weights), row 0 the data itself (losses: one per run
-    shared by every replicate, or one row per replicate).
-
-    The bowl, a regression, keeps the design fixed: a wild bootstrap flips the sign of each
-    run's residual from the robust fit at random (Rademacher weights, inflated for the fitted
-    coefficients). Resampling runs instead overstates a budget's optimum's spread: duplicated
-    runs leave the fit few distinct points (``benchmarks/bench_coverage.py`` measures both).
-
-    The band on a grid redraws the loss noise at the fixed points, at the relative scale of
-    the robust fit's residuals: the band's centroid is a selection by threshold that moves
-    with whichever grid points a resample happens to drop, so resampling would invent design
-    variability. Elsewhere the band resamples runs: a scrambled design's points really do
-    move from sweep to sweep, and conditioning on them understates the spread.
-    """
-    n = len(loss)
-    if estimator == "bowl":
-        theta = _quadratic(loss, logv, np.ones((1, n)))[0]
-        fitted = _quadratic_design(logv)[0] @ theta[0]
-        excess = 100 * (loss / loss.min() - 1)
-        signs = rng.choice([-1.0, 1.0], size=(n_boot + 1, n))
-        losses = loss.min() * (1 + (fitted + (excess - fitted) * signs * math.sqrt(n / (n - BOWL_COEFFICIENTS))) / 100)
-        losses[0] = loss
-        return losses, np.ones((n_boot + 1, n))
-    if estimator != "band" or not _is_grid(logv):
-        return loss, _bootstrap_weights(n, n_boot, rng)
-    scale = _quadratic(loss, logv, np.ones((1, n)))[1]
-    noise = scale / 100 * math.sqrt(n / (n - BOWL_COEFFICIENTS))  # percent excess -> relative
-    losses = loss * (1 + noise * rng.standard_normal((n_boot + 1, n)))
-    losses[0] = loss
-    return losses, np.ones((n_boot + 1, n))
-
-
 def _exp(x: float) -> float:
     """exp that says infinity instead of raising: heavy-tailed draws of a 3-budget law reach e^1000."""
     return math.exp(x) if x < 709.0 else math.inf
@@ -267,88 +226,6 @@ def fit_power_law(compute, values, *, target: str = "y", level: float = LEVEL, s
 # ---------------------------------------------------------------------------- per-budget estimators
 
 
-def _near_weights(loss: np.ndarray, w: np.ndarray, tolerance: float) -> np.ndarray:
-    """Each replicate's weights restricted to its runs within ``tolerance`` of its own best loss
-    (``loss``: one row for all replicates, or one per replicate)."""
-    best = np.where(w > 0, loss, np.inf).min(axis=1, keepdims=True)
-    return w * (loss <= best * (1 + tolerance))
-
-
-def _band(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Geometric centroid of the runs within ``tolerance`` of the best loss, per replicate.
-
-    The paper (after DeepSeek) fits a line through all near-optimal points; since all
-    points of a budget share its C, that is the line through the centroids weighted by
-    their counts, which is what the caller fits.
-    """
-    near = _near_weights(loss, w, tolerance)
-    count = near.sum(axis=1)
-    return np.exp(near @ logv / count[:, None]), count
-
-
-def _quadratic_design(logv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The bowl's columns in standardised (log LR, log BSZ), and the standardisation: a quadratic, and a
-    cubic term in log LR because the loss rises faster above the best LR than below it. Without that
-    term the minimum sits low by a share of the skew at every budget alike: a bias that no bootstrap
-    sees and that the law's exponent cancels but its coefficient carries to every prediction."""
-    centre, spread = logv.mean(axis=0), logv.std(axis=0) + 1e-12
-    z = (logv - centre) / spread
-    design = np.column_stack([np.ones(len(z)), z[:, 0], z[:, 1], z[:, 0] ** 2, z[:, 0] * z[:, 1], z[:, 1] ** 2,
-                              z[:, 0] ** 3])
-    return design, centre, spread
-
-
-def _quadratic(loss: np.ndarray, logv: np.ndarray, w: np.ndarray,
-               iterations: int = 8) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """A robust quadratic in standardised (log LR, log BSZ) through the percent excess of the loss over
-    the best run, batched over replicates (rows of the weights ``w``, and of ``loss`` if it has rows).
-
-    Huber-weighted least squares by iteratively reweighting. Returns the coefficients per
-    replicate, the residual scale of the data (row 0: the MAD of its residuals, in percent),
-    and the standardisation (centre, spread) of the log values.
-    """
-    design, centre, spread = _quadratic_design(logv)
-    y = np.atleast_2d(100 * (loss / loss.min(axis=-1, keepdims=True) - 1))  # percent above the best run
-    outer = design[:, :, None] * design[:, None, :]
-    ridge = 1e-9 * np.eye(BOWL_COEFFICIENTS)
-
-    def solve(weights: np.ndarray) -> np.ndarray:
-        lhs = np.einsum("rn,njk->rjk", weights, outer) + ridge
-        rhs = np.einsum("rn,nj->rj", weights * y, design)
-        return np.linalg.solve(lhs, rhs[..., None])[..., 0]
-
-    theta = solve(w)
-    resid = y - theta @ design.T
-    scale = max(1.4826 * float(np.median(np.abs(resid[0]))), 1e-6 * (float(np.abs(y).max()) + 1e-12))
-    for _ in range(iterations):
-        theta = solve(w * np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(resid), 1e-300)))
-        resid = y - theta @ design.T
-    return theta, scale, centre, spread
-
-
-def _bowl(loss: np.ndarray, logv: np.ndarray, w: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Minimum of the robust quadratic (``_quadratic``) fitted to a budget's runs, per replicate.
-
-    A replicate whose quadratic has no minimum, or whose minimum lies more than one box
-    width outside the box, gives NaN (no bowl to read an optimum from).
-    """
-    theta, _, centre, spread = _quadratic(loss, logv, w)
-    g1, g2, h11, h12, h22, c = theta[:, 1], theta[:, 2], 2 * theta[:, 3], theta[:, 4], 2 * theta[:, 5], theta[:, 6]
-    det = h11 * h22 - h12**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # the best BSZ at a given LR is linear in it; along that valley the loss's slope in LR is
-        # slope + curv·z + 3c·z², whose rising root (the stable form of the quadratic formula) is the minimum
-        slope, curv = g1 - h12 * g2 / h22, det / h22
-        root = curv**2 - 12 * c * slope
-        z1 = -2 * slope / (curv + np.sqrt(root))
-        zmin = np.column_stack([z1, -(g2 + h12 * z1) / h22])
-    logmin = centre + spread * zmin
-    width = box[:, 1] - box[:, 0]
-    inside = np.all((logmin > box[:, 0] - width) & (logmin < box[:, 1] + width), axis=1)
-    valid = (h11 > 0) & (det > 0) & (root >= 0) & inside
-    return np.where(valid[:, None], np.exp(np.where(valid[:, None], logmin, 0.0)), np.nan)
-
-
 # ---------------------------------------------------------------------------- hyperparameter laws
 
 
@@ -382,7 +259,7 @@ def _where(family: str, budget: float, group: str) -> str:
 
 
 def _box_checks(where: str, box: list[tuple[float, float]], optimum: np.ndarray, tried: np.ndarray,
-                near: np.ndarray, estimator: str, tolerance: float,
+                near: np.ndarray, estimator: Estimator, tolerance: float,
                 spread_out: np.ndarray) -> tuple[list[str], list[str]]:
     """Flags (for the table) and warnings: where the estimator's optimum (NaN: none) sits among the
     finished runs' LR and BSZ (``tried``; ``near``: those within ``tolerance`` of the best), and a band
@@ -401,20 +278,18 @@ def _box_checks(where: str, box: list[tuple[float, float]], optimum: np.ndarray,
     crowds the optimum.
     """
     flags, messages = [], []
-    band = estimator == "band"
     for k, name in enumerate(("LR", "BSZ")):
         lo, hi = box[k]
         column, value = tried[:, k], float(optimum[k])
         if np.ptp(column) == 0 or not math.isfinite(value):
             continue
-        reach = (column[near].min(), column[near].max()) if band else (value, value)
+        reach = estimator.reach(column, near, value)
         for lower in (True, False):
             side, beyond, end = ("lower", "below", "smallest") if lower else ("upper", "above", "largest")
             bracketed = (column < reach[0]).any() if lower else (column > reach[1]).any()
             if bracketed or side not in (box_edge(value, column.min(), column.max()), box_edge(value, lo, hi)):
                 continue
-            unbounded = (f"the band reaches the {end} {name} tried ({reach[0] if lower else reach[1]:.3g})"
-                         if band else f"no run was tried {beyond} it")
+            unbounded = estimator.unbracketed(name, lower, reach)
             if not lo <= value <= hi:
                 flag, text = f"bowl {name} outside", (f"lies outside the search box [{lo:.3g}, {hi:.3g}]; it is an "
                                                       "extrapolation, so widen the box")
@@ -428,7 +303,7 @@ def _box_checks(where: str, box: list[tuple[float, float]], optimum: np.ndarray,
                     f"{column.max():.3g}]; pinned at the {pinned}) and {unbounded}; the optimum may lie {beyond} it, "
                     "so the law cannot locate it")
             flags.append(flag)
-            messages.append(warn(f"{where}: {f'the {tolerance:.2%} band' if band else 'the bowl'}'s optimal {name} "
+            messages.append(warn(f"{where}: {estimator.subject(tolerance)}'s optimal {name} "
                                  f"{value:.3g} {text}"))
     finished, targeted = int(spread_out.sum()), int((~spread_out).sum())
     crowded = int(near[spread_out].sum())
@@ -453,8 +328,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
     groups at one budget (model sizes, ratios: ``analysis.load.RUN_DEFINING``) are
     separate points of the law, never merged.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator {estimator!r} is not one of {ESTIMATORS}")
+    method = get_estimator(estimator)
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance {tolerance} must be a fraction of the best loss in (0, 1), e.g. 0.01 for 1%")
     if bsz_in not in ("units", "bytes"):
@@ -469,13 +343,13 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
     keys = ["budget", "group"]
     counts = usable.groupby(keys).size().reindex(
         pd.MultiIndex.from_frame(runs[keys].drop_duplicates().sort_values(keys)), fill_value=0)
-    need = BOWL_MIN_RUNS if estimator == "bowl" else 1
+    need = method.min_runs
     messages: list[str] = []
     short = counts[counts < need]
-    if estimator == "bowl" and len(short):
+    if len(short):
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''} ({n} runs)" for (b, g), n in short.items())
-        messages.append(warn(f"{family}: the bowl needs {BOWL_MIN_RUNS} finished runs per budget; budgets {listing} "
-                             "are left out (add trials there, or use the band estimator)"))
+        messages.append(warn(f"{family}: the {estimator} needs {need} finished runs per budget; budgets {listing} "
+                             "are left out (add trials there, or use an estimator that needs fewer)"))
     kept = counts[counts >= need]
     if kept.index.get_level_values("budget").nunique() < MIN_BUDGETS:
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''}: {n}" for (b, g), n in counts.items())
@@ -487,7 +361,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
     points = list(kept.index)
     budgets = np.array([b for b, _ in points], dtype=float)
     est = np.full((n_boot + 1, len(points), 2), np.nan)
-    weight = np.ones(len(points))  # band: its near-optimal count (the paper fits every near-optimal run)
+    weight = np.ones(len(points))  # each budget's weight in the law (the band's: its near-optimal count)
     runs["near_optimal"] = False
     rows = []
     for j, (budget, label) in enumerate(points):
@@ -496,25 +370,19 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
         loss = group["loss"].to_numpy()
         values = group[["lr", bsz_col]].to_numpy()
         logv = np.log(values)
-        replicate_loss, w = _replicates(loss, logv, n_boot, rng, estimator)
+        replicate_loss, w = method.replicates(loss, logv, n_boot, rng)
         best = int(np.argmin(loss))
         near = loss <= loss[best] * (1 + tolerance)
         runs.loc[group.index[near], "near_optimal"] = True
         everything = runs[(runs["budget"] == budget) & (runs["group"] == label)]
         to_bsz = float(everything["bytes_per_unit"].iloc[0]) if bsz_in == "bytes" else 1.0
         box = [_box(everything, "lr"), tuple(v * to_bsz for v in _box(everything, "bsz"))]
-        if estimator == "band":
-            est[:, j], band_counts = _band(replicate_loss, logv, w, tolerance)
-            weight[j] = band_counts[0]
-        else:
-            est[:, j] = _bowl(replicate_loss, logv, w, np.log(np.array(box)))
-        has_bowl = estimator == "bowl" and np.isfinite(est[0, j]).all()
+        est[:, j], weight[j] = method.optimum(replicate_loss, logv, w, np.log(np.array(box)), tolerance)
         spread_out = ~group["phase"].isin(TARGETED_PHASES).to_numpy() if "phase" in group else np.ones(len(group), bool)
-        edges, found = _box_checks(where, box, est[0, j], values, near, estimator, tolerance, spread_out)
+        edges, found = _box_checks(where, box, est[0, j], values, near, method, tolerance, spread_out)
         messages += found
-        if estimator == "bowl" and not has_bowl:
-            messages.append(warn(f"{where}: the robust quadratic has no minimum near the box "
-                                 "(no bowl); this budget is left out of the bowl law"))
+        if not np.isfinite(est[0, j]).all():
+            messages.append(warn(method.missing(where)))
         lr_ci, bsz_ci = _ci(est[1:, j, 0], level), _ci(est[1:, j, 1], level)
         rows.append({
             "budget": budget, "group": label, "runs": len(everything), "finished": len(group),
@@ -530,12 +398,10 @@ def fit_hyper_laws(results, family: str, *, estimator: str = "band", tolerance: 
     table = pd.DataFrame(rows)
     fitted = np.isfinite(est[0]).all(axis=1)
     if len(np.unique(budgets[fitted])) < MIN_BUDGETS:
-        raise ValueError(f"{family}: only {len(np.unique(budgets[fitted]))} budget(s) have a bowl minimum; the law "
-                         f"needs {MIN_BUDGETS} (use the band estimator, or more trials per budget)")
-    single = table.loc[table["near_optimal"] < 2, "budget"]
-    if estimator == "band" and len(single):
-        messages.append(warn(f"{family}: the {tolerance:.2%} band holds a single run at budget(s) "
-                             f"{', '.join(f'{b:.3g}' for b in single)}; 3 or more make its centroid meaningful"))
+        raise ValueError(f"{family}: only {len(np.unique(budgets[fitted]))} budget(s) have a {estimator} optimum; the "
+                         f"law needs {MIN_BUDGETS} (use another estimator, or more trials per budget)")
+    near_counts = list(zip(table["budget"], table["near_optimal"]))
+    messages += [warn(m) for m in method.family_notes(family, near_counts, tolerance)]
     laws = [_law_from_estimates(t, budgets[fitted], est[:, fitted, k], weight[fitted], rng, level)
             for k, t in enumerate(("lr", "bsz"))]
     for law in laws:
@@ -848,13 +714,13 @@ class Analysis:
     seed_noise: pd.DataFrame  # see seed_noise(): repeated seeds of one configuration, where the table has them
 
     def law(self, family: str, estimator: str | None = None) -> HyperFit:
-        """The requested fit; by default the bowl where it could be fitted, else the band."""
+        """The requested fit; by default the first of ``PREFERRED`` that could be fitted (the bowl, else the band)."""
         fits = self.laws.get(family, {})
         if not fits:
             why = "; ".join(w for w in self.warnings if w.startswith(family)) or "it is not in the results"
             raise ValueError(f"no hyperparameter law for {family!r} (fitted: {sorted(self.laws)}): {why}")
         if estimator is None:
-            return fits.get("bowl") or fits["band"]
+            return next(fits[name] for name in (*PREFERRED, *fits) if name in fits)
         if estimator not in fits:
             raise ValueError(f"{family}: the {estimator} estimator could not be fitted; available: {sorted(fits)}")
         return fits[estimator]

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.fits import LEVEL, MIN_BUDGETS, _band, analyse, average_seeds, loss_metric
+from analysis.estimators import _band
+from analysis.fits import LEVEL, MIN_BUDGETS, analyse, average_seeds, loss_metric
 from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, FAMILY, load_results
 from aunet.verdict import Limits
 

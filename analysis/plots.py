@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
+from analysis.estimators import ESTIMATORS
 from analysis.fits import Analysis, HyperFit, LossFit, is_score, paper_law
 from analysis.load import FAMILY, compute_label
 
-COLOURS = {"band": "tab:blue", "bowl": "tab:orange"}
 FAMILY_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 BAD = {"diverged": ("x", "tab:red"), "failed": ("+", "black")}
 
@@ -101,7 +101,7 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
         for estimator, fit in fits.items():
             law = getattr(fit, target)
             point, lo, hi = law.predict(grid)
-            colour = COLOURS[estimator]
+            colour = ESTIMATORS[estimator].colour
             ax.plot(grid, point, color=colour,
                     label=f"{estimator}: {law.coef:.3g}·C^{law.exponent:.3f} "
                           f"[{law.exponent_ci[0]:.3f}, {law.exponent_ci[1]:.3f}]")
@@ -109,7 +109,7 @@ def plot_hyper_laws(fits: dict[str, HyperFit]) -> Figure:
             table = fit.budgets
             opt = table[f"{target}_opt"].to_numpy()
             err = np.abs(np.vstack([opt - table[f"{target}_lo"], table[f"{target}_hi"] - opt]))
-            ax.errorbar(table["budget"], opt, yerr=err, fmt="D" if estimator == "bowl" else "s", color=colour,
+            ax.errorbar(table["budget"], opt, yerr=err, fmt=ESTIMATORS[estimator].marker, color=colour,
                         ms=5, capsize=2, label=f"{estimator} optimum per budget")
         if reference is not None:
             ax.plot(grid, getattr(reference, target)(grid), "k--", lw=1, label=reference.source)
@@ -150,7 +150,7 @@ def plot_landscape(fits: dict[str, HyperFit]) -> Figure:
         for estimator, fit in fits.items():
             row = fit.budgets[(fit.budgets["budget"] == budget) & (fit.budgets["group"] == label)]
             if len(row) and np.isfinite(row["lr_opt"].iloc[0]):
-                ax.plot(row["lr_opt"], row["bsz_opt"] * to_units, "*", ms=13, color=COLOURS[estimator],
+                ax.plot(row["lr_opt"], row["bsz_opt"] * to_units, "*", ms=13, color=ESTIMATORS[estimator].colour,
                         mec="black", label=f"{estimator} optimum")
         box = first.budgets[(first.budgets["budget"] == budget) & (first.budgets["group"] == label)]
         if len(box):

@@ -28,8 +28,9 @@ from collections import Counter
 
 import numpy as np
 
+from analysis.estimators import ESTIMATORS
 from analysis.extrapolate import extrapolate
-from analysis.fits import ESTIMATORS, analyse
+from analysis.fits import analyse
 from analysis.load import AnalysisWarning
 from analysis.synthetic import SweepDesign, default_truth, synthetic_sweep
 from aunet.verdict import REFUSED
@@ -56,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--bootstrap", type=int, default=400)
-    parser.add_argument("--estimator", choices=ESTIMATORS, default=None, help="default: extrapolate's (the bowl)")
+    parser.add_argument("--estimator", choices=tuple(ESTIMATORS), default=None, help="default: extrapolate's (the bowl)")
     args = parser.parse_args()
     truth = default_truth("aunet2").laws
     warnings.simplefilter("ignore", AnalysisWarning)

@@ -16,9 +16,9 @@ import yaml
 
 from analysis.__main__ import main
 from analysis.cards import law_card
+from analysis.estimators import BOWL_MIN_RUNS
 from analysis.extrapolate import extrapolate
 from analysis.fits import (
-    BOWL_MIN_RUNS,
     MIN_BUDGETS,
     analyse,
     fit_hyper_laws,
