@@ -80,6 +80,12 @@ from aunet.splitting import default_rules, pool_levels
 #: of Bible and plays) 3.92 / 6.96 / 10.23. Measure your own corpus with ``measure_contraction``.
 DEFAULT_CONTRACTION: tuple[float, ...] = (1.0, 5.13, 9.21, 15.05)
 
+#: Contraction factors used when a config gives none, keyed by its tuple of rule specs (the
+#: byte stage first): the paper's rules at 1-4 stages. Rules not listed need measured factors.
+CONTRACTION_BY_RULES: dict[tuple[str, ...], tuple[float, ...]] = {
+    tuple(default_rules(k)): DEFAULT_CONTRACTION[:k] for k in range(1, len(DEFAULT_CONTRACTION) + 1)
+}
+
 #: Contraction factors that reproduce the AU-Net rows of Table 10 (fitted; see above).
 PAPER_CONTRACTION: tuple[float, ...] = (1.0, 4.91, 7.15, 10.56)
 
@@ -238,8 +244,9 @@ def resolve_contraction(cfg: ModelConfig, contraction: Sequence[float] | None = 
     """The contraction factors used for ``cfg``: one per stage, the byte stage (1.0) first.
 
     ``contraction`` may give all ``n_stages`` values (starting with 1.0) or only the
-    ``n_stages - 1`` pooled stages. None: :data:`DEFAULT_CONTRACTION` for the paper's
-    rules; a config with other rules must give its own (see ``measure_contraction``).
+    ``n_stages - 1`` pooled stages. None: the factors :data:`CONTRACTION_BY_RULES` holds for
+    the config's rules (the paper's: :data:`DEFAULT_CONTRACTION`); a config with other rules
+    must give its own (see ``measure_contraction``).
     """
     K = cfg.n_stages
     if cfg.arch != "aunet":
@@ -250,18 +257,19 @@ def resolve_contraction(cfg: ModelConfig, contraction: Sequence[float] | None = 
             )
         return [1.0]
     if contraction is None:
+        known = CONTRACTION_BY_RULES.get(tuple(cfg.splits or ()))
+        if known is not None:
+            return list(known)
         if list(cfg.splits or []) != default_rules(K):
             raise ValueError(
                 f"model {cfg.name or 'aunet'!r} uses splitting rules {cfg.splits}, not the paper's "
                 f"{default_rules(K)}; the default contraction factors do not apply. Measure them with "
                 "aunet.flops.measure_contraction(docs, n_stages, rules) and pass contraction=..."
             )
-        if K > len(DEFAULT_CONTRACTION):
-            raise ValueError(
-                f"no default contraction for {K} stages (known up to {len(DEFAULT_CONTRACTION)}); "
-                "pass contraction= measured with aunet.flops.measure_contraction"
-            )
-        return list(DEFAULT_CONTRACTION[:K])
+        raise ValueError(
+            f"no default contraction for {K} stages (known up to {len(DEFAULT_CONTRACTION)}); "
+            "pass contraction= measured with aunet.flops.measure_contraction"
+        )
     values = [float(c) for c in contraction]
     if len(values) == K - 1:
         values = [1.0, *values]
