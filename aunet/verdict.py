@@ -219,9 +219,9 @@ def regime_reasons(card: LawCard, run: Regime, limits: Limits) -> list[tuple[str
     else:
         off = 1.0
     if off > limits.regime_factor:
-        ratio = f"at ratio {run.ratios[0]:g}: " if run.ratios else ""
-        per_param = f"{run.tokens_per_param[0]:.3g} LLaMA-3 tokens per parameter" if run.tokens_per_param else ""
-        out.append((CARE, f"the run trains {ratio}{per_param}, x{off:.3g} beyond the fitted runs' "
+        trains = [f"at ratio {run.ratios[0]:g}"] if run.ratios else []
+        trains += [f"{run.tokens_per_param[0]:.3g} LLaMA-3 tokens per parameter"] if run.tokens_per_param else []
+        out.append((CARE, f"the run trains {': '.join(trains)}, x{off:.3g} beyond the fitted runs' "
                           f"(ratio {fitted.describe_span('ratios')}, {fitted.describe_span('tokens_per_param')} "
                           "tokens per parameter): the optimum moves with model size and data apart"))
     return out

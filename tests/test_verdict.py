@@ -216,7 +216,8 @@ def test_a_schema_1_file_with_its_provenance_is_upgraded_and_one_without_is_refu
      "at ratio 0.2: 2 LLaMA-3 tokens per parameter, x50 beyond the fitted runs' (ratio 10, 90-120 tokens"),
     (dict(tokens_per_param=(2.0, 2.0), ratios=()), CARE,
      "trains 2 LLaMA-3 tokens per parameter, x45 beyond the fitted runs' (ratio 10, 90-120 tokens"),
-], ids=["family", "sequence", "ratio", "tokens-per-parameter"])
+    (dict(tokens_per_param=None, ratios=(2.0,)), CARE, "the run trains at ratio 2, x5 beyond the fitted runs'"),
+], ids=["family", "sequence", "ratio", "tokens-per-parameter", "ratio-alone"])
 def test_a_run_of_another_kind_than_the_fitted_runs_is_a_reason_with_its_numbers(changes, level, said):
     verdict = judge(good_card(), 1e21, run=run(**changes))
     assert verdict.level == level and [r.kind for r in verdict.reasons] == ["regime"], reasons(verdict)
