@@ -87,10 +87,6 @@ class ModelConfig:
     def n_stages(self) -> int:
         return len(self.dims)
 
-    @property
-    def trunk_dim(self) -> int:
-        return self.dims[-1]
-
     def pooled_lengths(self) -> list[int]:
         """Static sequence length of every stage (the byte stage first)."""
         if self.max_pooled is None:

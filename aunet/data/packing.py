@@ -337,11 +337,6 @@ class PackedLoader:
     def epoch(self) -> int:
         return self._epoch
 
-    @property
-    def sequences_seen(self) -> int:
-        """Global sequences consumed so far (all ranks)."""
-        return self._sequences
-
 
 class Prefetcher:
     """A :class:`PackedLoader` whose next batches (ids and levels) are made in a background thread.

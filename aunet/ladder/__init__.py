@@ -100,7 +100,6 @@ from aunet.ladder.families import (
     get_family,
     head_dim_for,
     rule_flops,
-    rule_width,
     width_grid,
 )
 from aunet.ladder.planner import (
@@ -147,7 +146,6 @@ __all__ = [
     "positive_number",
     "resolve_laws",
     "rule_flops",
-    "rule_width",
     "steps_at",
     "whole_sequences",
     "width_grid",

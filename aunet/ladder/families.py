@@ -148,11 +148,6 @@ def side_layers_for(main: int) -> int:
     return 3 if main >= 512 else 2 if main >= 256 else 1
 
 
-def rule_width(f_eq: float) -> float:
-    """The continuous width rule, d(F_eq)."""
-    return WIDTH_COEF * f_eq**WIDTH_EXP
-
-
 def rule_flops(width: float) -> float:
     """Inverse of the width rule: the F_eq at which the rule gives ``width``."""
     return (width / WIDTH_COEF) ** (1.0 / WIDTH_EXP)
