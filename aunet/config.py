@@ -16,26 +16,24 @@ checked on them and the tests' loss targets were set with that init, and RoPE θ
 not matter at their 256-1,024-unit sequences. Which init trains tiny models better was
 not measured.
 
-Mamba. ``mamba_version`` 2 (default) is Mamba-2 as the reference code's baseline:
-``d_state`` 128, one group, no dt bias, the SSM heads given by ``head_dims[0]`` as the
-model width per head (Table 9's "head dim" 64 = 2048 / 32 heads, lingua's ``n_heads``),
-each head carrying ``expand · head_dim`` channels of the inner width. Version 1 is
-mambapy's Mamba-1 (``head_dims`` and ``ffn_dims`` unused; its usual ``d_state`` is 16).
+Architectures. ``arch`` names a spec of :mod:`aunet.archs`, which checks the fields only that
+architecture reads; ``mamba_version`` picks Mamba-2 (SSD, the paper's baseline) or Mamba-1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from aunet.splitting import default_rules, parse_rule
+from aunet.archs import ARCH_SPECS, ArchSpec, spec_of
+from aunet.archs.aunet import POOLING, UPSAMPLING  # noqa: F401  (re-exported: their historical home)
 
-ARCHS = ("aunet", "transformer", "mamba")
 UNITS = ("bytes", "bpe")
 #: What a batch size, a law or a record counts for a model of each ``units``: bytes, or BPE tokens.
 COUNTED_IN = {"bytes": "bytes", "bpe": "tokens"}
-UPSAMPLING = ("multilinear", "simple", "repeat")
-POOLING = ("select", "average")
+#: The paper's training sequence, in input units (Sec. 3): 8,192 bytes, or 2,048 BPE tokens.
+PAPER_SEQ_LEN = {"bytes": 8192, "bpe": 2048}
 
 #: Byte vocabulary: 256 byte values, then BOS, EOS and PAD.
 BOS_ID, EOS_ID, PAD_ID = 256, 257, 258
@@ -75,13 +73,18 @@ class ModelConfig:
         self.layers = [int(n) for n in self.layers]
         self.head_dims = [int(h) for h in self.head_dims]
         self.ffn_dims = [int(f) for f in self.ffn_dims]
-        if self.arch == "aunet" and self.splits is None:
-            self.splits = default_rules(len(self.dims))
+        if self.arch in ARCH_SPECS:
+            self.spec.fill_defaults(self)
         if self.splits is not None:
             self.splits = [str(s) for s in self.splits]
         if self.max_pooled is not None:
             self.max_pooled = [int(m) for m in self.max_pooled]
         self.validate()
+
+    @property
+    def spec(self) -> ArchSpec:
+        """What this architecture is to the toolkit: build, FLOPs, memory, ladder shape (``aunet.archs``)."""
+        return spec_of(self)
 
     @property
     def n_stages(self) -> int:
@@ -97,35 +100,14 @@ class ModelConfig:
         def fail(name: str, message: str) -> None:
             raise ValueError(f"model config {self.name or self.arch!r}: field '{name}' {message}")
 
-        if self.arch not in ARCHS:
-            fail("arch", f"is {self.arch!r}; use one of {ARCHS}")
+        if self.arch not in ARCH_SPECS:
+            fail("arch", f"is {self.arch!r}; use one of {tuple(ARCH_SPECS)}")
+        spec = self.spec
         if self.units not in UNITS:
             fail("units", f"is {self.units!r}; use one of {UNITS}")
-        if self.arch != "transformer" and self.units != "bytes":
-            fail("units", f"must be 'bytes' for arch {self.arch!r} (only the Transformer reads BPE tokens)")
-        n = len(self.dims)
-        if n < 1:
-            fail("dims", "is empty; give one width per stage")
-        for name in ("layers", "head_dims", "ffn_dims"):
-            if len(getattr(self, name)) != n:
-                fail(name, f"has {len(getattr(self, name))} entries but 'dims' has {n}; give one per stage")
-        if self.arch != "aunet" and n != 1:
-            fail("dims", f"has {n} stages; arch {self.arch!r} has exactly one (only 'aunet' has several)")
-        if self.arch == "aunet" and n < 2:
-            fail("dims", "needs at least 2 stages for an AU-Net; use arch 'transformer' for one")
-        for k, (d, h) in enumerate(zip(self.dims, self.head_dims)):
-            if d <= 0 or h <= 0:
-                fail("dims", f"stage {k + 1}: width {d} and head dim {h} must be positive")
-            if d % h:
-                what = " (Mamba-2: the model width per SSM head)" if self.arch == "mamba" else ""
-                fail("head_dims", f"stage {k + 1}: width {d} is not divisible by head dim {h}{what}; "
-                                  f"use a divisor of {d}")
-            if self.arch != "mamba" and h % 2:
-                fail("head_dims", f"stage {k + 1}: head dim {h} must be even for rotary positions")
-        if any(L < 1 for L in self.layers):
-            fail("layers", f"is {self.layers}; every stage needs at least one layer")
-        if any(f < 1 for f in self.ffn_dims):
-            fail("ffn_dims", f"is {self.ffn_dims}; every entry must be positive")
+        if self.units not in spec.units:
+            fail("units", f"must be one of {spec.units} for arch {self.arch!r}")
+        self._validate_stages(spec, fail)
         if self.seq_len < 1:
             fail("seq_len", f"is {self.seq_len}; must be positive")
         if self.window is not None and self.window < 1:
@@ -134,36 +116,33 @@ class ModelConfig:
             fail("vocab_size", f"is {self.vocab_size}; must be at least 2")
         if self.units == "bytes" and self.vocab_size != BYTE_VOCAB:
             fail("vocab_size", f"is {self.vocab_size}; byte models use {BYTE_VOCAB} (256 bytes + BOS/EOS/PAD)")
-        if self.arch == "aunet":
-            assert self.splits is not None
-            if len(self.splits) != n - 1:
-                fail("splits", f"has {len(self.splits)} rules; {n} stages need {n - 1} (one per pooled stage)")
-            for spec in self.splits:
-                try:
-                    parse_rule(spec)
-                except ValueError as err:
-                    fail("splits", str(err))
-            if self.upsampling not in UPSAMPLING:
-                fail("upsampling", f"is {self.upsampling!r}; use one of {UPSAMPLING}")
-            if self.pooling not in POOLING:
-                fail("pooling", f"is {self.pooling!r}; use one of {POOLING}")
-            if self.upsample_positions < 1:
-                fail("upsample_positions", f"is {self.upsample_positions}; must be >= 1")
-            if self.max_pooled is not None:
-                if len(self.max_pooled) != n - 1:
-                    fail("max_pooled", f"has {len(self.max_pooled)} entries; give one per pooled stage ({n - 1})")
-                previous = self.seq_len
-                for k, m in enumerate(self.max_pooled):
-                    if not 1 <= m <= previous:
-                        fail("max_pooled", f"stage {k + 2}: {m} must be between 1 and the previous stage's {previous}")
-                    previous = m
         if self.init_std is not None and not self.init_std > 0:
             fail("init_std", f"is {self.init_std}; use a positive std, or null for the reference fan-in init")
-        if self.arch == "mamba":
-            if self.mamba_version not in (1, 2):
-                fail("mamba_version", f"is {self.mamba_version}; use 1 (Mamba-1) or 2 (Mamba-2)")
-            if min(self.d_state, self.d_conv, self.expand) < 1:
-                fail("d_state", "d_state, d_conv and expand must all be >= 1")
+        spec.validate(self, fail)
+
+    def _validate_stages(self, spec: ArchSpec, fail: Callable[[str, str], None]) -> None:
+        """One entry per stage in every per-stage list, as many stages as the architecture has, sane widths."""
+        n = len(self.dims)
+        if n < 1:
+            fail("dims", "is empty; give one width per stage")
+        for name in ("layers", "head_dims", "ffn_dims"):
+            if len(getattr(self, name)) != n:
+                fail(name, f"has {len(getattr(self, name))} entries but 'dims' has {n}; give one per stage")
+        if n < spec.min_stages or (spec.max_stages is not None and n > spec.max_stages):
+            most = "" if spec.max_stages is None else f" to {spec.max_stages}"
+            fail("dims", f"has {n} stage(s); arch {self.arch!r} has {spec.min_stages}{most}")
+        for k, (d, h) in enumerate(zip(self.dims, self.head_dims)):
+            if d <= 0 or h <= 0:
+                fail("dims", f"stage {k + 1}: width {d} and head dim {h} must be positive")
+            if d % h:
+                fail("head_dims", f"stage {k + 1}: width {d} is not divisible by head dim {h}"
+                                  f"{spec.head_dim_meaning}; use a divisor of {d}")
+            if spec.rotary and h % 2:
+                fail("head_dims", f"stage {k + 1}: head dim {h} must be even for rotary positions")
+        if any(L < 1 for L in self.layers):
+            fail("layers", f"is {self.layers}; every stage needs at least one layer")
+        if any(f < 1 for f in self.ffn_dims):
+            fail("ffn_dims", f"is {self.ffn_dims}; every entry must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -61,6 +61,8 @@ PAPER_LAWS: dict[str, HyperLaws] = {
     "aunet": HyperLaws(PowerLaw(0.66, 0.321), PowerLaw(6.6, -0.176), "bytes", "paper App. D (AU-Net)"),
     "bpe": HyperLaws(PowerLaw(29.9, 0.231), PowerLaw(19.3, -0.177), "tokens", "paper App. D (BPE)"),
 }
+#: The paper's law for a model reading each kind of unit: the prior of any architecture's study.
+PAPER_LAW_FOR_UNITS = {"bytes": "aunet", "bpe": "bpe"}
 
 
 #: The outer tenth of a log search box counts as its edge (the analysis warns, the sweeper moves the box).

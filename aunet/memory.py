@@ -46,13 +46,7 @@ def training_memory(model: ModelConfig, micro_batch: int, *, bf16: bool,
     params = count_params(model)
     word = 2 if bf16 else 4
     tokens = micro_batch * model.seq_len
-    if model.arch == "aunet":
-        per_stage = resolve_contraction(model, contraction)
-        last = len(model.dims) - 1
-        width_tokens = sum(tokens / c * d * layers * (1 if k == last else 2)
-                           for k, (c, d, layers) in enumerate(zip(per_stage, model.dims, model.layers)))
-    else:
-        width_tokens = tokens * model.dims[0] * sum(model.layers)
+    width_tokens = model.spec.activation_width_tokens(model, tokens, resolve_contraction(model, contraction))
     return MemoryEstimate(
         parameters=params * 2 * word / shards,
         optimizer=params * (8 + (4 if bf16 else 0)) / shards,

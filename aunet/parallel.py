@@ -54,10 +54,6 @@ def init_distributed(requested_device: str = "auto") -> DistEnv:
     return DistEnv(rank, world_size, local_rank, device)
 
 
-#: The layer classes FSDP shards one by one: the Transformer/AU-Net block and the Mamba-2 block.
-SHARDED_LAYERS = ("Block", "Mamba2Block")
-
-
 def wrap(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
     """``strategy``: "ddp" or "fsdp" (ignored on one process)."""
     if not env.distributed:
@@ -65,8 +61,9 @@ def wrap(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for module in model.modules():  # each layer its own shard unit (by name: models know nothing of FSDP)
-            if module.__class__.__name__ in SHARDED_LAYERS:
+        layers = unwrap(model).cfg.spec.sharded_layers()  # models know nothing of FSDP: their spec names them
+        for module in model.modules():  # each layer its own shard unit
+            if isinstance(module, layers):
                 fully_shard(module)
         fully_shard(model)
         return model

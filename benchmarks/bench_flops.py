@@ -106,7 +106,7 @@ def table10() -> None:
     for name, listed in rows.items():
         cfg = load_preset(name)
         ours = flops_per_unit(cfg)
-        if cfg.arch == "aunet":
+        if cfg.spec.pools:
             b = flops_breakdown(cfg, PAPER_CONTRACTION[: cfg.n_stages])
             paper = b.total - b.resampling
         else:

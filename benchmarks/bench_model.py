@@ -43,7 +43,7 @@ def train_throughput(cfg: ModelConfig, data: bytes, batch: int, steps: int, ids:
     T = cfg.seq_len
     stream = list(data) if ids is None else ids
     seqs = torch.tensor([stream[i * T : i * T + T + 1] for i in range(batch)])
-    levels = model.levels(seqs) if cfg.arch == "aunet" else None
+    levels = model.levels(seqs) if cfg.spec.pools else None
     times = []
     for step in range(steps + 1):
         start = time.perf_counter()

@@ -75,7 +75,7 @@ def main() -> None:
         else:
             units_per_s = train_throughput(cfg, data, args.batch, args.steps)
             bytes_per_unit = 1.0
-            contraction = measure_contraction([data], cfg.n_stages, cfg.splits) if cfg.arch == "aunet" else None
+            contraction = measure_contraction([data], cfg.n_stages, cfg.splits) if cfg.spec.pools else None
             fpu = flops_per_unit(cfg, contraction)
         flops = units_per_s * fpu
         print(f"{name:<18} {units_per_s * bytes_per_unit:>10.0f} {flops / 1e9:>9.1f} {flops / peak:>9.0%}")

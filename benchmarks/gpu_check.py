@@ -177,8 +177,9 @@ def fsdp2(model):
     """As ``aunet.parallel.wrap(..., "fsdp")`` shards: each block, then the whole model."""
     from torch.distributed.fsdp import fully_shard
 
+    layers = model.cfg.spec.sharded_layers()
     for module in model.modules():
-        if module.__class__.__name__ == "Block":
+        if isinstance(module, layers):
             fully_shard(module)
     return fully_shard(model)
 
@@ -195,9 +196,9 @@ def throughput(cfg: ModelConfig, device: torch.device, batch: int, steps: int, c
         levels, fpu = None, flops_per_unit(cfg)
     else:
         ids = byte_batch(batch, cfg.seq_len)
-        levels = model.levels(ids) if cfg.arch == "aunet" else None
+        levels = model.levels(ids) if cfg.spec.pools else None
         docs = [bytes(row) for row in ids.tolist()]
-        fpu = flops_per_unit(cfg, measure_contraction(docs, cfg.n_stages, cfg.splits) if cfg.arch == "aunet" else None)
+        fpu = flops_per_unit(cfg, measure_contraction(docs, cfg.n_stages, cfg.splits) if cfg.spec.pools else None)
     ids = ids.to(device)
     levels = None if levels is None else levels.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -214,21 +215,9 @@ def throughput(cfg: ModelConfig, device: torch.device, batch: int, steps: int, c
     return batch * cfg.seq_len / statistics.median(times), fpu
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cpu", action="store_true", help="run every check on the CPU at tiny sizes")
-    parser.add_argument("--trunk-layers", type=int, default=None, help="trunk depth of the throughput models")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per throughput model")
-    args = parser.parse_args(argv)
-    if not args.cpu and not torch.cuda.is_available():
-        print("no CUDA device: run on a GPU, or with --cpu for the tiny CPU version", file=sys.stderr)
-        return 2
-    device = torch.device("cpu" if args.cpu else "cuda")
-    started = time.perf_counter()
-    name = "CPU" if args.cpu else torch.cuda.get_device_name(device)
-    print(f"device: {name}; torch {torch.__version__}; sliding window kernel: {window_kernel(device)}")
-    report = Report()
-    cfg = tiny_aunet(256 if args.cpu else 1024)
+def run_checks(report: Report, device: torch.device, cpu: bool) -> None:
+    """Checks 1-5 of the module docstring on a tiny AU-Net 2, each against the same weights and batches."""
+    cfg = tiny_aunet(256 if cpu else 1024)
     torch.manual_seed(0)
     state = build_model(cfg).state_dict()
     batches = [byte_batch(2, cfg.seq_len, offset=13 * i) for i in range(4)]
@@ -238,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     report.check("bf16 autocast", all(torch.isfinite(torch.tensor(bf16))), f"AU-Net 2 step loss {bf16[0]:.4f}")
 
     # 2. torch.compile
-    backend = "aot_eager" if args.cpu else "inductor"
+    backend = "aot_eager" if cpu else "inductor"
     eager = train_losses(cfg, state, batches[:2], device, bf16=False)
     compiled = train_losses(cfg, state, batches[:2], device, bf16=False,
                             wrap=lambda m: torch.compile(m, backend=backend))
@@ -247,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                                       f"{[round(x, 4) for x in eager]} (max rel diff {worst:.1e}, tolerance 1e-3)")
 
     # 3. the sliding window's kernel
-    if args.cpu:
+    if cpu:
         check_window(report, device, length=300, window=64, heads=2)
     else:
         check_window(report, device, length=8192, window=512, heads=8)
@@ -267,29 +256,49 @@ def main(argv: list[str] | None = None) -> int:
                                          f"{[round(x, 4) for x in reference]} (max rel diff {worst:.2%}, "
                                          f"tolerance {LOSS_TOLERANCE:.0%})")
 
-    # Throughput at a 1B-like trunk (tiny with --cpu)
-    main_width, seq_bytes = (128, 512) if args.cpu else (2048, 8192)
-    layers = args.trunk_layers or (2 if args.cpu else 8)
-    steps = args.steps or (1 if args.cpu else 5)
-    batch = 2 if args.cpu else 4
+
+def print_throughput(device: torch.device, cpu: bool, trunk_layers: int | None, steps: int | None) -> None:
+    """Throughput at a 1B-like trunk (tiny with ``cpu``) against a large matmul on the same device."""
+    main_width, seq_bytes = (128, 512) if cpu else (2048, 8192)
+    layers = trunk_layers or (2 if cpu else 8)
+    steps = steps or (1 if cpu else 5)
+    batch = 2 if cpu else 4
     bpe_tokens = round(seq_bytes / LLAMA3_BYTES_PER_TOKEN)
     models = {
-        "AU-Net 2": (family_config("aunet2", main_width, layers, seq_bytes, 64 if args.cpu else 512), 1.0),
-        "AU-Net 3": (family_config("aunet3", main_width, layers, seq_bytes, 64 if args.cpu else 512), 1.0),
+        "AU-Net 2": (family_config("aunet2", main_width, layers, seq_bytes, 64 if cpu else 512), 1.0),
+        "AU-Net 3": (family_config("aunet3", main_width, layers, seq_bytes, 64 if cpu else 512), 1.0),
         "BPE Transformer": (family_config("transformer_bpe", main_width, layers, bpe_tokens,
-                                          vocab_size=4096 if args.cpu else None), LLAMA3_BYTES_PER_TOKEN),
+                                          vocab_size=4096 if cpu else None), LLAMA3_BYTES_PER_TOKEN),
     }
-    dtype = torch.float32 if args.cpu else torch.bfloat16
-    peak = matmul_flops_per_s(1024 if args.cpu else 8192, 5 if args.cpu else 20, dtype, device)
-    mode = "eager fp32" if args.cpu else "compiled, bf16 autocast"
+    dtype = torch.float32 if cpu else torch.bfloat16
+    peak = matmul_flops_per_s(1024 if cpu else 8192, 5 if cpu else 20, dtype, device)
+    mode = "eager fp32" if cpu else "compiled, bf16 autocast"
     print(f"\nthroughput ({mode}; batch {batch} x {seq_bytes} bytes; {layers} trunk layers); "
           f"{str(dtype).removeprefix('torch.')} matmul: {peak / 1e12:.2f} TFLOP/s")
     print(f"{'model':<16} {'dims':<20} {'bytes/s':>12} {'TFLOP/s':>9} {'of matmul':>9}")
     for label, (model_cfg, bytes_per_unit) in models.items():
-        units_per_s, fpu = throughput(model_cfg, device, batch, steps, compile_model=not args.cpu, bf16=not args.cpu)
+        units_per_s, fpu = throughput(model_cfg, device, batch, steps, compile_model=not cpu, bf16=not cpu)
         flops = units_per_s * fpu
         print(f"{label:<16} {str(model_cfg.dims):<20} {units_per_s * bytes_per_unit:>12,.0f} {flops / 1e12:>9.3f} "
               f"{flops / peak:>9.0%}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="run every check on the CPU at tiny sizes")
+    parser.add_argument("--trunk-layers", type=int, default=None, help="trunk depth of the throughput models")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per throughput model")
+    args = parser.parse_args(argv)
+    if not args.cpu and not torch.cuda.is_available():
+        print("no CUDA device: run on a GPU, or with --cpu for the tiny CPU version", file=sys.stderr)
+        return 2
+    device = torch.device("cpu" if args.cpu else "cuda")
+    started = time.perf_counter()
+    name = "CPU" if args.cpu else torch.cuda.get_device_name(device)
+    print(f"device: {name}; torch {torch.__version__}; sliding window kernel: {window_kernel(device)}")
+    report = Report()
+    run_checks(report, device, args.cpu)
+    print_throughput(device, args.cpu, args.trunk_layers, args.steps)
     print(f"\n{len(report.failed)} check(s) failed{': ' + ', '.join(report.failed) if report.failed else ''}; "
           f"{time.perf_counter() - started:.0f} s in all")
     return 1 if report.failed else 0

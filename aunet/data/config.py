@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-UNITS = ("bytes", "bpe")
+from aunet.config import PAPER_SEQ_LEN, UNITS
 
 #: Default training sequence length per unit (the paper: 8,192 bytes, or 2,048 BPE tokens).
-DEFAULT_SEQ_LEN = {"bytes": 8192, "bpe": 2048}
+DEFAULT_SEQ_LEN = PAPER_SEQ_LEN
 
 #: Words in ``sources`` that mean the embedded default corpus.
 DEFAULT_SOURCE_WORDS = ("default",)

@@ -21,28 +21,18 @@ With N the training units:
 as in DESIGN.md), or the paper's C (``convention="paper"``): ``aunet.record.BUDGET_CONVENTIONS``;
 ``budget_convention`` of ``aunet.train.TrainConfig`` and of a sweep's study config.
 
-Evidence, from the Table 9 presets and ``aunet.flops``:
-* the 12 "Scaling baseline" rows satisfy Steps × Tokens/Step = 10 · F_γ to the step
-  (14008.3 computed vs 14008 listed at 1e19, ... 84915.0 vs 84915 at 1e22), where
-  Tokens/Step is G/Acc × Batch × SeqLen × NGpus; their LR is 19.3 · (10 · F_γ²)^-0.177
-  to 0.1% on every row; and their Total FLOPs is 10 · F_γ · F (1e19 row: 2.0e19,
-  while 10 · F_γ² = 1.16e19 is its label). With F instead of F_γ in the ratio the
-  1e19 row would have 5.8 tokens per FLOP/token, not 10; with the law at N · F the
-  1e19 row's LR would be 9% lower and its batch 12% larger than listed.
-* the 24 "Scaling AUNet" rows satisfy Steps × Bytes/Step = 207.94 · F_γ with the
-  F_γ that their LR implies through 6.6 · (207.94 · F_γ²)^-0.176 (within 1%); their
-  head (259 × d) is negligible, so their Total FLOPs and their C coincide.
-* Tokens/Step is the law's BSZ at C rounded to whole sequences and GPUs (within 6%).
-So with the default convention, "the budget of a row" is its Total FLOPs; with
-``convention="paper"`` it is N · F_γ (≈ the row's label). The paper's laws are always
-evaluated at N · F_γ, the compute they were fitted against; a law fitted by
-``analysis`` on our run records is evaluated at the budget, which those records
-carry (``law_at`` overrides this).
+Why these conventions: they are the ones that reproduce the paper's Tables 9-11 (steps, batch,
+LR and Total FLOPs of every scaling row); ``tests/test_ladder.py`` checks that row by row, and
+``benchmarks/README.md`` keeps the evidence with the figures. So with the default convention,
+"the budget of a row" is its Total FLOPs; with ``convention="paper"`` it is N · F_γ (about the
+row's label). The paper's laws are always evaluated at N · F_γ, the compute they were fitted
+against; a law fitted by ``analysis`` on our run records is evaluated at the budget, which those
+records carry (``law_at`` overrides this).
 
 The family rule (App. H's scaling rows, extended down to CPU sizes)
 ------------------------------------------------------------------
 * Main width d (the Transformer's / Mamba's width, AU-Net's stage-2 width) grows as
-  d = 0.727 · F_eq^0.35, fitted to the 12 baseline rows (within 4% on each), with
+  d = 0.727 · F_eq^0.35, fitted to the 12 baseline rows, with
   F_eq = F_γ · k / b the FLOPs per LLaMA-3-token equivalent. Widths are snapped to a
   grid of head-dim multiples: 32 below 256, 64 below 1024, 128 above (head dims 32,
   64, 128, as in Table 9).
@@ -57,18 +47,17 @@ The family rule (App. H's scaling rows, extended down to CPU sizes)
   F_γ·F (F_γ² with ``convention="paper"``) is nearest, in log, to C / γ_unit, so a
   bigger budget never gives a smaller model; the budget is then spent exactly
   (N = C / F, or C / F_γ) and the γ achieved is recorded. In the CPU regime the
-  rungs are coarse (one trunk layer, x2-2.5 in cost from one to the next), so the
-  nearest rung could train far less than the requested γ and give a bigger budget
-  less data; there a plan takes the largest rung whose achieved γ is at least the one
-  requested (C / γ_unit >= its cost).
+  rungs are coarse (one trunk layer each), so the nearest rung could train far less
+  than the requested γ and give a bigger budget less data; there a plan takes the
+  largest rung whose achieved γ is at least the one requested (C / γ_unit >= its cost).
 * Sequence lengths: the paper's (8,192 bytes with a 512-byte window; 2,048 tokens,
   vocabulary 128,256) for budgets from ``families.CPU_REGIME_BELOW`` up; below it, CPU
   sizes (256 bytes with a 64-byte window; 64 tokens, vocabulary 1,024; why: see
-  ``families.CPU_SEQ``), and main widths 32 and 48 below the paper's grid. The
-  smallest AU-Net 2 (widths 16 and 32, one layer each) costs 1.2e5 FLOPs per byte,
-  so γ = 1 starts at about 3e11 FLOPs; below that a CPU study lowers γ (the demo:
-  0.2). ``check_steps`` refuses a trial of fewer than ``MIN_STEPS`` (200) optimizer
-  steps, naming the budget that fixes it; the sweeper calls it on every study cell.
+  ``families.CPU_SEQ``), and main widths 32 and 48 below the paper's grid. Even the
+  smallest AU-Net 2 cannot take γ = 1 at the smallest CPU budgets, so a CPU study there
+  lowers γ (the demo does; ``benchmarks/README.md`` has the figures). ``check_steps``
+  refuses a trial of fewer than ``MIN_STEPS`` optimizer steps, naming the budget that
+  fixes it; the sweeper calls it on every study cell.
 
 Hyperparameter laws: ``aunet.laws.PAPER_LAWS`` are the priors ("aunet" for the byte
 families, "bpe" for ``transformer_bpe``; the paper fits no law for the byte-level
@@ -105,7 +94,6 @@ from aunet.ladder.families import (
 from aunet.ladder.planner import (
     DataMeasurements,
     RunPlan,
-    batch_sizes_in_box,
     check_steps,
     hydra_value,
     plan,
@@ -130,7 +118,6 @@ __all__ = [
     "DataMeasurements",
     "Family",
     "RunPlan",
-    "batch_sizes_in_box",
     "check_steps",
     "family_config",
     "family_of",

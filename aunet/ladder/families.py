@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import difflib
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from aunet.config import BYTE_VOCAB, ModelConfig
+from aunet.archs import ARCH_SPECS, ArchSpec, get_arch
+from aunet.archs.aunet import byte_width_for, side_layers_for  # noqa: F401  (re-exported)
+from aunet.archs.shapes import ffn_dim_for, grid_multiple, head_dim_for  # noqa: F401  (re-exported)
+from aunet.config import BYTE_VOCAB, PAPER_SEQ_LEN, ModelConfig
 from aunet.flops import flops_breakdown
 from aunet.laws import LLAMA3_BYTES_PER_TOKEN  # noqa: F401  (the unit of the ratio γ; re-exported)
+from aunet.names import did_you_mean
 
 # ---- The regimes: sequence lengths, window, vocabulary and width grid (one place) -------
 #: Budgets below this use CPU sequence lengths (see the package docstring).
@@ -18,20 +22,13 @@ CPU_REGIME_BELOW = 1e16
 #: studies train 10 LLaMA-3 tokens per FLOP/token of their model (Table 6); a CPU study's smaller
 #: ratio is chosen for its own budgets, never for a recipe at a bigger one.
 DEFAULT_RATIO = 10.0
-PAPER_SEQ = {"bytes": 8192, "bpe": 2048}
+PAPER_SEQ = PAPER_SEQ_LEN
 PAPER_WINDOW = 512
 PAPER_BPE_VOCAB = 128256
-# The CPU regime (issue 10). A CPU study spends 1e10-1e13 FLOPs per trial, so a run sees
-# 0.3-10 MB of text, and every trial must still take >= MIN_STEPS optimizer steps with a
-# search box of >= 8 distinct batch sizes: the largest batch is at most data / 200, i.e.
-# 1.5-50 KB. Batches are whole sequences, so the sequence must be a few hundred bytes for
-# 8 sizes to fit under that: 256 bytes (~66 words, ~3.9 bytes per word vector at stage 2)
-# and 64 BPE tokens (~170 bytes at 2.6 bytes per token). Short sequences are also what the
-# CPU runs fastest: SDPA computes the windowed byte stage densely, so 1,024-byte sequences
-# with a 128-byte window ran 4.5x fewer bytes/s than 256 with 64 (same run, same model
-# class). A 1,024-token BPE vocabulary keeps the output head from being most of a tiny
-# Transformer's FLOPs (at width 64: 48% of F with 1,024 entries, 79% with 4,096; the
-# paper's 1B baseline: ~25%).
+# The CPU regime. A CPU study spends 1e10-1e13 FLOPs per trial, and every trial must still take
+# >= MIN_STEPS optimizer steps with a search box of >= 8 distinct batch sizes of whole sequences: so
+# sequences of a few hundred bytes. Short sequences and a small BPE vocabulary are also what a CPU runs
+# fastest and what keeps the head from dominating a tiny Transformer (measurements: benchmarks/README.md).
 CPU_SEQ = {"bytes": 256, "bpe": 64}
 CPU_WINDOW = 64
 CPU_BPE_VOCAB = 1024
@@ -66,12 +63,25 @@ class Family:
     arch: str  # ModelConfig.arch
     units: str  # ModelConfig.units: "bytes" or "bpe"
     n_stages: int
-    law: str  # key of aunet.laws.PAPER_LAWS
+
+    @property
+    def spec(self) -> ArchSpec:
+        return get_arch(self.arch)
+
+    @property
+    def prior_law(self) -> str:
+        """The key of ``aunet.laws.PAPER_LAWS`` a sweep's box is centred on before anything is fitted."""
+        return self.spec.prior_law(self.units)
+
+    @property
+    def paper_law(self) -> str | None:
+        """The key of the law the paper fitted for this family, if it fitted one."""
+        return self.spec.paper_law(self.units)
 
     def regime(self, budget: float) -> tuple[int, int | None, int | None]:
         """(seq_len, window, BPE vocabulary) of this family at ``budget``: paper sizes, or CPU sizes below 1e16."""
         cpu = budget < CPU_REGIME_BELOW
-        window = (CPU_WINDOW if cpu else PAPER_WINDOW) if self.arch == "aunet" else None
+        window = (CPU_WINDOW if cpu else PAPER_WINDOW) if self.spec.windowed else None
         vocab = (CPU_BPE_VOCAB if cpu else PAPER_BPE_VOCAB) if self.units == "bpe" else None
         return (CPU_SEQ if cpu else PAPER_SEQ)[self.units], window, vocab
 
@@ -81,71 +91,38 @@ class Family:
         return family_config(self, 256, 1, *self.regime(budget))
 
 
-FAMILIES: dict[str, Family] = {
-    "aunet2": Family("aunet2", "aunet", "bytes", 2, "aunet"),
-    "aunet3": Family("aunet3", "aunet", "bytes", 3, "aunet"),
-    "aunet4": Family("aunet4", "aunet", "bytes", 4, "aunet"),
-    "transformer_bytes": Family("transformer_bytes", "transformer", "bytes", 1, "aunet"),
-    "transformer_bpe": Family("transformer_bpe", "transformer", "bpe", 1, "bpe"),
-    "mamba_bytes": Family("mamba_bytes", "mamba", "bytes", 1, "aunet"),
-}
+class _Families(Mapping[str, Family]):
+    """The ladder's families, read from the architecture registry (a registered architecture's
+    families appear here)."""
+
+    def _table(self) -> dict[str, Family]:
+        return {shape.name: Family(shape.name, spec.name, shape.units, shape.n_stages)
+                for spec in ARCH_SPECS.values() for shape in spec.families}
+
+    def __getitem__(self, name: str) -> Family:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+FAMILIES: Mapping[str, Family] = _Families()
 
 
 def get_family(name: str | Family) -> Family:
     if isinstance(name, Family):
         return name
     if name not in FAMILIES:
-        close = difflib.get_close_matches(str(name), list(FAMILIES), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown family {name!r}{hint}; use one of {sorted(FAMILIES)}")
+        raise ValueError(f"unknown family {name!r}{did_you_mean(name, FAMILIES)}; use one of {sorted(FAMILIES)}")
     return FAMILIES[name]
 
 
 def family_of(model: ModelConfig) -> str:
     """The family name of any model config (a preset's too): aunet2, transformer_bpe, mamba_bytes..."""
-    if model.arch == "aunet":
-        return f"aunet{model.n_stages}"
-    return f"{model.arch}_{model.units}"
-
-
-def _snap(x: float, multiple: int, half_down: bool = False) -> int:
-    q = x / multiple
-    n = math.ceil(q - 0.5) if half_down else math.floor(q + 0.5)
-    return max(multiple, n * multiple)
-
-
-def head_dim_for(width: int) -> int:
-    """Head dim of a width: 128 from 1024 up, 64 from 256 up, else 32 (as in Table 9); 16 for
-    the tiny widths that 32 does not divide (16, 48)."""
-    if width >= 1024 and width % 128 == 0:
-        return 128
-    if width >= 128 and width % 64 == 0:
-        return 64
-    return 32 if width % 32 == 0 else 16
-
-
-def grid_multiple(width: float) -> int:
-    return 128 if width >= 1024 else 64 if width >= 256 else 32
-
-
-def ffn_dim_for(width: int) -> int:
-    """SwiGLU width: 8d/3 rounded up to a multiple of 256 (64 below 256, 32 below 128)."""
-    multiple = 256 if width >= 256 else 64 if width >= 128 else 32
-    return multiple * math.ceil(8 * width / 3 / multiple - 1e-9)
-
-
-def byte_width_for(main: int) -> int:
-    """AU-Net byte-stage width: a quarter of the main width (Table 9's scaling rows); 16 for
-    the tiny main widths below 64 (:data:`TINY_WIDTHS`), else at least 32."""
-    if main < 64:
-        return 16
-    x = main / 4
-    return max(32, _snap(x, 128 if x >= 256 else 32, half_down=True))
-
-
-def side_layers_for(main: int) -> int:
-    """Layers per side of AU-Net's non-final stages: 3 (Table 9), fewer for tiny models."""
-    return 3 if main >= 512 else 2 if main >= 256 else 1
+    return model.spec.family_name(model)
 
 
 def rule_flops(width: float) -> float:
@@ -158,19 +135,9 @@ def family_config(family: Family | str, main: int, depth: int, seq_len: int, win
     """The family's model at main width ``main`` and trunk depth ``depth``."""
     fam = get_family(family)
     vocab = BYTE_VOCAB if fam.units == "bytes" else (vocab_size or PAPER_BPE_VOCAB)
-    common = dict(arch=fam.arch, units=fam.units, vocab_size=vocab, seq_len=seq_len,
-                  name=f"{fam.name}_d{main}_L{depth}")
-    if fam.arch != "aunet":
-        return ModelConfig(dims=[main], layers=[depth], head_dims=[head_dim_for(main)],
-                           ffn_dims=[ffn_dim_for(main)], window=None, **common)
-    widths = [byte_width_for(main), main]
-    while len(widths) < fam.n_stages:
-        widths.append(_snap(1.5 * widths[-1], grid_multiple(1.5 * widths[-1])))
-    side = side_layers_for(main)
-    return ModelConfig(
-        dims=widths, layers=[side] * (fam.n_stages - 1) + [depth], head_dims=[head_dim_for(w) for w in widths],
-        ffn_dims=[ffn_dim_for(w) for w in widths], window=window, **common,
-    )
+    return ModelConfig(arch=fam.arch, units=fam.units, vocab_size=vocab, seq_len=seq_len,
+                       name=f"{fam.name}_d{main}_L{depth}", window=window if fam.spec.windowed else None,
+                       **fam.spec.shape(main, depth, fam.n_stages))
 
 
 @dataclass(frozen=True)

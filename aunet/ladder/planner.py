@@ -20,6 +20,7 @@ from aunet.ladder.families import (
     CPU_REGIME_BELOW,
     LLAMA3_BYTES_PER_TOKEN,
     MIN_STEPS,
+    Family,
     Rung,
     family_config,
     family_of,
@@ -27,12 +28,11 @@ from aunet.ladder.families import (
     rungs,
 )
 from aunet.ladder.presets import PROJECT_ROOT
-from aunet.laws import PAPER_LAWS, HyperLaws, Regime, tokens_per_param
+from aunet.laws import PAPER_LAW_FOR_UNITS, PAPER_LAWS, HyperLaws, Regime, tokens_per_param
 from aunet.record import BUDGET_CONVENTIONS, check_convention
 
 LAW_AT = ("auto", "paper", "budget")
 #: The paper's law for a model's units (the byte law for every byte model, the BPE law for tokens).
-PAPER_LAW_FOR_UNITS = {"bytes": "aunet", "bpe": "bpe"}
 
 
 @dataclass
@@ -137,7 +137,7 @@ class RunPlan:
             ("layers", _fmt_list(m.layers)),
             ("head_dims", _fmt_list(m.head_dims)),
             ("ffn_dims", _fmt_list(m.ffn_dims)),
-            ("seq_len / window", f"{m.seq_len} / {m.window if m.arch == 'aunet' else 'full'}"),
+            ("seq_len / window", f"{m.seq_len} / {m.window if m.spec.windowed else 'full'}"),
             ("vocab_size", str(m.vocab_size)),
             ("params", f"{self.params:,}"),
             (f"FLOPs/{self.units[:-1]}", f"{self.flops_per_unit:.4g} (head included)"),
@@ -195,7 +195,7 @@ class DataMeasurements:
     def of(cls, corpus: Any, model: ModelConfig) -> DataMeasurements:
         """Measured on a prepared corpus (``aunet.data.Corpus``) for ``model``'s units, sequences and splits."""
         bpe = model.units == "bpe"
-        return cls(corpus.contraction(model) if model.arch == "aunet" else None,
+        return cls(corpus.contraction(model) if model.spec.pools else None,
                    corpus.bytes_per_unit if bpe else None, corpus.vocab_size if bpe else None)
 
 
@@ -247,11 +247,6 @@ def whole_steps(budget: float, per_unit: float, bsz: int) -> int:
 def whole_sequences(units: float, seq_len: int) -> int:
     """A batch of ``units`` rounded to whole sequences (at least one): how plans and study boxes round."""
     return max(1, round(units / seq_len)) * seq_len
-
-
-def batch_sizes_in_box(lo: float, hi: float, seq_len: int) -> list[int]:
-    """The distinct batch sizes (whole sequences of ``seq_len`` units) a search box [lo, hi] can give."""
-    return list(range(whole_sequences(lo, seq_len), whole_sequences(hi, seq_len) + 1, seq_len))
 
 
 def steps_at(plan: RunPlan, bsz: float) -> float:
@@ -383,20 +378,32 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
     seq_len = regime_seq if seq_len is None else seq_len
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len {seq_len!r} must be a positive whole number of input units")
-    window = (window if window is not None else regime_window) if fam.arch == "aunet" else None
+    window = (window if window is not None else regime_window) if fam.spec.windowed else None
     if window is not None and window < 1:
         raise ValueError(f"window {window} must be a positive number of bytes")
     vocab = (vocab_size or regime_vocab) if fam.units == "bpe" else None
     b_unit = (bpe_bytes_per_token or bytes_per_token) if fam.units == "bpe" else 1.0
     unit_factor = (bytes_per_token / b_unit) ** 2  # γ_unit / γ
-    gamma_unit = ratio * unit_factor
     contraction_key = None
     probe = family_config(fam, 256, 1, seq_len, window, vocab)
-    if fam.arch == "aunet":
+    if fam.spec.pools:
         contraction_key = tuple(resolve_contraction(probe, contraction))
     elif contraction is not None:
-        resolve_contraction(probe, contraction)  # raises: only AU-Net pools
+        resolve_contraction(probe, contraction)  # raises: this architecture does not pool
     ladder = rungs(fam.name, seq_len, window, vocab, contraction_key, bytes_per_token / b_unit)
+    best = _pick_rung(fam, ladder, budget, ratio, unit_factor, convention, seq_len)
+    model = family_config(fam, best.main, best.depth, seq_len, window, vocab)
+    model.name = f"{fam.name}_C{budget:.2g}_r{ratio:g}".replace("+", "")
+    return plan_model(model, budget, laws=laws, ratio=ratio, family=fam.name,
+                      measured=DataMeasurements(list(contraction_key) if contraction_key else None, bpe_bytes_per_token),
+                      bytes_per_token=bytes_per_token, convention=convention, law_at=law_at, bsz=bsz, lr=lr)
+
+
+def _pick_rung(fam: Family, ladder: Sequence[Rung], budget: float, ratio: float, unit_factor: float,
+               convention: str, seq_len: int) -> Rung:
+    """The rung whose data at ``ratio`` spends ``budget``: the nearest in log cost, or below the CPU regime
+    the largest that still trains the ratio asked for; too small or too large a budget is refused."""
+    gamma_unit = ratio * unit_factor
 
     def cost(r: Rung) -> float:  # budget / γ_unit for this rung
         return r.flops_ratio * (r.flops if convention == "spent" else r.flops_ratio)
@@ -433,9 +440,4 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
     else:
         log_t = math.log(budget / gamma_unit)
         best = min(chain, key=lambda r: (abs(math.log(cost(r)) - log_t), cost(r)))
-    model = family_config(fam, best.main, best.depth, seq_len, window, vocab)
-    model.name = f"{fam.name}_C{budget:.2g}_r{ratio:g}".replace("+", "")
-    return plan_model(model, budget, laws=laws, ratio=ratio, family=fam.name,
-                      measured=DataMeasurements(list(contraction_key) if contraction_key else None, bpe_bytes_per_token),
-                      bytes_per_token=bytes_per_token, convention=convention, law_at=law_at, bsz=bsz, lr=lr)
-
+    return best

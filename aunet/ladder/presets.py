@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import difflib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 from aunet.config import ModelConfig
 
+#: The variable that names the checkout whose ``conf/`` to read, for a package installed outside one.
+ROOT_VARIABLE = "AUNET_ROOT"
+
+
+def project_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """The checkout whose ``conf/`` (presets, law files) the toolkit reads: ``$AUNET_ROOT``, else the
+    checkout this package sits in, since ``conf/`` is not part of an installed package."""
+    given = environ.get(ROOT_VARIABLE)
+    return Path(given).expanduser().resolve() if given else Path(__file__).resolve().parents[2]
+
+
 #: The repository root, where ``conf/`` lives.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = project_root()
 PRESET_DIR = PROJECT_ROOT / "conf" / "model"
 
 
 def list_presets() -> list[str]:
     """Names of the presets in conf/model/."""
+    if not PRESET_DIR.is_dir():
+        raise ValueError(f"no model presets: {PRESET_DIR} does not exist (conf/ comes with the repository, not "
+                         f"with an installed package); run from a checkout, or set {ROOT_VARIABLE} to one")
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 

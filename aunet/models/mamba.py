@@ -1,6 +1,6 @@
 """Mamba on bytes: Mamba-2 (the paper's baseline, as the reference code builds it) or Mamba-1.
 
-Mamba-2 (``cfg.mamba_version == 2``) follows the reference code's 1B baseline
+Mamba-2 (``MambaLM``) follows the reference code's 1B baseline
 (facebookresearch/lingua, apps/mamba): per layer a pre-norm residual block whose mixer
 projects to [z, x, B, C, dt] in one matmul, runs a causal depthwise convolution and SiLU
 over [x, B, C], the SSD scan (one group: B and C shared by all heads; a scalar decay
@@ -14,7 +14,7 @@ The scan runs as the chunked SSD algorithm in PyTorch (any device, fp32); on CUD
 where ``mamba_ssm`` is installed, its Triton kernel ``mamba_chunk_scan_combined``
 computes the same function. Cached generation runs the recurrence one byte at a time.
 
-Mamba-1 (``mamba_version == 1``): mambapy's residual blocks with our embedding, norm
+Mamba-1 (``Mamba1LM``, ``mamba_version: 1``): mambapy's residual blocks with our embedding, norm
 and head (``mamba_ssm``'s fused kernels on CUDA where installed, else mambapy's
 parallel scan). Note: mambapy's own ``mamba2`` module needs ``mamba_ssm`` and einops
 even on the CPU, so Mamba-2 is implemented here.
@@ -30,11 +30,10 @@ import torch.nn.functional as F
 from mambapy.mamba import Mamba, MambaConfig
 from torch import nn
 
+from aunet.archs.mamba import SSD_CHUNK
 from aunet.config import ModelConfig
 from aunet.models.layers import RMSNorm, init_weights
 
-#: Positions per SSD chunk (the reference code's ``ssm_chunk_size``).
-SSD_CHUNK = 256
 #: A's initial range in the reference code's 1B Mamba config.
 A_INIT_RANGE = (0.01, 2.0)
 
@@ -180,52 +179,66 @@ class MambaState:
 
 
 class MambaLM(nn.Module):
+    """Mamba-2 on bytes: the reference code's baseline."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         d = cfg.dims[0]
         self.embed = nn.Embedding(cfg.vocab_size, d)
-        if cfg.mamba_version == 2:
-            self.layers = nn.ModuleList(Mamba2Block(cfg) for _ in range(cfg.layers[0]))
-        else:
-            self.mamba_config = MambaConfig(
-                d_model=d, n_layers=cfg.layers[0], d_state=cfg.d_state, expand_factor=cfg.expand, d_conv=cfg.d_conv,
-                rms_norm_eps=cfg.norm_eps, use_cuda=torch.cuda.is_available() and _mamba_ssm_available(),
-            )
-            self.mamba = Mamba(self.mamba_config)
+        self.layers = nn.ModuleList(Mamba2Block(cfg) for _ in range(cfg.layers[0]))
         self.norm = RMSNorm(d, cfg.norm_eps)
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
-        if cfg.mamba_version == 2:
-            init_weights(self, cfg.init_std, n_layers=cfg.layers[0])
-            sigma = cfg.d_conv ** -0.5
-            for layer in self.layers:  # convolution taps: fan-in, as the reference, whatever init_std says
-                nn.init.trunc_normal_(layer.mixer.conv_weight, std=sigma, a=-3 * sigma, b=3 * sigma)
-        else:  # mambapy initialises its own blocks
-            for module in (self.embed, self.head):
-                init_weights(module, cfg.init_std, n_layers=1)
+        init_weights(self, cfg.init_std, n_layers=cfg.layers[0])
+        sigma = cfg.d_conv ** -0.5
+        for layer in self.layers:  # convolution taps: fan-in, as the reference, whatever init_std says
+            nn.init.trunc_normal_(layer.mixer.conv_weight, std=sigma, a=-3 * sigma, b=3 * sigma)
 
     def forward(self, ids: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed(ids)
-        if self.cfg.mamba_version == 2:
-            for layer in self.layers:
-                x = layer(x)
-        else:
-            x = self.mamba(x)
+        for layer in self.layers:
+            x = layer(x)
         return self.head(self.norm(x))
 
     def init_state(self) -> MambaState:
-        device = self.head.weight.device
-        if self.cfg.mamba_version == 2:
-            return MambaState([layer.mixer.new_cache(device) for layer in self.layers])
+        return MambaState([layer.mixer.new_cache(self.head.weight.device) for layer in self.layers])
+
+    @torch.no_grad()
+    def step(self, token: int, state: MambaState) -> torch.Tensor:
+        x = self.embed(torch.tensor([token], device=self.head.weight.device))
+        for layer, cache in zip(self.layers, state.caches):
+            x = layer.step(x, cache)
+        return self.head(self.norm(x))[0]
+
+
+class Mamba1LM(nn.Module):
+    """Mamba-1 on bytes: mambapy's residual blocks between our embedding, norm and head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dims[0]
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        self.mamba_config = MambaConfig(
+            d_model=d, n_layers=cfg.layers[0], d_state=cfg.d_state, expand_factor=cfg.expand, d_conv=cfg.d_conv,
+            rms_norm_eps=cfg.norm_eps, use_cuda=torch.cuda.is_available() and _mamba_ssm_available(),
+        )
+        self.mamba = Mamba(self.mamba_config)
+        self.norm = RMSNorm(d, cfg.norm_eps)
+        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        for module in (self.embed, self.head):  # mambapy initialises its own blocks
+            init_weights(module, cfg.init_std, n_layers=1)
+
+    def forward(self, ids: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.norm(self.mamba(self.embed(ids))))
+
+    def init_state(self) -> MambaState:
         d_inner, d_conv = self.mamba_config.d_inner, self.mamba_config.d_conv
+        device = self.head.weight.device
         return MambaState([(None, torch.zeros(1, d_inner, d_conv - 1, device=device)) for _ in self.mamba.layers])
 
     @torch.no_grad()
     def step(self, token: int, state: MambaState) -> torch.Tensor:
         x = self.embed(torch.tensor([token], device=self.head.weight.device))
-        if self.cfg.mamba_version == 2:
-            for layer, cache in zip(self.layers, state.caches):
-                x = layer.step(x, cache)
-        else:
-            x, state.caches = self.mamba.step(x, state.caches)
+        x, state.caches = self.mamba.step(x, state.caches)
         return self.head(self.norm(x))[0]
