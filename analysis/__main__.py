@@ -18,24 +18,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.cards import law_card
+from analysis.bootstrap import LEVEL
+from analysis.cards import write_law, write_laws
+from analysis.columns import UNITS
 from analysis.estimators import ESTIMATORS
 from analysis.external import BSZ_UNITS, FLOPS_PER_PARAM_TOKEN, import_table
 from analysis.extrapolate import extrapolate
-from analysis.fits import LEVEL, Analysis, analyse
+from analysis.fits import Analysis, analyse
 from analysis.holdout import validate_holdout
+from analysis.hyper_laws import BSZ_IN
 from analysis.load import (
     BUDGET_TOLERANCE,
     DIVERGED_ABOVE,
     FAMILY,
-    LEDGER,
-    TABLE_SUFFIXES,
     AnalysisWarning,
     budget_groups,
     load_results,
     not_ended,
     validate_results,
 )
+from analysis.readers import LEDGER, TABLE_SUFFIXES
 from analysis.report import write_report
 from aunet.laws import why_not_identified
 from aunet.record import BUDGET_CONVENTIONS
@@ -87,7 +89,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="near-optimal band, fraction of the best loss (0.01 as the paper, 0.0025 as DeepSeek)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bsz-in", choices=("units", "bytes"), default="units",
+    parser.add_argument("--bsz-in", choices=BSZ_IN, default="units",
                         help="fit batch size in input units (bytes or tokens, as the paper) or in bytes")
     parser.add_argument("--diverged-above", type=_diverged_rule, default=DIVERGED_ABOVE,
                         help=f"set aside finished runs whose loss exceeds this multiple of their budget's best "
@@ -123,14 +125,12 @@ def cmd_fit(args: argparse.Namespace) -> Analysis:
             raise ValueError(f"--law-out writes one law; choose one family with --family "
                              f"(fitted: {sorted(result.laws)})")
         family = next(iter(result.laws))
-        card = law_card(result, family, args.estimator, source)
-        card.write(args.law_out)
+        card = write_law(result, family, args.estimator, source, args.law_out)
         print(f"{family} {card.estimator} law -> {args.law_out} (use it as law={args.law_out})")
-    out = Path(args.out) if args.out else study_folder(source) / "laws"
+    paths = write_laws(result, Path(args.out) if args.out else study_folder(source) / "laws", source)
     for family, fits in result.laws.items():
         for estimator, fit in fits.items():
-            path = out / f"{family}_{estimator}.json"
-            law_card(result, family, estimator, source).write(path)
+            path = paths[family, estimator]
             how = ESTIMATORS[estimator].describe(fit.tolerance)
             print(f"{family} [{estimator}, {how}, BSZ in {fit.units}] -> {path}")
             for name, law in (("BSZ", fit.bsz), ("LR", fit.lr)):
@@ -276,11 +276,42 @@ def _pair(text: str, flag: str = "--column", example: str = "loss=final_loss") -
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnalysisWarning)  # the analysis keeps them; printed once below
+        try:
+            result = args.run(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except Refused as refused:
+            print(f"refused: {refused}", file=sys.stderr)
+            return 3
+    for message in result if isinstance(result, list) else result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_fit, _add_report, _add_extrapolate, _add_validate, _add_import):
+        add(commands)
+    return parser
 
+
+def _source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+
+
+def _max_extrapolation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-extrapolation", type=_factor_above_one, default=Limits.max_extrapolation,
+                        help="how far past the largest fitted budget a law may be taken (default %(default)gx)")
+
+
+def _add_fit(commands: argparse._SubParsersAction) -> None:
     fit = commands.add_parser("fit", help="fit the hyperparameter laws and write them as law JSON files")
-    fit.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    _source(fit)
     fit.add_argument("--family", nargs="+", help="families to fit (default: all)")
     fit.add_argument("--out", help="directory for <family>_<estimator>.json law files (default: <study>/laws)")
     fit.add_argument("--law-out", help="also write the law of the one --family here (the training config's law=)")
@@ -288,19 +319,22 @@ def main(argv: list[str] | None = None) -> int:
     _common(fit)
     fit.set_defaults(run=cmd_fit)
 
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="write the Markdown/HTML report with figures")
-    report.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    _source(report)
     report.add_argument("--out", help="output directory (default: <study>/report)")
     report.add_argument("--format", choices=("md", "html"), default="md")
     report.add_argument("--budgets", type=_target_budget, nargs="+",
                         help="extrapolation targets (default: 10x, 100x)")
-    report.add_argument("--max-extrapolation", type=_factor_above_one, default=Limits.max_extrapolation,
-                        help="how far past the largest fitted budget a law may be taken (default %(default)gx)")
+    _max_extrapolation(report)
     _common(report)
     report.set_defaults(run=cmd_report)
 
+
+def _add_extrapolate(commands: argparse._SubParsersAction) -> None:
     ex = commands.add_parser("extrapolate", help="LR, BSZ, model, data, steps and loss at a target budget")
-    ex.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    _source(ex)
     ex.add_argument("--results", help="the same as the positional source")
     ex.add_argument("--family", required=True)
     ex.add_argument("--budget", type=_target_budget, required=True, help="target compute in FLOPs, e.g. 1e22")
@@ -308,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--ratio", type=float,
                     help="data-to-model ratio of the big run (default: the study's own, which the law was fitted at; "
                          "another is weighed by the verdict)")
-    ex.add_argument("--max-extrapolation", type=_factor_above_one, default=Limits.max_extrapolation,
-                    help="how far past the largest fitted budget a law may be taken (default %(default)gx)")
+    _max_extrapolation(ex)
     ex.add_argument("--force", action="store_true",
                     help="write a recipe the verdict calls not usable (the verdict and its reasons head it)")
     ex.add_argument("--format", choices=("text", "yaml"), default="text")
@@ -317,20 +350,24 @@ def main(argv: list[str] | None = None) -> int:
     _common(ex)
     ex.set_defaults(run=cmd_extrapolate)
 
+
+def _add_validate(commands: argparse._SubParsersAction) -> None:
     val = commands.add_parser("validate", help="fit below a held-out budget, predict it, compare with its trials")
-    val.add_argument("source", nargs="?", help="results path, mlflow:<experiment>, or a study name")
+    _source(val)
     val.add_argument("--holdout", type=float, required=True, help="the held-out budget in FLOPs (one of the study's)")
     val.add_argument("--family", nargs="+", help=f"{FAMILY} values to check (default: all with runs at the hold-out)")
     val.add_argument("--estimator", choices=tuple(ESTIMATORS), help="default: bowl where it fits, else band")
     _common(val)
     val.set_defaults(run=cmd_validate)
 
+
+def _add_import(commands: argparse._SubParsersAction) -> None:
     imp = commands.add_parser("import", help="turn an external CSV/Parquet table of runs into a study folder")
     imp.add_argument("table", help="one row per run: family, compute (or params and tokens), lr, bsz, loss, units")
     imp.add_argument("--out", required=True, help="the study folder to write (results.csv)")
     imp.add_argument("--column", action="append", metavar="OURS=THEIRS",
                      help="map a column of the table to ours, e.g. --column loss=final_loss (repeatable)")
-    imp.add_argument("--units", choices=("bytes", "tokens"), help="what lr/bsz/loss count, if no 'units' column")
+    imp.add_argument("--units", choices=UNITS, help="what lr/bsz/loss count, if no 'units' column")
     imp.add_argument("--bytes-per-unit", type=float, help="bytes per token, if no column (losses then also in bpb)")
     imp.add_argument("--family", help="the model family of every run, if no 'family' column")
     imp.add_argument("--study", help="the study name (default: the folder's name)")
@@ -346,21 +383,6 @@ def main(argv: list[str] | None = None) -> int:
                           "(converted with --seq-len or a seq_len column)")
     imp.add_argument("--seq-len", type=_positive, help="input units per sequence, for --bsz-unit sequences")
     imp.set_defaults(run=cmd_import)
-
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AnalysisWarning)  # the analysis keeps them; printed once below
-        try:
-            result = args.run(args)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except Refused as refused:
-            print(f"refused: {refused}", file=sys.stderr)
-            return 3
-    for message in result if isinstance(result, list) else result.warnings:
-        print(f"warning: {message}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,25 +1,27 @@
 """A fitted law with its limits (``aunet.laws.LawCard``), from an analysis: what law files hold and
-what ``aunet.verdict.judge`` reads. The one place an analysis becomes a law file."""
+what ``aunet.verdict.judge`` reads. The one place an analysis becomes a law file (:func:`write_law`,
+:func:`write_laws`): the CLI and the report both write through it."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.fits import Analysis, LawFit, LossFit
-from analysis.load import FAMILY
+from analysis.bootstrap import LawFit
+from analysis.box import BoxFlag
+from analysis.columns import FAMILY
+from analysis.fits import Analysis
+from analysis.loss_curve import LossFit
 from aunet.config import BYTE_VOCAB
 from aunet.laws import BudgetFacts, FittedLaw, LawCard, Regime, tokens_per_param
 
-#: The per-budget table's flags (``fits._box_checks``) as law-file flags (``aunet.laws.FLAGS``).
-TABLE_FLAGS = {"LR floor": "lr_floor", "LR ceiling": "lr_ceiling", "BSZ floor": "bsz_floor",
-               "BSZ ceiling": "bsz_ceiling", "LR lower": "lr_edge", "LR upper": "lr_edge", "BSZ lower": "bsz_edge",
-               "BSZ upper": "bsz_edge", "bowl LR outside": "bowl_outside", "bowl BSZ outside": "bowl_outside",
-               "band fills box": "band_fills_box"}
+#: Each label of the per-budget table's ``edge`` and the law-file flag (``aunet.laws.FLAGS``) it stands for.
+TABLE_FLAGS = {flag.label: flag.law for flag in BoxFlag}
 
 
 def toolkit_version() -> str:
@@ -92,7 +94,7 @@ def law_card(analysis: Analysis, family: str, estimator: str | None = None, sour
     fitted = fit.budgets[np.isfinite(fit.budgets["lr_opt"]) & np.isfinite(fit.budgets["bsz_opt"])]
     budgets = tuple(
         BudgetFacts(float(r.budget), int(r.finished), float(r.best_lr), float(r.best_bsz),
-                    tuple(dict.fromkeys(TABLE_FLAGS[f.strip()] for f in str(r.edge).split(",") if f.strip())))
+                    tuple(dict.fromkeys(flag.law for flag in r.flags)))
         for r in fitted.itertuples())
     noise = analysis.seed_noise
     noise = noise[noise[FAMILY] == family] if len(noise) else noise
@@ -105,3 +107,20 @@ def law_card(analysis: Analysis, family: str, estimator: str | None = None, sour
         warnings=tuple(w for w in analysis.warnings if w.startswith((f"{family}:", f"{family} "))), source=source,
         source_sha256=source_hash(runs), toolkit=toolkit_version(),
         regime=fitted_regime(family, fit.runs[fit.runs["usable"]]))
+
+
+def write_law(analysis: Analysis, family: str, estimator: str | None, source: str, path: str | Path) -> LawCard:
+    """Write the law file of ``family`` (:func:`law_card`'s default estimator where None) at ``path``."""
+    card = law_card(analysis, family, estimator, source)
+    card.write(path)
+    return card
+
+
+def write_laws(analysis: Analysis, folder: str | Path, source: str) -> dict[tuple[str, str], Path]:
+    """Every fitted law as ``<family>_<estimator>.json`` in ``folder``; the paths by (family, estimator)."""
+    paths: dict[tuple[str, str], Path] = {}
+    for family, fits in analysis.laws.items():
+        for estimator in fits:
+            paths[family, estimator] = Path(folder) / f"{family}_{estimator}.json"
+            write_law(analysis, family, estimator, source, paths[family, estimator])
+    return paths

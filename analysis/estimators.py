@@ -23,7 +23,7 @@ BOWL_COEFFICIENTS = 7  # the quadratic's six and a cubic term in log LR (see ``_
 BOWL_MIN_RUNS = BOWL_COEFFICIENTS + 2  # and two to spare
 
 
-def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Row 0 is the data itself; rows 1.. are resamples of the n runs (multinomial counts)."""
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
     return np.vstack([np.ones((1, n)), counts]).astype(float)
@@ -181,7 +181,7 @@ class Band(Estimator):
         conditioning on them understates the spread."""
         n = len(loss)
         if not _is_grid(logv):
-            return loss, _bootstrap_weights(n, n_boot, rng)
+            return loss, bootstrap_weights(n, n_boot, rng)
         scale = _quadratic(loss, logv, np.ones((1, n)))[1]
         noise = scale / 100 * math.sqrt(n / (n - BOWL_COEFFICIENTS))  # percent excess -> relative
         losses = loss * (1 + noise * rng.standard_normal((n_boot + 1, n)))

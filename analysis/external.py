@@ -21,11 +21,11 @@ from analysis.load import (
     FAMILY_ALIASES,
     UNITS,
     _numeric,
-    _read_path,
     _rows,
     validate_results,
     with_status,
 )
+from analysis.readers import read_path
 from aunet.record import STATUSES
 
 #: Compute from a model size N and a number of training tokens D: C = FLOPS_PER_PARAM_TOKEN · N · D
@@ -57,18 +57,11 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
     the batch counts sequences of ``seq_len`` units (or a ``seq_len`` column), written in units.
     Budgets are grouped on reading (``analysis.load.nominal_budgets``, ``budget_tolerance``).
     """
-    if bsz_unit not in BSZ_UNITS:
-        raise ValueError(f"--bsz-unit {bsz_unit!r} is not one of {BSZ_UNITS}")
-    if seq_len is not None and bsz_unit != "sequences":
-        raise ValueError(f"--seq-len {seq_len:g} converts a batch counted in sequences: give --bsz-unit sequences "
-                         "too (without it the batch is read in input units)")
-    for old, new in (status_map or {}).items():
-        if new not in STATUSES:
-            raise ValueError(f"--status {old}={new}: {new!r} is not a status; use one of {STATUSES}")
+    _check_options(bsz_unit, seq_len, status_map)
     source = Path(source)
     if source.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ValueError(f"import reads a .csv or .parquet table; got {source}")
-    table = _read_path(source)
+    table = read_path(source)
     mapping = columns or {}
     absent = {ours: theirs for ours, theirs in mapping.items() if theirs not in table.columns}
     if absent:
@@ -99,6 +92,18 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return path
+
+
+def _check_options(bsz_unit: str, seq_len: float | None, status_map: dict[str, str] | None) -> None:
+    """Refuse options that contradict each other or name no status, before the table is read."""
+    if bsz_unit not in BSZ_UNITS:
+        raise ValueError(f"--bsz-unit {bsz_unit!r} is not one of {BSZ_UNITS}")
+    if seq_len is not None and bsz_unit != "sequences":
+        raise ValueError(f"--seq-len {seq_len:g} converts a batch counted in sequences: give --bsz-unit sequences "
+                         "too (without it the batch is read in input units)")
+    for old, new in (status_map or {}).items():
+        if new not in STATUSES:
+            raise ValueError(f"--status {old}={new}: {new!r} is not a status; use one of {STATUSES}")
 
 
 def _fill(table: pd.DataFrame, column: str, value, flag: str, aliases: tuple[str, ...] = ()) -> pd.DataFrame:

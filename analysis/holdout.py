@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import LEVEL
 from analysis.estimators import _band
-from analysis.fits import LEVEL, MIN_BUDGETS, analyse, average_seeds, loss_metric
+from analysis.fits import analyse
 from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, FAMILY, load_results
+from analysis.metrics import loss_metric
+from analysis.seeds import average_seeds
+from aunet.laws import MIN_BUDGETS
 from aunet.verdict import Limits
 
 PREDICTED = "at_prediction"  # the column flagging the run at the predicted hyperparameters

@@ -8,7 +8,6 @@ the rows and the fix, instead of deep inside a fit.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -31,14 +30,9 @@ from analysis.columns import (
     UNITS,
 )
 from analysis.mlflow_io import read_mlflow
-from aunet.record import (
-    BUDGET_CONVENTIONS,
-    COMPUTE_COLUMN,
-    FINAL_STATUSES,
-    STATUSES,
-    RunRecord,
-    check_convention,
-)
+from analysis.readers import read_ledger as _read_ledger  # noqa: F401 (its import path in tests/test_status_budgets.py)
+from analysis.readers import read_path
+from aunet.record import BUDGET_CONVENTIONS, COMPUTE_COLUMN, FINAL_STATUSES, STATUSES, check_convention
 
 #: The default rule for runs stored as finished that diverged: loss above this multiple of the best loss
 #: of their group (the best runs of a real sweep sit near 2.5 nats, diverged ones near 7).
@@ -61,10 +55,6 @@ DEFAULT_STATUS_MAP = {
 #: what they have spent so far. They are left out before anything else (counted in a warning), so
 #: that a ``running`` row never forms a budget of its own.
 NOT_ENDED = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".json")
-LEDGER = "ledger.sqlite"  # a study's ledger (sweeps.ledger), in outputs/sweeps/<study>/
-ARTIFACT_DIRS = {"mlartifacts", "mlruns"}  # MLflow keeps copies of record.json there
-_NESTED_RECORD_KEYS = ("downstream", "metrics", "config", "lr_box", "bsz_box", "contraction")
 
 
 class AnalysisWarning(UserWarning):
@@ -99,7 +89,7 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
         origin = f"MLflow experiment {experiment!r}"
     else:
         path = Path(source)
-        table = _read_path(path)
+        table = read_path(path)
         origin = str(path)
     if study is not None:
         if "study" not in table.columns or not (table["study"] == study).any():
@@ -108,71 +98,6 @@ def load_results(source: Any, *, tracking_uri: str | None = None, study: str | N
         table = table[table["study"] == study]
     return validate_results(table, origin=origin, diverged_above=diverged_above, budget_convention=budget_convention,
                             budget_tolerance=budget_tolerance)
-
-
-def _read_path(path: Path) -> pd.DataFrame:
-    """A sweep directory (its ledger, else its record files, else its one table) or a results file."""
-    if path.is_dir():
-        ledgers = sorted(path.glob(LEDGER)) or sorted(path.glob(f"*/{LEDGER}"))
-        if ledgers:
-            return pd.concat([_read_ledger(p) for p in ledgers], ignore_index=True)
-        records = [p for p in sorted(path.glob("**/record.json")) if not set(p.parts) & ARTIFACT_DIRS]
-        if records:
-            return pd.DataFrame([_row(json.loads(p.read_text()), p) for p in records])
-        tables = sorted(p for p in path.iterdir() if p.suffix in TABLE_SUFFIXES)
-        if len(tables) == 1:
-            return _read_path(tables[0])
-        raise ValueError(
-            f"{path} holds no {LEDGER}, no **/record.json files and {len(tables)} table files "
-            f"({[t.name for t in tables]}); point at one results file (CSV, Parquet or JSONL) or at a sweep's "
-            "output directory"
-        )
-    if not path.exists():
-        raise ValueError(f"results path {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".sqlite":
-        return _read_ledger(path)
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix == ".jsonl":
-            lines = [line for line in path.read_text().splitlines() if line.strip()]
-            return pd.DataFrame([_row(json.loads(line), path) for line in lines])
-        if suffix == ".json":
-            data = json.loads(path.read_text())
-            items = data if isinstance(data, list) else [data]
-            return pd.DataFrame([_row(item, path) for item in items])
-    except (ValueError, OSError) as err:  # json.JSONDecodeError and pandas parser errors are ValueErrors
-        raise ValueError(f"cannot read results file {path}: {err}") from err
-    raise ValueError(f"results file {path} has suffix {suffix!r}; use one of {TABLE_SUFFIXES} or a directory")
-
-
-def _read_ledger(path: Path) -> pd.DataFrame:
-    """A study's ledger (``sweeps.ledger``): every trial, also those that failed before writing a record."""
-    from sweeps.ledger import Ledger
-
-    ledger = Ledger(path)
-    table = ledger.to_frame()
-    for column in REQUIRED:
-        if column not in table.columns:
-            table[column] = np.nan
-    study = json.loads(ledger.get_meta("study") or "{}").get("name", path.parent.name)
-    table["study"] = table["study"].fillna(study) if "study" in table.columns else study
-    return table
-
-
-def _row(item: Any, origin: Path) -> dict[str, Any]:
-    """A flat row from either a row dict or a full (nested) record dict."""
-    if not isinstance(item, dict):
-        raise ValueError(f"{origin}: expected a JSON object per run, got {type(item).__name__}")
-    if any(key in item for key in _NESTED_RECORD_KEYS):
-        try:
-            return RunRecord.from_dict(item).to_row()
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{origin}: not a valid run record ({err})") from err
-    return item
 
 
 def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
@@ -199,6 +124,27 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     (:func:`with_status`); runs that have not ended (``NOT_ENDED``) are left out, counted in a
     warning. Row numbers in errors are those of ``table``.
     """
+    _check_options(table, origin, diverged_above, budget_tolerance)
+    df = _ended_runs(_columns(table, origin, status_map), origin)
+    _check_families_and_positives(df, origin)
+    _budgets_in_one_convention(df, budget_convention, origin)
+    nominal_budgets(df, budget_tolerance, origin)
+    _check_units(df, origin)
+    if "bpb" not in df.columns:
+        df["bpb"] = np.nan
+    fill = ~np.isfinite(df["bpb"]) & np.isfinite(df["loss"])  # NaN where bytes per unit is unknown
+    df.loc[fill, "bpb"] = df.loc[fill, "loss"] / (math.log(2) * df.loc[fill, "bytes_per_unit"])
+    for column in ("lr_min", "lr_max", "bsz_min", "bsz_max"):
+        if column not in df.columns:
+            df[column] = np.nan
+    df["group"] = _groups(df)
+    _check_duplicates(df, origin)
+    _mark_usable(df, origin, diverged_above)
+    return df.reset_index(drop=True)
+
+
+def _check_options(table: pd.DataFrame, origin: str, diverged_above: float | None, budget_tolerance: float) -> None:
+    """Refuse bad arguments and an empty table before reading any row."""
     if not (isinstance(budget_tolerance, (int, float)) and 0 <= budget_tolerance < 1):
         raise ValueError(f"budget tolerance {budget_tolerance!r} must be a fraction in [0, 1), e.g. 0.01 for 1% "
                          "(--budget-tolerance)")
@@ -209,6 +155,10 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     if diverged_above is not None and not diverged_above > 1:
         raise ValueError(f"diverged_above {diverged_above} must exceed 1 (a multiple of the best loss, e.g. 1.5), "
                          "or be None to keep every finished run")
+
+
+def _columns(table: pd.DataFrame, origin: str, status_map: dict[str, str] | None) -> pd.DataFrame:
+    """A copy of ``table`` with our family and status columns, every required column, and numbers as numbers."""
     df = table.reset_index(drop=True).rename(columns={a: FAMILY for a in FAMILY_ALIASES if a in table.columns}
                                              if FAMILY not in table.columns else {})
     df = with_status(df, origin, status_map)
@@ -222,6 +172,11 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     df = df.loc[:, ~df.columns.duplicated()].copy()
     for column in [c for c in df.columns if c in NUMERIC or c.startswith("eval_")]:
         df[column] = _numeric(df[column], column, origin)
+    return df
+
+
+def _ended_runs(df: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """The runs that have ended, after refusing unknown statuses; those still waiting are counted in a warning."""
     unknown = sorted(set(df["status"]) - set(STATUSES))
     if unknown:
         raise ValueError(f"{origin}: unknown status value(s) {unknown}; a run's status is one of {STATUSES}: map "
@@ -232,6 +187,11 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
         df = df[~df["status"].isin(NOT_ENDED)].copy()
         if df.empty:
             raise ValueError(f"{origin}: no run has ended yet ({waiting}): there are no results to analyse")
+    return df
+
+
+def _check_families_and_positives(df: pd.DataFrame, origin: str) -> None:
+    """Every run names its family, and its budget, LR and BSZ are positive numbers."""
     df[FAMILY] = df[FAMILY].astype(str).str.strip()
     if (df[FAMILY].isin(["", "nan", "None"])).any():
         raise ValueError(f"{origin}: rows {_rows(df[FAMILY].isin(['', 'nan', 'None']))} have no model family "
@@ -243,18 +203,10 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
                 f"{origin}: column {column!r} must be a positive finite number in every row; "
                 f"rows {_rows(bad)} have {df.loc[bad, column].head(3).tolist()}"
             )
-    _budgets_in_one_convention(df, budget_convention, origin)
-    nominal_budgets(df, budget_tolerance, origin)
-    _check_units(df, origin)
-    if "bpb" not in df.columns:
-        df["bpb"] = np.nan
-    fill = ~np.isfinite(df["bpb"]) & np.isfinite(df["loss"])  # NaN where bytes per unit is unknown
-    df.loc[fill, "bpb"] = df.loc[fill, "loss"] / (math.log(2) * df.loc[fill, "bytes_per_unit"])
-    for column in ("lr_min", "lr_max", "bsz_min", "bsz_max"):
-        if column not in df.columns:
-            df[column] = np.nan
-    df["group"] = _groups(df)
-    _check_duplicates(df, origin)
+
+
+def _mark_usable(df: pd.DataFrame, origin: str, diverged_above: float | None) -> None:
+    """``usable``: finished with a positive finite loss and not set aside as diverged (``set_aside``)."""
     bad_loss = (df["status"] == "finished") & ~(np.isfinite(df["loss"]) & (df["loss"] > 0))
     if bad_loss.any():
         warn(f"{origin}: {int(bad_loss.sum())} finished run(s) (rows {_rows(bad_loss)}) have a non-finite or "
@@ -263,7 +215,6 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     df["set_aside"] = False
     if diverged_above is not None:
         _set_aside_diverged(df, diverged_above, origin)
-    return df.reset_index(drop=True)
 
 
 def with_status(table: pd.DataFrame, origin: str, status_map: dict[str, str] | None = None, *,
@@ -311,6 +262,25 @@ def canonical(runs: pd.DataFrame) -> pd.DataFrame:
     draw the same replicates whichever source and row order they came from."""
     order = [c for c in CANONICAL_ORDER if c in runs.columns]
     return runs.sort_values(order, kind="mergesort", na_position="last")
+
+
+def results_table(results: Any) -> pd.DataFrame:
+    """A validated table as is; anything else through :func:`load_results`."""
+    return results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+
+
+def family_runs(results: Any, family: str) -> pd.DataFrame:
+    """The runs of one family (of :func:`results_table`), or one line naming the families there are."""
+    df = results_table(results)
+    runs = df[df[FAMILY] == family]
+    if runs.empty:
+        raise ValueError(f"no runs of {FAMILY} {family!r}; the table holds {sorted(df[FAMILY].unique())}")
+    return runs
+
+
+def describe_budget(family: str, budget: float, group: str) -> str:
+    """How a message names one budget's runs (and their group, where the budget has several)."""
+    return f"{family} budget {budget:.3g}" + (f" ({group})" if group else "")
 
 
 def nominal_budgets(df: pd.DataFrame, tolerance: float, origin: str) -> None:

@@ -17,8 +17,11 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
 from analysis.estimators import ESTIMATORS
-from analysis.fits import Analysis, HyperFit, LossFit, is_score, paper_law
+from analysis.fits import Analysis
+from analysis.hyper_laws import HyperFit, paper_law
 from analysis.load import FAMILY, compute_label
+from analysis.loss_curve import LossFit
+from analysis.metrics import is_score
 
 FAMILY_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 BAD = {"diverged": ("x", "tab:red"), "failed": ("+", "black")}

@@ -14,10 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from analysis.cards import law_card
+from analysis.bootstrap import LawFit
+from analysis.cards import law_card, write_laws
+from analysis.columns import FAMILY
+from analysis.estimators import Band, Bowl
 from analysis.extrapolate import Extrapolation, extrapolate
-from analysis.fits import Analysis, LawFit, analyse, paper_law
-from analysis.load import FAMILY, compute_label
+from analysis.fits import Analysis, analyse
+from analysis.hyper_laws import paper_law
+from analysis.load import compute_label
 from analysis.plots import all_figures
 from aunet.laws import coef_identified, exponent_identified, why_not_identified
 from aunet.verdict import Limits, judge
@@ -69,29 +73,42 @@ def default_targets(analysis: Analysis) -> list[float]:
     return [10 * top, 100 * top]
 
 
-def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
-          limits: Limits | None = None) -> list[Block]:
-    """The report's blocks; writes the figures and the fitted law files under ``out``."""
+def build(analysis: Analysis, out: Path, *, targets: list[float], source: str, laws: dict[tuple[str, str], Path],
+          figures: dict[str, list[Path]], limits: Limits | None = None) -> list[Block]:
+    """The report's blocks, one function per section; ``laws`` and ``figures``: the files written for it
+    under ``out`` (:func:`write_report` writes every file)."""
     limits = limits or Limits()
-    df = analysis.results
-    blocks: list[Block] = [("h", 1, "Scaling analysis"),
-                           ("p", f"Source: `{source}`. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
-                                 f"{len(df)} runs; near-optimal band: within {analysis.tolerance:.2%} of each "
-                                 "budget's best loss; intervals are 95% bootstrap intervals (band: runs resampled "
-                                 "within each budget, or loss noise redrawn on a full grid; bowl: residuals of its "
-                                 "quadratic flipped at the runs' own points), widened, never narrowed, by the "
-                                 "budgets' scatter around the law. Finished runs with a loss above the divergence rule's multiple of their "
-                                 "budget's best are set aside as diverged and never fitted.")]
     recipes = {family: _recipes(analysis, family, targets, limits, source) for family in analysis.laws}
-    blocks += _supports(analysis, recipes, limits, source)
-    blocks.append(("h", 2, "Runs"))
+    sections = [_header(analysis, source), _supports(analysis, recipes, limits, source), _runs(analysis),
+                _laws(analysis, {key: path.relative_to(out) for key, path in laws.items()}),
+                _band_against_bowl(analysis), _per_budget(analysis), _loss(analysis), _equal_compute(analysis),
+                _seed_noise(analysis), _extrapolation(recipes), _figures(figures, out), _warnings(analysis)]
+    return [block for section in sections for block in section]
+
+
+def _header(analysis: Analysis, source: str) -> list[Block]:
+    return [("h", 1, "Scaling analysis"),
+            ("p", f"Source: `{source}`. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
+                  f"{len(analysis.results)} runs; near-optimal band: within {analysis.tolerance:.2%} of each "
+                  "budget's best loss; intervals are 95% bootstrap intervals (band: runs resampled "
+                  "within each budget, or loss noise redrawn on a full grid; bowl: residuals of its "
+                  "quadratic flipped at the runs' own points), widened, never narrowed, by the "
+                  "budgets' scatter around the law. Finished runs with a loss above the divergence rule's multiple of their "
+                  "budget's best are set aside as diverged and never fitted.")]
+
+
+def _runs(analysis: Analysis) -> list[Block]:
+    df = analysis.results
     counts = df.groupby([FAMILY, "status"]).size().unstack(fill_value=0)
     counts["set aside as diverged"] = df.groupby(FAMILY)["set_aside"].sum().reindex(counts.index).astype(int)
-    blocks.append(("table", [FAMILY, *counts.columns],
-                   [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)]))
+    return [("h", 2, "Runs"),
+            ("table", [FAMILY, *counts.columns], [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)])]
 
-    blocks.append(("h", 2, "Hyperparameter laws"))
-    blocks.append(("p", f"BSZ = A·C^α and LR = B·C^β, C: {compute_label(df)}. *band*: the paper's protocol (fit through the "
+
+def _laws(analysis: Analysis, laws: dict[tuple[str, str], Path]) -> list[Block]:
+    """Every fitted law with its law file (``laws``: relative paths), and the paper's where it applies."""
+    blocks: list[Block] = [("h", 2, "Hyperparameter laws")]
+    blocks.append(("p", f"BSZ = A·C^α and LR = B·C^β, C: {compute_label(analysis.results)}. *band*: the paper's protocol (fit through the "
                         "runs near the best loss of each budget); *bowl*: the minimum of a robust quadratic in "
                         "log LR × log BSZ, with a cubic term in log LR (the loss rises faster above the best LR than "
                         "below it), fitted to every finished run of a budget. *dispersion*: scatter of the "
@@ -100,10 +117,8 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
     rows = []
     for family, fits in analysis.laws.items():
         for estimator, fit in fits.items():
-            path = out / "laws" / f"{family}_{estimator}.json"
-            law_card(analysis, family, estimator, source).write(path)
             rows.append([family, estimator, fit.units, *_law_cells(fit.bsz), *_law_cells(fit.lr),
-                         str(len(fit.lr.budgets)), f"`{path.relative_to(out)}`"])
+                         str(len(fit.lr.budgets)), f"`{laws[family, estimator]}`"])
         reference = paper_law(family, next(iter(fits.values())).units)
         if reference is not None:
             rows.append([family, "paper (App. D)", reference.units, _g(reference.bsz.coef), _g(reference.bsz.exponent),
@@ -111,23 +126,33 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
     blocks.append(("table", header, rows) if rows else
                   ("p", "**No law could be fitted**: the warnings at the end say which budgets and how many "
                         "runs are missing."))
+    return blocks
 
+
+def _band_against_bowl(analysis: Analysis) -> list[Block]:
+    """How much narrower the bowl's exponent intervals are than the band's, where a family has both."""
+    band, bowl = Band.name, Bowl.name
     comparison = []
     for family, fits in analysis.laws.items():
-        if len(fits) == 2:
+        if {band, bowl} <= fits.keys():
             for target, name in (("bsz", "α"), ("lr", "β")):
-                laws = {e: getattr(f, target) for e, f in fits.items()}
+                laws = {e: getattr(fits[e], target) for e in (band, bowl)}
                 widths = {e: np.diff(law.exponent_ci)[0] for e, law in laws.items()}
-                ratio = _g(widths["band"] / widths["bowl"], 2) if all(exponent_identified(law.exponent_ci) for law in laws.values()) else \
+                ratio = _g(widths[band] / widths[bowl], 2) if all(exponent_identified(law.exponent_ci) for law in laws.values()) else \
                     "not comparable (an exponent is not identified)"
-                comparison.append([family, name, _g(widths["band"]), _g(widths["bowl"]), ratio])
-    if comparison:
-        blocks.append(("h", 3, "Band against bowl"))
-        blocks.append(("p", "Width of the 95% interval of each exponent; the ratio is how many times more "
-                            "precise the bowl is on this sweep (its square: how many times fewer trials it "
-                            "needs for the band's precision)."))
-        blocks.append(("table", [FAMILY, "exponent", "band width", "bowl width", "band / bowl"], comparison))
+                comparison.append([family, name, _g(widths[band]), _g(widths[bowl]), ratio])
+    if not comparison:
+        return []
+    return [("h", 3, "Band against bowl"),
+            ("p", "Width of the 95% interval of each exponent; the ratio is how many times more "
+                  "precise the bowl is on this sweep (its square: how many times fewer trials it "
+                  "needs for the band's precision)."),
+            ("table", [FAMILY, "exponent", f"{band} width", f"{bowl} width", f"{band} / {bowl}"], comparison)]
 
+
+def _per_budget(analysis: Analysis) -> list[Block]:
+    """Per family, each budget's runs and every estimator's optimum, residuals and flags side by side."""
+    blocks: list[Block] = []
     for family, fits in analysis.laws.items():
         blocks.append(("h", 3, f"{family}: per budget"))
         merged = None
@@ -147,33 +172,41 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
         header = ["budget", "group", "runs", "finished", "set aside", "near-opt."]
         header += ["best loss"] + [f"{e} {q}" for e in fits for q in ("LR*", "BSZ*", "resid. LR/BSZ", "edge")]
         blocks.append(("table", header, list(merged.values())))
+    return blocks
 
-    if analysis.loss:
-        blocks.append(("h", 2, "Loss against compute"))
-        blocks.append(("p", "Best loss of each budget fitted as L(C) = E + A·C^-α (Huber loss on log residuals, "
-                            "several starts; intervals: parametric bootstrap at the residual scale, Student-t with "
-                            "B-3 degrees of freedom). In bits per byte where runs record their bytes per unit, "
-                            "else in nats per unit (token losses are never relabelled as per byte). A family with three budgets "
-                            "only gets L(C) = A·C^-α (E = 0, least squares in log-log, Student-t with one degree of "
-                            "freedom): the local slope, not the floor."))
-        blocks.append(("table", [FAMILY, "loss in", "E", "A", "α", "budgets", "max |log resid.|"],
-                       [[family, f.label, _floor_cell(f), _factor_ci(f.a, f.a_ci), _exponent_ci(f.alpha, f.alpha_ci),
-                         str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]
-                        for family, f in analysis.loss.items()]))
 
-    blocks += _equal_compute(analysis)
+def _loss(analysis: Analysis) -> list[Block]:
+    if not analysis.loss:
+        return []
+    return [("h", 2, "Loss against compute"),
+            ("p", "Best loss of each budget fitted as L(C) = E + A·C^-α (Huber loss on log residuals, "
+                  "several starts; intervals: parametric bootstrap at the residual scale, Student-t with "
+                  "B-3 degrees of freedom). In bits per byte where runs record their bytes per unit, "
+                  "else in nats per unit (token losses are never relabelled as per byte). A family with three budgets "
+                  "only gets L(C) = A·C^-α (E = 0, least squares in log-log, Student-t with one degree of "
+                  "freedom): the local slope, not the floor."),
+            ("table", [FAMILY, "loss in", "E", "A", "α", "budgets", "max |log resid.|"],
+             [[family, f.label, _floor_cell(f), _factor_ci(f.a, f.a_ci), _exponent_ci(f.alpha, f.alpha_ci),
+               str(len(f.budgets)), _g(float(np.abs(f.residuals).max()), 2)]
+              for family, f in analysis.loss.items()])]
 
-    if len(analysis.seed_noise):
-        blocks.append(("h", 2, "Seed noise"))
-        blocks.append(("p", f"Configurations run with several seeds: the spread of their loss (max/min - 1) "
-                            f"against the {analysis.tolerance:.2%} band. A spread at or above the band means the "
-                            "band cannot tell runs apart from seed noise."))
-        blocks.append(("table", [FAMILY, "budget", "group", "LR", "BSZ", "seeds", "mean loss", "spread", "sd",
-                                 "spread / band"],
-                       [[r[FAMILY], _g(r["budget"]), r["group"] or "-", _g(r["lr"]), _g(r["bsz"], 4), str(r["seeds"]),
-                         _g(r["mean_loss"], 4), f"{r['spread']:.2%}", f"{r['sd']:.2%}", _g(r["vs_band"], 2)]
-                        for _, r in analysis.seed_noise.iterrows()]))
 
+def _seed_noise(analysis: Analysis) -> list[Block]:
+    if not len(analysis.seed_noise):
+        return []
+    return [("h", 2, "Seed noise"),
+            ("p", f"Configurations run with several seeds: the spread of their loss (max/min - 1) "
+                  f"against the {analysis.tolerance:.2%} band. A spread at or above the band means the "
+                  "band cannot tell runs apart from seed noise."),
+            ("table", [FAMILY, "budget", "group", "LR", "BSZ", "seeds", "mean loss", "spread", "sd",
+                       "spread / band"],
+             [[r[FAMILY], _g(r["budget"]), r["group"] or "-", _g(r["lr"]), _g(r["bsz"], 4), str(r["seeds"]),
+               _g(r["mean_loss"], 4), f"{r['spread']:.2%}", f"{r['sd']:.2%}", _g(r["vs_band"], 2)]
+              for _, r in analysis.seed_noise.iterrows()])]
+
+
+def _extrapolation(recipes: dict[str, dict[float, Extrapolation | str]]) -> list[Block]:
+    """The recipe at each target where its verdict allows one, and the notes of those that could not be planned."""
     rows, notes = [], []
     for family, found in recipes.items():
         for target, e in found.items():
@@ -188,6 +221,7 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
                          str(e.loss) if e.loss else "-", str(e.bpb) if e.bpb else "-"])
             if e.note:
                 notes.append(e.note)
+    blocks: list[Block] = []
     if rows or notes:
         blocks.append(("h", 2, "Extrapolation"))
         blocks.append(("p", "The recipe at each target where its verdict allows one (intervals with their factor "
@@ -196,16 +230,16 @@ def build(analysis: Analysis, out: Path, *, targets: list[float], source: str,
     if rows:
         blocks.append(("table", [FAMILY, "budget", "law", "verdict", "LR", "BSZ", "steps", "model",
                                  "loss (nats/unit)", "bpb"], rows))
-    for note in dict.fromkeys(notes):
-        blocks.append(("p", f"Note: {note}."))
+    return blocks + [("p", f"Note: {note}.") for note in dict.fromkeys(notes)]
 
-    blocks.append(("h", 2, "Figures"))
-    for name, paths in all_figures(analysis, out / "figures").items():
-        blocks.append(("img", paths[0].relative_to(out), f"{name} (PDF: {paths[1].relative_to(out)})"))
-    if analysis.warnings:
-        blocks.append(("h", 2, "Warnings"))
-        blocks.append(("list", analysis.warnings))
-    return blocks
+
+def _figures(figures: dict[str, list[Path]], out: Path) -> list[Block]:
+    return [("h", 2, "Figures")] + [("img", paths[0].relative_to(out), f"{name} (PDF: {paths[1].relative_to(out)})")
+                                    for name, paths in figures.items()]
+
+
+def _warnings(analysis: Analysis) -> list[Block]:
+    return [("h", 2, "Warnings"), ("list", analysis.warnings)] if analysis.warnings else []
 
 
 def _recipes(analysis: Analysis, family: str, targets: list[float], limits: Limits,
@@ -372,7 +406,10 @@ def write_report(results, out, *, fmt: str = "md", targets: list[float] | None =
     out.mkdir(parents=True, exist_ok=True)
     analysis = results if isinstance(results, Analysis) else analyse(results, **fit_options)
     label = source or (str(results) if isinstance(results, (str, Path)) else "a results table")
-    blocks = build(analysis, out, targets=targets or default_targets(analysis), source=label, limits=limits)
+    laws = write_laws(analysis, out / "laws", label)
+    figures = all_figures(analysis, out / "figures")
+    blocks = build(analysis, out, targets=targets or default_targets(analysis), source=label, laws=laws,
+                   figures=figures, limits=limits)
     path = out / f"report.{fmt}"
     path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks))
     return path

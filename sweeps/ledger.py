@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from aunet.ledger_file import trial_row
 from sweeps.study import StudyConfig, Trial
 
 SCHEMA = """
@@ -64,7 +67,7 @@ class Row:
     error: str
     record: dict[str, Any] | None
     output_dir: str
-    job: str = ""  # the job that runs or last ran the trial (sweeps.attempts names it)
+    job: str = ""  # the job that runs or last ran the trial (sweeps.backends names it)
     phase: str = "qmc"
     box: tuple[float, ...] = ()
     seed: int = 0
@@ -169,24 +172,12 @@ class Ledger:
         return [Row(*r[:11], json.loads(r[11]) if r[11] else None, r[12], r[13], r[14], tuple(json.loads(r[15] or "[]")),
                     r[16]) for r in found]
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """Finished and failed trials as the analysis's results table (one flat row per record)."""
         return rows_frame(self.rows())
 
 
-def rows_frame(rows: list[Row]):
-    """Trials as the analysis's results table (one flat row per record). ``at_prediction`` flags the run
-    at the hyperparameters the laws predicted (``analysis.holdout``)."""
-    import pandas as pd
-
-    from aunet.record import RunRecord
-
-    flat = []
-    for row in rows:
-        labels = {"phase": row.phase, "at_prediction": row.phase == "predicted"}
-        if row.record is not None:
-            flat.append({**RunRecord.from_dict(row.record).to_row(), **labels})
-        else:
-            flat.append({"status": row.status, "family": row.family, "budget": row.budget, "lr": row.lr,
-                         "bsz": row.bsz, "trial": row.index, "error": row.error, "seed": row.seed, **labels})
-    return pd.DataFrame(flat)
+def rows_frame(rows: list[Row]) -> pd.DataFrame:
+    """Trials as the analysis's results table (one flat row per record)."""
+    return pd.DataFrame([trial_row(r.family, r.budget, r.index, r.lr, r.bsz, r.status, r.error, r.record, r.phase,
+                                   r.seed) for r in rows])

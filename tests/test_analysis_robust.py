@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
+from analysis.bootstrap import law_from_estimates as _law_from_estimates
 from analysis.extrapolate import extrapolate
 from analysis.fits import (
-    _law_from_estimates,
     analyse,
     average_seeds,
     fit_hyper_laws,

@@ -8,7 +8,7 @@ import pytest
 
 from analysis import analyse
 from analysis.cards import law_card
-from analysis.estimators import ESTIMATORS, Estimator, _bootstrap_weights, get_estimator
+from analysis.estimators import ESTIMATORS, Estimator, bootstrap_weights, get_estimator
 from analysis.synthetic import SweepDesign, synthetic_sweep
 
 
@@ -24,7 +24,7 @@ class BestRun(Estimator):
         return "the best run"
 
     def replicates(self, loss, logv, n_boot, rng):
-        return loss, _bootstrap_weights(len(loss), n_boot, rng)
+        return loss, bootstrap_weights(len(loss), n_boot, rng)
 
     def optimum(self, losses, logv, w, log_box, tolerance):
         best = np.where(w > 0, losses, np.inf).argmin(axis=1)
