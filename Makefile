@@ -50,14 +50,15 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Mutation score (slow, not in CI): mutmut copies the packages to mutants/ and runs the fast
-# tests of each module ([tool.mutmut] in pyproject.toml); of aunet/train.py only `evaluate` and the
-# law guard (TrainConfig.sets_from_law, check_law). PYTHONPATH is cleared so the tests import the
-# mutants, not the originals.
+# tests of each module ([tool.mutmut] in pyproject.toml); of aunet/train.py only `evaluate`, of
+# aunet/train_config.py the law guard (TrainConfig.sets_from_law, check_law). PYTHONPATH is
+# cleared so the tests import the mutants, not the originals.
 # `make mutation-recipe` runs the second set alone: what hands a user a recipe or a refusal.
-MUTATE := "aunet.splitting.*" "aunet.flops.*" "analysis.fits.*" "aunet.optim.*" "aunet.train.x_evaluate__mutmut_*" "aunet.data.packing.x_bits_per_byte__mutmut_*"
+MUTATE := "aunet.splitting.*" "aunet.flops.*" "aunet.archs.*" "analysis.bootstrap.*" "analysis.hyper_laws.*" \
+	"analysis.box.*" "analysis.loss_curve.*" "analysis.isoflop.*" "analysis.seeds.*" "analysis.metrics.*" "aunet.optim.*" "aunet.train.x_evaluate__mutmut_*" "aunet.data.packing.x_bits_per_byte__mutmut_*"
 MUTATE_RECIPE := "aunet.verdict.*" "aunet.laws.*" "analysis.cards.*" "analysis.extrapolate.*" "analysis.load.*" \
-	"sweeps.plan.*" "aunet.memory.*" "aunet.train.xǁTrainConfigǁsets_from_law__mutmut_*" \
-	"aunet.train.xǁTrainConfigǁcheck_law__mutmut_*"
+	"sweeps.plan.*" "aunet.memory.*" "aunet.train_config.xǁTrainConfigǁsets_from_law__mutmut_*" \
+	"aunet.train_config.xǁTrainConfigǁcheck_law__mutmut_*"
 mutation: $(STAMP)
 	env -u PYTHONPATH $(VENV)/bin/mutmut run $(MUTATE) $(MUTATE_RECIPE)
 	env -u PYTHONPATH $(VENV)/bin/mutmut results

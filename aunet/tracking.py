@@ -103,6 +103,7 @@ class Tracker:
                 items = list(flat.items())
                 for i in range(0, len(items), 100):
                     client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[i : i + 100]])
+                root.mkdir(parents=True, exist_ok=True)  # the trainer may not have made its folder yet
                 (root / RUN_ID_FILE).write_text(self.run_id)
         except Exception as err:  # tracking must never take the run down
             log.warning("MLflow tracking disabled for this run: %s", err)

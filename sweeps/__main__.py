@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sweeps.ledger import Ledger
 from sweeps.lock import StudyLocked, current_holder
-from sweeps.report import retry_hint, status_table
+from sweeps.report import status_report
 
 DEFAULT_ROOT = Path("outputs/sweeps")
 
@@ -69,10 +69,7 @@ def run(args: argparse.Namespace) -> None:
         return
     ledger = find_ledger(args.study)
     if args.command == "status":
-        print(status_table(ledger))
-        hint = retry_hint(ledger)
-        if hint:
-            print(hint)
+        print(status_report(ledger))
         holder = current_holder(ledger.path.parent)
         if holder:
             print(f"running now: {holder}")

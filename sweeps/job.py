@@ -1,119 +1,25 @@
-"""One trial of a study, as a job: each (family, budget) cell is planned once by the ladder, with
-contraction and BPE compression measured on the data; each trial's plan (the cell's model, the
-trial's LR and BSZ, the steps they buy) ships with its job as ``plan={...}``, and the job trains it.
+"""One trial of a study, as a job: the body of ``sweep.py``'s task function, in the job's process.
 
-A job's composed config (``conf/sweep.yaml``, schema ``TrialConfig``) is a training config plus the
-study it belongs to; the training config is that config without the study, type-checked by OmegaConf.
+The trial's config carries its plan (``sweeps.cell``); the job readies its process for its launcher
+(``sweeps.backends``), marks its start (``sweeps.attempts``) and trains.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from aunet import ladder
-from aunet.data import DataConfig, prepare_data
-from aunet.ladder import DataMeasurements, RunPlan
-from aunet.train import TrainConfig, train
-from sweeps.adaptive import CellPrior
+from aunet.train import train
 from sweeps.attempts import note_start
-from sweeps.study import StudyConfig, Trial, box, cell_trials
+from sweeps.backends import backend_here
+from sweeps.cell import TrialConfig, trial_config
 
-
-@dataclass
-class TrialConfig(TrainConfig):
-    """The schema of ``conf/sweep.yaml``: a training config, the study, and the trial's folder."""
-
-    sweep: StudyConfig = field(default_factory=StudyConfig)
-    trial_dir: str = ""
-
-
-ConfigStore.instance().store(name="sweep_schema", node=TrialConfig)
-TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (family, budget) of a study, planned once: its trials differ only in LR and BSZ."""
-
-    study: StudyConfig
-    prior: RunPlan  # the plan at the prior's LR and BSZ: the centre of the search box
-    measured: DataMeasurements
-
-    @property
-    def start(self) -> CellPrior:
-        """What the proposer needs of the cell (``sweeps.adaptive``): its prior optimum and BSZ grain."""
-        units = self.prior.budget / self.prior.budget_per_unit  # every trial of the cell trains these
-        limit = math.inf if self.study.force else (units / ladder.MIN_STEPS) // self.prior.seq_len * self.prior.seq_len
-        return CellPrior(self.prior.family, self.prior.budget, self.prior.lr, self.prior.law_bsz, self.prior.seq_len,
-                         limit)
-
-    def trials(self) -> list[Trial]:
-        """Phase 1: the cell's quasi-random trials over the prior box."""
-        return cell_trials(self.study, self.prior.family, self.prior.budget, self.prior.seq_len, self.prior.lr,
-                           self.prior.law_bsz)
-
-    def trial_plan(self, trial: Trial) -> RunPlan:
-        """The plan of one trial: the cell's model at the trial's LR and BSZ."""
-        return plan_family(self.study, trial.family, trial.budget, self.measured, bsz=trial.bsz, lr=trial.lr)
-
-    def check_steps(self) -> None:
-        """Refuse, before anything is submitted, a box whose largest batch trains fewer than
-        ``ladder.MIN_STEPS`` optimizer steps (unless the study forces it)."""
-        top = ladder.whole_sequences(box(self.prior.law_bsz, self.study.bsz_factor)[1], self.prior.seq_len)
-        try:
-            ladder.check_steps(self.prior, top, force=self.study.force)
-        except ValueError as err:
-            raise ValueError(f"study {self.study.name!r}: {err} (sweep.force=true)") from None
-
-    def overrides(self, trial: Trial) -> list[str]:
-        """The overrides of the trial's job: its name, its search box (where the sweeper proposed it), its plan."""
-        return [*trial.overrides(), f"lr_box={ladder.hydra_value(trial.box[:2])}",
-                f"bsz_box={ladder.hydra_value(trial.box[2:])}", self.trial_plan(trial).to_override()]
-
-
-def plan_family(study: StudyConfig, family: str, budget: float, measured: DataMeasurements,
-                bsz: int | None = None, lr: float | None = None) -> RunPlan:
-    return ladder.plan(family, budget, study.ratio, laws=study.prior_laws(family), contraction=measured.contraction,
-                       bpe_bytes_per_token=measured.bpe_bytes_per_token, vocab_size=measured.vocab_size,
-                       convention=study.budget_convention, bsz=bsz, lr=lr)
-
-
-def plan_cell(study: StudyConfig, family: str, budget: float, data: DictConfig | DataConfig) -> Cell:
-    """Measure the data for the family at this budget and plan the cell (refuses a budget too small, or
-    a box that gives a trial too few steps)."""
-    probe = ladder.get_family(family).probe(budget)
-    cell_data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), data,  # typed, even from YAML
-                                                    {"units": probe.units, "seq_len": probe.seq_len}))
-    measured = DataMeasurements.of(prepare_data(cell_data), probe)
-    cell = Cell(study, plan_family(study, family, budget, measured), measured)
-    cell.check_steps()
-    return cell
-
-
-def trial_config(cfg: DictConfig) -> TrainConfig:
-    """The training config of the trial a job's composed config describes."""
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    return TrainConfig.from_hydra({key: raw[key] for key in TRAIN_KEYS if key in raw})
+__all__ = ["TrialConfig", "run_trial"]  # TrialConfig: the schema's path named by conf/sweep.yaml and the README
 
 
 def run_trial(cfg: DictConfig) -> dict[str, Any]:
     """The task function body of ``sweep.py``: train one trial and return its record."""
-    export_slurm_distributed_env()
+    backend_here().prepare_job()
     note_start(cfg.output_dir)  # the driver counts attempts, and finds this job again, from this mark
     return train(trial_config(cfg)).to_dict()
-
-
-def export_slurm_distributed_env() -> None:
-    """A trial over several SLURM tasks (one per GPU) is one torch.distributed run: give every task
-    its rank and its peers, as torchrun would, so the trainer joins the process group."""
-    in_submitit_job = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # not a sweep run inside an salloc
-    if in_submitit_job and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "RANK" not in os.environ:
-        from submitit.helpers import TorchDistributedEnvironment
-
-        TorchDistributedEnvironment().export()

@@ -1,9 +1,10 @@
 """Launching a study's trials and settling what became of them, whatever happened meanwhile.
 
 ``run_trials`` is the one reusable step: launch these trials (so many at once) through the
-configured Hydra launcher and settle each one in the ledger. Through submitit (local or
-SLURM) every job's id goes into the ledger the moment it is submitted, and every job is
-waited for on its own, so one job's death decides nothing about the others. ``reconcile``
+configured Hydra launcher (its ``sweeps.backends`` backend) and settle each one in the ledger.
+Where the backend submits jobs (submitit, local or SLURM) every job's name goes into the ledger
+the moment it is submitted, and every job is waited for on its own, so one job's death decides
+nothing about the others. ``reconcile``
 is what a driver does first with what an earlier driver left behind: trials whose job
 still runs are adopted (waited for, never launched again), trials whose job is gone are
 settled from their record file, or retried. Attempts are the jobs that actually started
@@ -13,7 +14,6 @@ a trial (``sweeps.attempts``), never the launches.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +22,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 
 from aunet.record import RunRecord
-from sweeps.attempts import ALIVE, GONE, job_state, process_job, started_jobs, submitted_job
+from sweeps.attempts import started_jobs
+from sweeps.backends import ALIVE, GONE, IN_PROCESS, Job, LauncherBackend, job_state
 from sweeps.ledger import Ledger, Row
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,14 @@ def needs_run(row: Row, max_attempts: int) -> bool:
     return row.status in ("failed", "preempted") and row.attempts < max_attempts
 
 
-def run_trials(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callable[[Row], list[str]],
-               sweep_dir: Path, batch_size: int = 0) -> tuple[list[JobReturn], list[tuple[float, float, float]]]:
-    """Launch ``rows``, at most ``batch_size`` at once (0: all at once), and settle each in the ledger
-    as it ends.
+def run_trials(ledger: Ledger, backend: LauncherBackend, launcher: Any, rows: list[Row],
+               overrides: Callable[[Row], list[str]], sweep_dir: Path,
+               batch_size: int = 0) -> tuple[list[JobReturn], list[tuple[float, float, float]]]:
+    """Launch ``rows`` through Hydra's ``launcher`` (of that ``backend``), at most ``batch_size`` at once
+    (0: all at once), and settle each in the ledger as it ends.
 
-    Through submitit a slot is refilled the moment one of its jobs ends (a rolling window: a slow
-    trial holds one slot, not a whole batch); Hydra's in-process launcher runs them one by one.
+    Where the backend submits jobs a slot is refilled the moment one of its jobs ends (a rolling window:
+    a slow trial holds one slot, not a whole batch); Hydra's in-process launcher runs them one by one.
     Returns the jobs' returns and the overhead per trial (see ``batch_overhead``)."""
     tic = time.time()
     returns: list[JobReturn] = []
@@ -55,26 +57,28 @@ def run_trials(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callab
             returns.append(result)
         return settle(ledger, row, result, sweep_dir, launcher_error=error)
 
-    if _is_submitit(launcher):
-        _launch_rolling(ledger, launcher, rows, overrides, sweep_dir, batch_size or len(rows), ended)
+    if backend.submits:
+        _launch_rolling(ledger, backend, launcher, rows, overrides, sweep_dir, batch_size or len(rows), ended)
     else:
         _launch_in_process(ledger, launcher, rows, overrides, sweep_dir, ended)
     return returns, [batch_overhead(ledger, rows, tic, time.time(), sweep_dir)] if rows else []
 
 
-def _launch_rolling(ledger: Ledger, launcher: Any, rows: list[Row], overrides: Callable[[Row], list[str]],
-                    sweep_dir: Path, slots: int, ended: Callable, poll: float = 1.0) -> None:
-    """Keep ``slots`` submitit jobs in flight; every job's id goes into the ledger when it is
+def _launch_rolling(ledger: Ledger, backend: LauncherBackend, launcher: Any, rows: list[Row],
+                    overrides: Callable[[Row], list[str]], sweep_dir: Path, slots: int, ended: Callable,
+                    poll: float = 1.0) -> None:
+    """Keep ``slots`` submitted jobs in flight; every job's name goes into the ledger when it is
     submitted (with every slot free at once, all go as one job array), and each is waited for on
     its own: one job's death decides nothing about the others."""
-    running: dict[int, Any] = {}
+    running: dict[int, Job] = {}
     queue = list(range(len(rows)))
     while queue or running:
         free = min(slots - len(running), len(queue))
         if free > 0:
             chosen, queue = queue[:free], queue[free:]
-            for i, job in zip(chosen, submit_jobs(launcher, [overrides(rows[i]) for i in chosen], chosen[0])):
-                ledger.mark(rows[i].key, "running", job=submitted_job(job), output_dir=str(sweep_dir / rows[i].key))
+            for i, (name, job) in zip(chosen, backend.submit(launcher, [overrides(rows[i]) for i in chosen],
+                                                             chosen[0])):
+                ledger.mark(rows[i].key, "running", job=name, output_dir=str(sweep_dir / rows[i].key))
                 running[i] = job
         done = [i for i, job in running.items() if job.done()]
         for i in done:
@@ -92,7 +96,7 @@ def _launch_in_process(ledger: Ledger, launcher: Any, rows: list[Row], overrides
                        sweep_dir: Path, ended: Callable) -> None:
     """Hydra's basic launcher runs each trial inside this process, one by one. A trial that comes back
     preempted was stopped by a signal sent to this very process, i.e. to the driver: it stops."""
-    me = process_job("process", os.getpid())
+    me = IN_PROCESS.this_job()
     for i, row in enumerate(rows):
         ledger.mark(row.key, "running", job=me, output_dir=str(sweep_dir / row.key))
         try:
@@ -106,35 +110,7 @@ def _launch_in_process(ledger: Ledger, launcher: Any, rows: list[Row], overrides
                                 "command again to resume the study")
 
 
-def _is_submitit(launcher: Any) -> bool:
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-
-    return isinstance(launcher, BaseSubmititLauncher)
-
-
-def submit_jobs(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) -> list[Any]:
-    """Submit one job per trial as ``BaseSubmititLauncher.launch`` does (same executor, same
-    parameters, same job arguments), but return the jobs instead of waiting for all of them."""
-    import submitit
-    from hydra.core.singleton import Singleton
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
-
-    kind = launcher._EXECUTOR
-    init_keys = {"max_num_timeout", "submitit_folder"}
-    executor = submitit.AutoExecutor(
-        cluster=kind, folder=launcher.params["submitit_folder"],
-        **{f"{kind}_max_num_timeout": launcher.params[k] for k in ("max_num_timeout",) if k in launcher.params})
-    shared = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in shared else f"{kind}_{k}": v for k, v in launcher.params.items()
-                                  if k not in init_keys})
-    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    arguments = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
-                  Singleton.get_state()) for i, o in enumerate(job_overrides)]
-    return executor.map_array(launcher, *zip(*arguments))
-
-
-def _wait(job: Any) -> tuple[JobReturn | None, str]:
+def _wait(job: Job) -> tuple[JobReturn | None, str]:
     try:
         return job.results()[0], ""
     except Exception as err:  # this job died (killed, cancelled, node lost): the others go on

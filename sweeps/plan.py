@@ -35,7 +35,8 @@ from aunet.data import DataConfig, prepare_data
 from aunet.eval.cute import DEFAULT_ITEMS
 from aunet.eval.registry import expand_tasks, get_task
 from aunet.memory import training_memory
-from sweeps.job import Cell, plan_cell
+from sweeps.backends import backend_for
+from sweeps.cell import Cell, plan_cell
 from sweeps.study import StudyConfig, box
 
 #: Peak dense bf16 FLOP/s and memory per device (vendor data sheets); MFU: what a tuned LLM run reaches.
@@ -294,8 +295,8 @@ def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float
 
 def launcher_checks(launcher: DictConfig, costs: list[CellCost], rate: float) -> tuple[list[str], list[str]]:
     """(lines, refusals) of the SLURM limits: a trial longer than its time limit and requeues cannot finish."""
-    target = str(launcher.get("_target_", ""))
-    if "Slurm" not in target:
+    if not backend_for(launcher).time_limits:
+        target = str(launcher.get("_target_", ""))
         return [f"launcher: {target.rsplit('.', 1)[-1] or 'in-process'} (no SLURM limits to check)"], []
     lines, refusals = [], []
     timeout = launcher.get("timeout_min")

@@ -33,6 +33,13 @@ def status_table(ledger: Ledger) -> str:
     return "\n".join(lines)
 
 
+def status_report(ledger: Ledger) -> str:
+    """The status table, then what to run to retry the failed trials if any: what a study ends with and
+    what ``python -m sweeps status`` prints."""
+    hint = retry_hint(ledger)
+    return status_table(ledger) + (f"\n{hint}" if hint else "")
+
+
 def retry_hint(ledger: Ledger) -> str:
     """What to run to retry the study's failed trials ("" when none failed).
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from aunet.data import DataConfig
 from sweeps.adaptive import CellPrior, cell_box, next_trials
+from sweeps.backends import LauncherBackend, backend_for
+from sweeps.cell import Cell, plan_cell
 from sweeps.dashboard import mirror_to_optuna
-from sweeps.job import Cell, plan_cell
 from sweeps.launch import needs_run, reconcile, run_trials, wait_for_jobs
 from sweeps.ledger import Ledger, Row, rows_frame
 from sweeps.lock import StudyLock
-from sweeps.report import retry_hint, status_table
+from sweeps.report import status_report
 from sweeps.study import StudyConfig, Trial, budget_tag, trial_at
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,8 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     if study.holdout and predict is None:
         raise ValueError(f"study {study.name!r} holds out {study.holdout:.3g} but the runner was given no predictor "
                          "for its predicted trial (sweeps.sweeper.run_study(predict=...))")
-    check_launcher(config.hydra.launcher)
+    backend = backend_for(config.hydra.launcher)
+    backend.check(config.hydra.launcher)  # settings the scheduler would reject, before anything is submitted
     cells = study_cells(study, config.data)
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
     with StudyLock(sweep_dir):
@@ -71,16 +71,13 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
         adopted = reconcile(ledger, sweep_dir)
         extra = tracking_overrides(config, study, ledger, sweep_dir) if mlflow else []
         try:
-            returns, overheads = run_rounds(study, cells, ledger, launcher, arguments + extra, sweep_dir, adopted,
-                                            predict)
+            returns, overheads = run_rounds(study, cells, ledger, backend, launcher, arguments + extra, sweep_dir,
+                                            adopted, predict)
         finally:  # stopped or not, what finished is in the results table
             ledger.to_frame().to_csv(sweep_dir / "results.csv", index=False)
         if extra:
             close_study_run(config, ledger, study, sweep_dir)
-    print(status_table(ledger))
-    hint = retry_hint(ledger)
-    if hint:
-        print(hint)
+    print(status_report(ledger))
     if overheads:
         launcher_s, setup_s, teardown_s = (sum(o[i] for o in overheads) / len(overheads) for i in range(3))
         print(f"overhead per trial: {launcher_s:.1f} s launcher (composing, submitting, collecting), "
@@ -91,8 +88,8 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     return returns
 
 
-def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger: Ledger, launcher: Any,
-               arguments: list[str], sweep_dir: Path, adopted: list[Row],
+def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger: Ledger, backend: LauncherBackend,
+               launcher: Any, arguments: list[str], sweep_dir: Path, adopted: list[Row],
                predict: Predictor | None = None) -> tuple[list[JobReturn], list]:
     """Propose, register, run, until no cell proposes and nothing is left to run; returns the jobs'
     returns and the overhead per batch."""
@@ -105,7 +102,7 @@ def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger:
                  study.name, round_number, len(ledger.rows()), len(todo), len(adopted))
         if todo:
             ran, overhead = run_trials(
-                ledger, launcher, todo,
+                ledger, backend, launcher, todo,
                 lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
                              *trial_labels(row)],
                 sweep_dir, study.batch_size)
@@ -225,23 +222,3 @@ def close_study_run(config: DictConfig, ledger: Ledger, study: StudyConfig, swee
     except Exception as err:  # tracking never stops a study
         log.warning("could not update the study's MLflow run %s: %s", parent, err)
 
-
-def check_launcher(launcher: DictConfig) -> None:
-    """Settings SLURM would reject, caught before anything is submitted."""
-    target = str(launcher.get("_target_", ""))
-    if "Slurm" not in target:
-        return
-    if not shutil.which("sinfo"):
-        raise ValueError("hydra/launcher=submitit_slurm needs a SLURM client (sinfo, sbatch) on this machine")
-    partition = launcher.get("partition")
-    if partition:
-        found = subprocess.run(["sinfo", "-h", "-p", str(partition), "-o", "%P"], capture_output=True, text=True)
-        if not found.stdout.strip():
-            known = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()
-            raise ValueError(f"SLURM partition {partition!r} does not exist; known partitions: {known}")
-    if launcher.get("timeout_min") is not None and int(launcher.timeout_min) < 1:
-        raise ValueError(f"hydra.launcher.timeout_min={launcher.timeout_min}: SLURM needs at least 1 minute")
-    for key in ("nodes", "tasks_per_node", "cpus_per_task"):
-        value = launcher.get(key)
-        if value is not None and int(value) < 1:
-            raise ValueError(f"hydra.launcher.{key}={value}: must be at least 1")

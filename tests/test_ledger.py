@@ -17,7 +17,8 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 
 from aunet.record import RunRecord
-from sweeps.attempts import ALIVE, GONE, STARTS, job_state, process_job, started_jobs
+from sweeps.attempts import STARTS, started_jobs
+from sweeps.backends import ALIVE, GONE, job_state, process_job
 from sweeps.launch import batch_overhead, needs_run, reconcile, settle, wait_for_jobs
 from sweeps.ledger import Ledger, LedgerError
 from sweeps.lock import StudyLock, StudyLocked, current_holder
