@@ -59,11 +59,6 @@ def disk_full(err: BaseException | None) -> bool:
     return False
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def json_safe(value: Any) -> Any:
     """JSON has no NaN: None instead of every non-finite float, so the output is strictly valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):

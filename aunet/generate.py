@@ -25,11 +25,10 @@ def step_threads(model: nn.Module, threads: int | None) -> Iterator[None]:
     """Run a small model on ``threads`` intra-op threads (then restore the setting).
 
     A step (and a forward pass of a tiny model) is a chain of small kernels; on a busy
-    CPU every kernel's thread barrier can wait for a descheduled worker. Measured on this
-    2-core machine with other jobs running: one attention call of a generation step
-    0.014 ms on 1 thread, 20 ms on 2; HellaSwag scoring with aunet2_tiny 11 items/s on
-    1 thread, 1.6 on 2. None: 1 thread for CPU models under 100M parameters, the
-    current setting otherwise; 0: the current setting.
+    CPU every kernel's thread barrier can wait for a descheduled worker, so one thread is
+    much faster there (figures: ``benchmarks/README.md``). None: 1 thread for CPU models
+    under ``SMALL_MODEL_PARAMS`` parameters, the current setting otherwise; 0: the current
+    setting.
     """
     device = next(model.parameters()).device
     if threads is None:

@@ -1,9 +1,9 @@
 """PyTorch threads that follow the process's CPU allocation.
 
 PyTorch starts one intra-op thread per core of the machine, whatever the job was given: two
-single-CPU SLURM jobs on a 2-core node then run four busy threads on two cores and train 15-30x
-slower than one job alone. Every training, evaluation and data process therefore calls
-:func:`use_allocated_threads` once at start-up.
+single-CPU SLURM jobs on a 2-core node then run four busy threads on two cores and train many
+times slower than one job alone (figures: ``benchmarks/README.md``). Every training, evaluation
+and data process therefore calls :func:`use_allocated_threads` once at start-up.
 
 The allocation is ``SLURM_CPUS_PER_TASK`` when SLURM set it (CPUs per task), otherwise the CPUs
 this process may run on (``os.sched_getaffinity``; a SLURM job without ``--cpus-per-task``: its

@@ -4,8 +4,8 @@
 
 1. Time of every fit of one family (both estimators, L(C), iso-FLOP curves)
    with ``--bootstrap`` resamples over ``--runs`` runs (target: under 10 s).
-2. Spread of the fitted exponents across seeds for the band and the bowl on the
-   issue's design (6 budgets, 24 Sobol trials each, 0.2% loss noise, prior off by
+2. Spread of the fitted exponents across seeds for the band and the bowl on a
+   study's design (6 budgets, 24 Sobol trials each, 0.2% loss noise, prior off by
    1.5x), and the band with 4x and 10x the trials, to see how many trials the band
    needs for the bowl's precision.
 3. Coverage of the 95% intervals of both exponents over the same seeds.

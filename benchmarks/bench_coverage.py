@@ -8,21 +8,11 @@ runs replaced by divergences stored as finished (loss 2-3x the best), which the
 analysis must set aside. For every design, budget count and estimator it prints the
 share of seeds whose 95% interval covers the true alpha (BSZ) and beta (LR), the median
 interval widths, and the ratio of the median width with divergences to the clean one.
-Targets (issue 13): coverage in [0.90, 0.98] everywhere, width ratio at most 1.25. The
-last column, the median width over the width a normal 95% interval would have at the
-exponent's real spread over seeds (robust sd), says why a row misses: above 1 the
-intervals are wider than the noise asks and over-cover.
-Measured here (200 seeds, about 5 minutes; binomial sd of a coverage near 0.97: 1.2%),
-with the wild bootstrap for the bowl: coverage 0.930 to 1.000, 10 of 24 rows within
-target (Sobol bowl 5 of 6, grid with divergences 5 of 6), the other 14 over-cover at
-0.985-1.000 in one exponent; width ratios 1.08-1.19. Resampling the bowl's runs (the rule
-before) met 9 rows, with the Sobol bowl at 3 of 6 and its width/spread 1.2-1.5. What
-remains: the band on a Sobol design resamples runs as if independent, and its intervals
-are 1.3-1.5x the width its real spread asks (coverage 0.965-1.000); redrawing loss noise
-at the fixed points instead gave 0.55x, since its centroid really does move with the
-design. Clean grids over-cover mildly (0.98-1.00, width/spread 1.0-1.4), partly because
-the law never narrows below the bootstrap (max(1, dispersion), about +1% coverage at 1-3
-degrees of freedom).
+Targets: coverage in [0.90, 0.98] everywhere (a 95% interval that means what it says),
+width ratio at most 1.25 (divergences set aside cost little precision). The last column,
+the median width over the width a normal 95% interval would have at the exponent's real
+spread over seeds (robust sd), says why a row misses: above 1 the intervals are wider
+than the noise asks and over-cover. What it measured: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations

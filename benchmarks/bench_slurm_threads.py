@@ -1,9 +1,10 @@
 """One study, three launchers, back to back: local (in-process), SLURM with 2 CPUs per job (one job
 at a time on a 2-core node), SLURM with 1 CPU per job (two at once). Prints wall times, their ratios,
-each launcher's median training bytes/s and the threads the trials trained with (issue 17).
+each launcher's median training bytes/s and the threads the trials trained with: jobs that share a
+node must not oversubscribe its cores (``aunet.threads``).
 
-The study is the issue's: AU-Net 2 at 3e10, 1e11 and 3e11 FLOPs, 3 trials each, ``eval=none``, through
-the README's SLURM command on the local cluster (``scripts/slurm_cluster.sh up``, partition ``debug``).
+The study: AU-Net 2 at 3e10, 1e11 and 3e11 FLOPs, 3 trials each, ``eval=none``, through the README's
+SLURM command on the local cluster (``scripts/slurm_cluster.sh up``, partition ``debug``).
 
     eval "$(scripts/slurm_cluster.sh env)"
     python benchmarks/bench_slurm_threads.py [--repo DIR] [--launchers local,slurm2,slurm1]
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The issue's study: AU-Net 2 alone, quasi-random trials only, at the old demo's ratio (few steps: forced).
+# The study: AU-Net 2 alone, quasi-random trials only, at the old demo's ratio (few steps: forced).
 STUDY = ["sweep=demo", "sweep.name=threads", "eval=none", "sweep.families=[aunet2]", "sweep.phases=[qmc]",
          "sweep.max_moves=0", "sweep.ratio=0.005", "sweep.force=true"]
 LAUNCHERS = {
@@ -54,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose sweep.py runs the study")
     parser.add_argument("--launchers", default="local,slurm2,slurm1")
-    parser.add_argument("--budgets", default="3e10,1e11,3e11", help="the issue's study; fewer on a busy machine")
+    parser.add_argument("--budgets", default="3e10,1e11,3e11", help="the study's budgets; fewer on a busy machine")
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
     study = [*STUDY, f"sweep.budgets=[{args.budgets}]", f"sweep.trials={args.trials}"]

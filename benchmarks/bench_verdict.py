@@ -9,7 +9,7 @@ Per seed, one AU-Net 2 sweep of ``analysis.synthetic`` (scrambled Sobol, 24 tria
 
 * clean: 6 budgets over 2 decades (1e18 to 1e20), to 100x past the largest (1e22): the
   verdict, the share of seeds whose LR and BSZ land within 15% of the truth, and the share
-  whose 95% intervals cover it (targets, issue 23: usable; >= 90% within 15%; coverage 90-98%);
+  whose 95% intervals cover it (targets: usable; >= 90% within 15%; coverage 90-98%);
 * the same sweep 8 decades past the data (1e28): must be refused;
 * the demo's shape: 3 budgets over 0.6 decade (1e11 to 4e11 scaled to 1e18-4e18), to 100x:
   must be refused, and the table says by which reasons.

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from aunet import checkpoint
-from aunet.atomic import atomic_path, write_bytes_atomic, write_json_atomic
+from aunet.atomic import atomic_path, write_json_atomic
 from aunet.record import RunRecord
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "deep" / "file.bin"
-    write_bytes_atomic(path, b"old")
+    with atomic_path(path) as tmp:  # the directories are made, the file renamed into place
+        tmp.write_bytes(b"old")
     with pytest.raises(RuntimeError, match="killed"):
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"half of the new")

@@ -23,7 +23,7 @@ from aunet.parallel import DistEnv
 from aunet.record import RunRecord
 from aunet.tracking import TrackingConfig
 from aunet.train import TrainConfig, evaluate, train
-from tests.test_data_sources import make_docs, write_jsonl
+from tests.helpers.data import make_docs, write_jsonl
 
 SEQ = 128
 TINY = dict(arch="transformer", dims=[32], layers=[1], head_dims=[16], ffn_dims=[64], seq_len=SEQ)

@@ -14,14 +14,13 @@ from aunet.data import (
     DataConfig,
     Prefetcher,
     bits_per_byte,
-    check_corpus,
     doc_key,
     prepare_data,
 )
 from aunet.data.corpus import spread_sample
 from aunet.data.sources import iter_docs, resolve_sources
 from aunet.splitting import Splitter, pool_levels
-from tests.test_data_sources import make_docs, write_jsonl, write_parquet
+from tests.helpers.data import make_docs, transformer_for, write_jsonl, write_parquet
 
 SEQ = 256
 
@@ -306,19 +305,19 @@ def test_corpus_too_small_says_what_is_needed_and_offers_epochs(corpus_dir, tmp_
     cfg = cfg_for(corpus_dir, tmp_path)
     corpus = prepare_data(cfg)
     usable = (corpus.train_units() - 1) // SEQ * SEQ
-    assert check_corpus(corpus, usable)["epochs"] == pytest.approx(1.0)
+    assert corpus.check(usable)["epochs"] == pytest.approx(1.0)
     with pytest.raises(CorpusTooSmallError) as err:
-        check_corpus(cfg, usable + 1)
+        corpus.check(usable + 1)
     msg = str(err.value)
     assert f"{usable + 1:,}" in msg and f"{usable:,}" in msg and "epochs_allowed=true" in msg
-    ok = check_corpus(cfg_for(corpus_dir, tmp_path, epochs_allowed=True), 3 * usable)
+    ok = prepare_data(cfg_for(corpus_dir, tmp_path, epochs_allowed=True)).check(3 * usable)
     assert ok["epochs"] == pytest.approx(3.0)
 
 
 # ---------------------------------------------------------------------------- evaluation
 def test_eval_set_covers_every_heldout_byte_once(corpus_dir, tmp_path):
     corpus = prepare_data(cfg_for(corpus_dir, tmp_path))
-    ev = corpus.eval_set(seq_len=100)
+    ev = corpus.eval_set_for(transformer_for(corpus, seq_len=100))
     held = corpus.heldout_docs()
     targets = ev.ids[:, 1:][ev.mask].tolist()
     assert split_docs(targets, EOS_ID) == held
@@ -336,7 +335,8 @@ def test_heldout_batches_split_over_ranks_add_up(corpus_dir, tmp_path):
     per_rank = [list(corpus.heldout_batches(model, 2, rank=r, world_size=3)) for r in range(3)]
     assert len({len(b) for b in per_rank}) == 1  # same number of batches everywhere
     assert sum(b["n_bytes"] for bs in per_rank for b in bs) == corpus.info.heldout_bytes
-    assert sum(int(b["target_mask"].sum()) for bs in per_rank for b in bs) == corpus.eval_set(128).n_targets
+    targets = sum(len(d) + 1 for d in corpus.heldout_docs())  # every held-out byte and each document's EOS
+    assert sum(int(b["target_mask"].sum()) for bs in per_rank for b in bs) == targets
     for bs in per_rank:
         for b in bs:
             for row, lv, mask in zip(b["ids"], b["levels"], b["target_mask"]):

@@ -3,43 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 
 from aunet.data import DataConfig, prepare_data, resolve_sources
 from aunet.data.sources import SourceFile, iter_docs, sniff
-
-WORDS = ("the king queen crown night day sword love death honour speak hear tell why what come go my lord "
-         "sir good sweet fair noble war peace heaven earth fire water blood heart mind soul").split()
-
-
-def make_docs(n: int, seed: int = 0, lo: int = 40, hi: int = 400) -> list[str]:
-    rng = random.Random(seed)
-    docs = []
-    for i in range(n):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(lo, hi))]
-        docs.append(f"Document {i}. " + " ".join(words) + ".\n")
-    return docs
-
-
-def write_jsonl(path, texts, compress=False, frames=1):
-    lines = [json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)]
-    data = "".join(lines).encode()
-    if compress:
-        c = zstandard.ZstdCompressor()
-        step = -(-len(lines) // frames)
-        data = b"".join(c.compress("".join(lines[i: i + step]).encode()) for i in range(0, len(lines), step))
-    path.write_bytes(data)
-    return path
-
-
-def write_parquet(path, texts, row_group_size=5, column="text"):
-    pq.write_table(pa.table({column: texts, "n": list(range(len(texts)))}), path, row_group_size=row_group_size)
-    return path
+from tests.helpers.data import make_docs, write_jsonl, write_parquet
 
 
 def all_docs(sf: SourceFile, start: int = 0, **kw) -> list[bytes]:

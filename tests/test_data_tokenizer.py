@@ -12,7 +12,7 @@ import aunet.data.tokenizer as tokmod
 from aunet.config import EOS_ID
 from aunet.data import DataConfig, load_tokenizer, measure_compression, prepare_data, train_bpe
 from aunet.data.tokenizer import EOS_TOKEN, PAD_TOKEN
-from tests.test_data_sources import make_docs, write_jsonl
+from tests.helpers.data import make_docs, transformer_for, write_jsonl
 
 SEQ = 128
 
@@ -135,7 +135,7 @@ def test_bpe_and_bytes_evaluate_the_same_heldout_bytes(corpus_dir, tmp_path):
     bpe = prepare_data(cfg_for(corpus_dir, tmp_path))
     byte = prepare_data(cfg_for(corpus_dir, tmp_path, units="bytes", seq_len=512))
     assert bpe.heldout_docs() == byte.heldout_docs()
-    ev_bpe, ev_byte = bpe.eval_set(), byte.eval_set()
+    ev_bpe, ev_byte = bpe.eval_set_for(transformer_for(bpe)), byte.eval_set_for(transformer_for(byte))
     assert ev_bpe.n_bytes == ev_byte.n_bytes == bpe.info.heldout_bytes
     assert ev_bpe.n_docs == ev_byte.n_docs
     # the BPE targets decode to exactly the byte targets (documents and their EOS)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aunet.config import EOS_ID
-from tests.test_eval_helpers import BigramLM, ToyCodec
+from tests.helpers.toy_models import BigramLM, ToyCodec
 
 lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402

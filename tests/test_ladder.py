@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,6 @@ from aunet.ladder import (
     FAMILIES,
     MIN_STEPS,
     PRESET_DIR,
-    batch_sizes_in_box,
     check_steps,
     family_config,
     ffn_dim_for,
@@ -22,13 +23,17 @@ from aunet.ladder import (
     load_preset,
     main,
     plan,
+    presets,
     resolve_laws,
     steps_at,
 )
+from aunet.ladder.presets import project_root
 from aunet.laws import LAW_SCHEMA, PAPER_LAWS, HyperLaws, LawCard, PowerLaw
 from aunet.record import RunRecord
 from aunet.train import TrainConfig
 from aunet.verdict import judge
+from sweeps.study import StudyConfig, cell_trials
+from tests.helpers.cards import good_card
 
 # Table 10 and 11, "Scaling" rows: label -> (Total FLOPs, G/Acc x Batch x NGpus sequences per step, LR).
 BASELINE = {
@@ -95,6 +100,15 @@ def test_unknown_preset_names_the_close_ones():
     assert "aunet2_tinny" in str(err.value)
     with pytest.raises(ValueError, match="known presets"):
         load_preset("zzzzzzzz")
+
+
+def test_conf_is_read_from_the_checkout_or_aunet_root_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    checkout = Path(__file__).resolve().parents[1]
+    assert project_root({}) == checkout and PRESET_DIR == checkout / "conf" / "model"
+    assert project_root({"AUNET_ROOT": str(tmp_path)}) == tmp_path.resolve()
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path / "conf" / "model")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'conf' / 'model'} does not exist") + ".*AUNET_ROOT"):
+        load_preset("aunet2_tiny")
 
 
 # ---- the paper's conventions ----------------------------------------------------------
@@ -249,10 +263,12 @@ def test_cpu_plans_train_at_least_the_ratio_and_more_data_for_twice_the_budget(f
 
 
 def test_cpu_regime_keeps_200_steps_and_8_batch_sizes_where_the_design_says():
-    # A box of BSZ x/÷ 3 around 1 KB at 1e11 FLOPs, ratio 0.2 (the pilot's smallest cell).
+    # A box of BSZ x/÷ 3 around 1 KB at 1e11 FLOPs, ratio 0.2 (the pilot's smallest cell): a study's
+    # trials there snap to every whole number of 256-byte sequences from 256 to 3,072.
     p = plan("aunet2", 1e11, 0.2, contraction=[3.874])
-    sizes = batch_sizes_in_box(1024 / 3, 1024 * 3, p.seq_len)
-    assert len(sizes) >= 8 and sizes[0] == 256 and sizes[-1] == 3072
+    trials = cell_trials(StudyConfig(name="pilot", trials=32, bsz_factor=3), "aunet2", 1e11, p.seq_len, p.lr, 1024)
+    sizes = sorted({t.bsz for t in trials})
+    assert sizes == list(range(256, 3072 + 1, p.seq_len)) and len(sizes) >= 8
     assert check_steps(p, sizes[-1]) >= MIN_STEPS
     assert steps_at(p, 1024) == pytest.approx(p.budget / p.flops_per_unit / 1024)
 
@@ -307,8 +323,6 @@ def test_custom_law_replaces_the_prior():
 
 
 def test_law_from_json_file(tmp_path):
-    from test_verdict import good_card
-
     path = tmp_path / "law.json"
     good_card().write(path)
     p = plan("aunet3", 1e14, 1, laws=str(path))
@@ -404,8 +418,6 @@ def test_breakdown_of_a_plan_is_consistent():
 
 
 def test_overrides_compose_into_the_training_config(tmp_path):
-    from aunet.ladder import PRESET_DIR
-
     conf = PRESET_DIR.parent
     from hydra import compose, initialize_config_dir
 

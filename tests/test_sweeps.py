@@ -15,20 +15,9 @@ import pytest
 from aunet.ladder import CPU_SEQ, MIN_STEPS, steps_at, whole_sequences
 from sweeps.ledger import Ledger
 from sweeps.study import StudyConfig, Trial, box, cell_trials, parse_budget
+from tests.helpers.sweeps import TINY_STUDY, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-
-# A study small enough for seconds per trial: the ladder's smallest AU-Nets on a few dozen KB, so
-# some trials train fewer than 200 steps (forced: these tests check the machinery, not a law).
-TINY_STUDY = ["sweep.families=[aunet2]", "sweep.budgets=[2e10,4e10]", "sweep.trials=3", "sweep.ratio=0.005",
-              "sweep.force=true", "sweep.phases=[qmc]", "sweep.max_moves=0", "data.valid_bytes=65536",
-              "eval_bytes=4096", "tracking=off"]
-
-
-def run_sweep(sweep_dir: Path, *overrides: str, timeout: float = 900, env: dict | None = None):
-    cmd = [sys.executable, "sweep.py", "-m", *TINY_STUDY, f"hydra.sweep.dir={sweep_dir}", *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 def test_trials_are_reproducible_quasi_random_points_inside_the_box():
@@ -123,7 +112,7 @@ def test_a_cell_whose_box_gives_a_trial_under_200_steps_is_refused_unless_forced
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from sweeps.job import plan_cell
+    from sweeps.cell import plan_cell
 
     args = ["sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.ratio=0.005", "data.valid_bytes=65536"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
@@ -216,7 +205,7 @@ def test_the_sweeper_plans_a_trial_once_and_the_trainer_runs_that_plan(tmp_path)
     from aunet.data import prepare_data
     from aunet.optim import OptimConfig
     from aunet.train import TrainConfig, make_plan, train
-    from sweeps.job import plan_cell, trial_config
+    from sweeps.cell import plan_cell, trial_config
 
     study_args = ["sweep.name=one", "sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.trials=2",
                   "sweep.ratio=0.005", "sweep.force=true", "data.valid_bytes=65536"]

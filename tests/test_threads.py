@@ -16,8 +16,8 @@ import torch
 from aunet.threads import CHILD_THREAD_VARIABLES, Allocation, choose_threads, cpu_allocation
 from aunet.train import train
 from sweeps.ledger import Ledger
-from tests.test_sweeps import run_sweep
-from tests.test_train import tiny_config
+from tests.helpers.sweeps import run_sweep
+from tests.helpers.train import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 

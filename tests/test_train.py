@@ -21,22 +21,9 @@ from aunet.flops import flops_per_unit
 from aunet.record import RunRecord
 from aunet.tracking import TrackingConfig
 from aunet.train import TrainConfig, train
+from tests.helpers.train import TINY_MODEL, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = dict(arch="aunet", name="aunet2_test", dims=[32, 64], layers=[1, 1], head_dims=[16, 16],
-                  ffn_dims=[64, 128], seq_len=128, window=32)
-
-
-def tiny_config(out: Path, **overrides) -> TrainConfig:
-    model = {**TINY_MODEL, **overrides.pop("model", {})}
-    fields = dict(
-        model=ModelConfig(**model),
-        data=DataConfig(seq_len=model["seq_len"], valid_bytes=65536),
-        tracking=TrackingConfig(enabled=False),
-        steps=8, bsz=4 * model["seq_len"], eval_bytes=8192, log_every=2, output_dir=str(out), progress="off",
-    )
-    fields.update(overrides)
-    return TrainConfig(**fields)
 
 
 def cli(*args: str, env_extra: dict | None = None, **kwargs) -> subprocess.Popen:

@@ -9,7 +9,7 @@ Typical use::
     loader = corpus.loader(batch_size=8, rank=rank, world_size=world, splitter=splitter)
     batch = next(loader)                               # {"ids": LongTensor[8, 8193], "levels": ...}
     state = loader.state_dict()                        # goes into every checkpoint
-    evalset = corpus.eval_set()                        # same held-out bytes for every model
+    evalset = corpus.eval_set_for(model_cfg)           # same held-out bytes for every model
 
 ``python -m aunet.data prepare`` fetches the default corpus; ``python -m aunet.data info``
 describes a corpus.
@@ -19,7 +19,6 @@ from aunet.data.config import DEFAULT_SEQ_LEN, DataConfig, default_cache_dir
 from aunet.data.corpus import (
     Corpus,
     CorpusTooSmallError,
-    check_corpus,
     heldout_docs,
     prepare_data,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "Prefetcher",
     "SourceFile",
     "bits_per_byte",
-    "check_corpus",
     "default_cache_dir",
     "default_corpus_dir",
     "doc_key",

@@ -185,10 +185,6 @@ class Corpus:
                             world_size=world_size, splitter=splitter, epochs_allowed=self.cfg.epochs_allowed,
                             fingerprint=self.info.fingerprint)
 
-    def eval_set(self, seq_len: int | None = None, splitter: Splitter | None = None) -> EvalSet:
-        """The held-out split as fixed evaluation sequences in this corpus's units."""
-        return make_eval_set(self._heldout, self.encoder, int(seq_len or self.cfg.seq_len), splitter)
-
     # -------------------------------------------------------------- the trainer's view (model-aware)
     def fit_model_config(self, model_cfg: ModelConfig) -> ModelConfig:
         """The model config with this corpus's vocabulary (BPE) after checking units and seq_len agree."""
@@ -200,7 +196,7 @@ class Corpus:
 
     @staticmethod
     def splitter_for(model_cfg: ModelConfig) -> Splitter | None:
-        if model_cfg.arch != "aunet":
+        if not model_cfg.spec.pools:
             return None
         from aunet.splitting import Splitter
 
@@ -321,12 +317,6 @@ def prepare_data(cfg: DataConfig, progress: bool | None = None) -> Corpus:
     Caches are written under file locks and atomically, so concurrent ranks are safe.
     """
     return Corpus.prepare(cfg, progress)
-
-
-def check_corpus(cfg: DataConfig | Corpus, units_needed: int) -> dict[str, Any]:
-    """Raise CorpusTooSmallError if one pass over the training split is shorter than ``units_needed``."""
-    corpus = cfg if isinstance(cfg, Corpus) else Corpus.prepare(cfg)
-    return corpus.check(units_needed)
 
 
 def heldout_docs(cfg: DataConfig) -> list[bytes]:

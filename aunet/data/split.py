@@ -83,58 +83,80 @@ def scan_corpus(files: list[SourceFile], valid_bytes: int, cache_dir: str | Path
         return cached
     for sf in files:
         sniff(sf, text_field)
+    picker = HeldoutPicker(valid_bytes)
+    documents, total = _stream(files, picker, text_field, max_doc_bytes,
+                               sys.stderr.isatty() if progress is None else progress)
+    info, heldout_docs = picker.split(fp, files, documents, total)
+    _save(Path(cache_dir), info, heldout_docs)
+    return info, heldout_docs
 
-    heap: list[tuple[int, bytes]] = []  # (-key, key): max-heap of the current candidates
-    chosen: dict[bytes, list] = {}  # key -> [doc, copies]
-    chosen_bytes = 0
+
+class HeldoutPicker:
+    """The held-out candidates while the corpus streams past: the smallest-key documents whose bytes
+    reach ``valid_bytes``, kept in a max-heap so a smaller key can push the largest one out."""
+
+    def __init__(self, valid_bytes: int):
+        self.valid_bytes = valid_bytes
+        self.heap: list[tuple[int, bytes]] = []  # (-key, key): max-heap of the current candidates
+        self.chosen: dict[bytes, list] = {}  # key -> [doc, copies]
+        self.chosen_bytes = 0
+
+    def offer(self, doc: bytes) -> None:
+        if len(doc) > self.valid_bytes:
+            return
+        key = doc_key(doc)
+        if key in self.chosen:
+            self.chosen[key][1] += 1
+            return
+        k = int.from_bytes(key, "big")
+        if self.chosen_bytes >= self.valid_bytes and k > -self.heap[0][0]:
+            return
+        heapq.heappush(self.heap, (-k, key))
+        self.chosen[key] = [doc, 1]
+        self.chosen_bytes += len(doc)
+        while self.heap and self.chosen_bytes - len(self.chosen[self.heap[0][1]][0]) >= self.valid_bytes:
+            _, top = heapq.heappop(self.heap)
+            self.chosen_bytes -= len(self.chosen.pop(top)[0])
+
+    def split(self, fp: str, files: list[SourceFile], documents: int, total: int) -> tuple[CorpusInfo, list[bytes]]:
+        """The split the scan found, or the ValueError that says why the corpus cannot be split."""
+        names = ", ".join(Path(f.path).name for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        if documents == 0:
+            raise ValueError(f"the data sources hold no documents (all {len(files)} file(s) are empty: {names})")
+        if not self.chosen:
+            raise ValueError(f"no document is at most valid_bytes={self.valid_bytes} bytes long, so none can be held "
+                             "out; raise valid_bytes, or lower max_doc_bytes so that .txt files are cut smaller")
+        keys = sorted(self.chosen)
+        heldout_docs = [self.chosen[k][0] for k in keys]
+        copies = sum(self.chosen[k][1] for k in keys)
+        heldout_bytes = sum(len(d) for d in heldout_docs)
+        train_bytes = total - sum(len(self.chosen[k][0]) * self.chosen[k][1] for k in keys)
+        train_documents = documents - copies
+        if train_documents == 0 or 2 * heldout_bytes > total:
+            raise ValueError(f"valid_bytes={self.valid_bytes} holds out {heldout_bytes} of the corpus's {total} bytes; "
+                             "the held-out split may take at most half of the corpus: lower valid_bytes or add data")
+        info = CorpusInfo(fp, len(files), documents, total, len(heldout_docs), heldout_bytes, train_documents,
+                          train_bytes, self.valid_bytes, [k.hex() for k in keys])
+        return info, heldout_docs
+
+
+def _stream(files: list[SourceFile], picker: HeldoutPicker, text_field: str, max_doc_bytes: int,
+            show: bool) -> tuple[int, int]:
+    """Offer every document to ``picker``; (documents, bytes) of the whole corpus."""
     documents = total = 0
-    show = sys.stderr.isatty() if progress is None else progress
     bar = _bar(sum(f.size for f in files), show)
     try:
         for sf in files:
             for doc, _ref in iter_docs(sf, 0, text_field, max_doc_bytes):
                 documents += 1
                 total += len(doc)
-                if len(doc) > valid_bytes:
-                    continue
-                key = doc_key(doc)
-                if key in chosen:
-                    chosen[key][1] += 1
-                    continue
-                k = int.from_bytes(key, "big")
-                if chosen_bytes >= valid_bytes and k > -heap[0][0]:
-                    continue
-                heapq.heappush(heap, (-k, key))
-                chosen[key] = [doc, 1]
-                chosen_bytes += len(doc)
-                while heap and chosen_bytes - len(chosen[heap[0][1]][0]) >= valid_bytes:
-                    _, top = heapq.heappop(heap)
-                    chosen_bytes -= len(chosen.pop(top)[0])
+                picker.offer(doc)
             if bar is not None:
                 bar.update(sf.size)
     finally:
         if bar is not None:
             bar.close()
-
-    names = ", ".join(Path(f.path).name for f in files[:3]) + (" ..." if len(files) > 3 else "")
-    if documents == 0:
-        raise ValueError(f"the data sources hold no documents (all {len(files)} file(s) are empty: {names})")
-    if not chosen:
-        raise ValueError(f"no document is at most valid_bytes={valid_bytes} bytes long, so none can be held out; "
-                         "raise valid_bytes, or lower max_doc_bytes so that .txt files are cut smaller")
-    keys = sorted(chosen)
-    heldout_docs = [chosen[k][0] for k in keys]
-    copies = sum(chosen[k][1] for k in keys)
-    heldout_bytes = sum(len(d) for d in heldout_docs)
-    train_bytes = total - sum(len(chosen[k][0]) * chosen[k][1] for k in keys)
-    train_documents = documents - copies
-    if train_documents == 0 or 2 * heldout_bytes > total:
-        raise ValueError(f"valid_bytes={valid_bytes} holds out {heldout_bytes} of the corpus's {total} bytes; "
-                         "the held-out split may take at most half of the corpus: lower valid_bytes or add data")
-    info = CorpusInfo(fp, len(files), documents, total, len(heldout_docs), heldout_bytes, train_documents,
-                      train_bytes, valid_bytes, [k.hex() for k in keys])
-    _save(Path(cache_dir), info, heldout_docs)
-    return info, heldout_docs
+    return documents, total
 
 
 def _bar(total: int, show: bool):

@@ -2,9 +2,10 @@
 
 Typical use (what a training run calls at its end)::
 
-    from aunet.eval import evaluate_suite
-    scores = evaluate_suite(model, ["hellaswag", "arc_challenge", "cute"], limit=100, codec=tokenizer)
-    # {"hellaswag": 0.27, "hellaswag_ci_low": 0.19, ..., "cute_spell": 0.0, ...}
+    from aunet.eval import run_downstream
+    scores, errors = run_downstream(model, {"tasks": ["hellaswag", "arc_challenge", "cute"], "limit": 100},
+                                    codec=tokenizer)
+    # scores: {"hellaswag": ..., "hellaswag_ci_low": ..., ..., "cute_spell": ...}; errors: {task: message}
 
 From the shell::
 
@@ -35,7 +36,6 @@ from aunet.eval.scoring import (
     PairScore,
     TaskResult,
     bootstrap_ci,
-    evaluate_suite,
     evaluate_task,
     evaluate_tasks,
     score_options,
@@ -57,7 +57,6 @@ __all__ = [
     "TaskSpec",
     "bootstrap_ci",
     "build_items",
-    "evaluate_suite",
     "evaluate_task",
     "evaluate_tasks",
     "expand_tasks",

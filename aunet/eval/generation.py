@@ -5,7 +5,7 @@ with its caches, greedy, stop at EOS, byte models never emit BOS/PAD, BPE output
 decoded and cut to the byte budget), and the same unit ids stepped in the same
 order, so the output is identical; the only difference is that the units all
 prompts share are stepped once and the model state is copied for each prompt.
-CUTE prompts share ~300 bytes of instructions and examples, so this is ~5x faster.
+CUTE prompts share their long instructions and worked examples, so most of the work is done once.
 """
 
 from __future__ import annotations

@@ -90,16 +90,10 @@ def encode_pair(model: nn.Module, context: str | bytes, continuation: str | byte
 # ---------------------------------------------------------------------------- scoring
 
 
-@torch.inference_mode()
-def score_ids(model: nn.Module, requests: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int,
-              batch_units: int = DEFAULT_BATCH_UNITS, max_rows: int = 64,
-              limit_len: int | None = None, threads: int | None = None) -> list[tuple[float, int, bool]]:
-    """(NLL in nats, units, greedy) of each continuation given its context (both unit ids).
-
-    Contexts are cut on the left so that the model reads at most ``limit_len`` units
-    (the model's seq_len by default). ``threads``: see :func:`step_threads`.
-    """
-    limit_len = limit_len or max_len(model)
+def cut_requests(requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+                 limit_len: int) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Each request as its whole unit sequence (context cut on the left so the model reads at most
+    ``limit_len`` units) and where its continuation starts in it; bad requests fail before any work."""
     fulls: list[tuple[int, ...]] = []
     starts: list[int] = []
     for ctx, cont in requests:
@@ -115,7 +109,14 @@ def score_ids(model: nn.Module, requests: Sequence[tuple[Sequence[int], Sequence
             full = full[len(full) - 1 - limit_len:]
         fulls.append(full)
         starts.append(len(full) - len(cont))
-    # One row serves every request whose needed prefix (all but the last unit) it starts with.
+    return fulls, starts
+
+
+def shared_rows(fulls: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], dict[int, list[int]]]:
+    """The rows to run, longest first, and for each row the requests it serves.
+
+    One row serves every request whose needed prefix (all but the last unit) it starts with.
+    """
     keys = sorted({f[:-1] for f in fulls})
     cover: dict[tuple[int, ...], tuple[int, ...]] = {}
     current: tuple[int, ...] | None = None
@@ -128,7 +129,30 @@ def score_ids(model: nn.Module, requests: Sequence[tuple[Sequence[int], Sequence
     by_row: dict[int, list[int]] = {}
     for j, f in enumerate(fulls):
         by_row.setdefault(row_index[cover[f[:-1]]], []).append(j)
+    return rows, by_row
 
+
+def continuation_score(logits: torch.Tensor, lse: torch.Tensor, full: tuple[int, ...],
+                       start: int) -> tuple[float, int, bool]:
+    """(NLL in nats, units, greedy) of ``full[start:]`` from one row's logits and log-normalisers."""
+    positions = torch.arange(start - 1, len(full) - 1, device=logits.device)
+    targets = torch.tensor(full[start:], dtype=torch.long, device=logits.device)
+    lg = logits[positions]
+    lp = lg.gather(1, targets[:, None])[:, 0] - lse[positions]
+    return -float(lp.double().sum()), len(full) - start, bool((lg.argmax(-1) == targets).all())
+
+
+@torch.inference_mode()
+def score_ids(model: nn.Module, requests: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int,
+              batch_units: int = DEFAULT_BATCH_UNITS, max_rows: int = 64,
+              limit_len: int | None = None, threads: int | None = None) -> list[tuple[float, int, bool]]:
+    """(NLL in nats, units, greedy) of each continuation given its context (both unit ids).
+
+    Contexts are cut on the left so that the model reads at most ``limit_len`` units
+    (the model's seq_len by default). ``threads``: see :func:`step_threads`.
+    """
+    fulls, starts = cut_requests(requests, limit_len or max_len(model))
+    rows, by_row = shared_rows(fulls)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -147,14 +171,7 @@ def score_ids(model: nn.Module, requests: Sequence[tuple[Sequence[int], Sequence
                 lse = torch.logsumexp(logits, dim=-1)  # [B, T]: log-normaliser at every position
                 for b in range(len(batch)):
                     for j in by_row[i + b]:
-                        f, s = fulls[j], starts[j]
-                        positions = torch.arange(s - 1, len(f) - 1, device=device)
-                        targets = torch.tensor(f[s:], dtype=torch.long, device=device)
-                        lg = logits[b, positions]
-                        lp = lg.gather(1, targets[:, None])[:, 0] - lse[b, positions]
-                        nll = -float(lp.double().sum())
-                        greedy = bool((lg.argmax(-1) == targets).all())
-                        results[j] = (nll, len(f) - s, greedy)
+                        results[j] = continuation_score(logits[b], lse[b], fulls[j], starts[j])
                 i += n
         finally:
             model.train(was_training)
@@ -220,11 +237,6 @@ class TaskResult:
     @property
     def items_per_s(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else math.nan
-
-    @property
-    def above_chance(self) -> bool:
-        """The whole 95% interval lies above chance."""
-        return self.ci95[0] > self.chance
 
     def flat(self) -> dict[str, float]:
         """Flat scores for a run record: ``<task>`` (headline), ``<task>_ci_low`` ..."""
@@ -318,18 +330,3 @@ def evaluate_tasks(model: nn.Module, tasks: Sequence[str] | str, limit: int | No
             log(f"{name}: {r.metric} {r.acc:.3f} [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] chance {r.chance:.3f} "
                 f"n={r.n} ({r.items_per_s:.1f} items/s)")
     return out
-
-
-def evaluate_suite(model: nn.Module, tasks: list[str], limit: int | None = None, shots: int = 0, seed: int = 0,
-                   codec: Any = None, cache_dir: str | None = None,
-                   errors: dict[str, str] | None = None) -> dict[str, float]:
-    """Flat scores for a run record: ``{"hellaswag": acc, "hellaswag_ci_low": ..., ...}``.
-
-    Headline per task: acc_char (multiple choice) or exact match (CUTE generation);
-    also ``<task>_ci_low/_ci_high`` (bootstrap 95%), ``_chance``, ``_n`` and, for
-    multiple choice, ``_acc_raw`` and ``_acc_token``. See :func:`evaluate_tasks` for ``errors``.
-    """
-    flat: dict[str, float] = {}
-    for result in evaluate_tasks(model, tasks, limit, shots, seed, codec, cache_dir, errors).values():
-        flat.update(result.flat())
-    return flat

@@ -1,4 +1,4 @@
-"""Hand-built language models whose answers are known, for the aunet.eval tests (no tests here).
+"""Hand-built language models whose answers are known, for the aunet.eval tests.
 
 ``BigramLM``: the logits at a position are a row of a fixed table indexed by the unit
 at that position, so every NLL can be computed by hand; it supports cached
@@ -7,8 +7,6 @@ longest-match tokenizer over a small vocabulary, standing in for a BPE tokenizer
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -81,7 +79,3 @@ class ToyCodec:
 
     def decode(self, ids: list[int]) -> bytes:
         return b"".join(self.vocab[i] for i in ids if i < len(self.vocab))
-
-
-def uniform_nll(n: int, vocab: int = BYTE_VOCAB) -> float:
-    return n * math.log(vocab)

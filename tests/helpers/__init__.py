@@ -1,0 +1,1 @@
+"""Helpers several test files share (``from tests.helpers.<module> import ...``); no tests here."""
