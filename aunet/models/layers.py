@@ -9,6 +9,7 @@ cache (generation). Both compute exactly the same function.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -265,3 +266,20 @@ def init_weights(module: nn.Module, std: float | None, n_layers: int) -> None:
         residual_out = name.endswith(("wo.weight", "w2.weight", "out_proj.weight"))
         scale = 1.0 / math.sqrt(2 * n_layers) if residual_out else 1.0
         nn.init.normal_(param, mean=0.0, std=std * scale)
+
+
+class LanguageModel(nn.Module):
+    """The shell of the one-stage models: embedding, a body, final norm and untied head. ``make_body`` is
+    called between the embedding and the norm, so parameters are created (and drawn) in that order."""
+
+    def __init__(self, cfg, body: str, make_body: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dims[0]
+        self.embed = nn.Embedding(cfg.vocab_size, d)
+        setattr(self, body, make_body())
+        self.norm = RMSNorm(d, cfg.norm_eps)
+        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x))

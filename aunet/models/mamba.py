@@ -32,7 +32,7 @@ from torch import nn
 
 from aunet.archs.mamba import SSD_CHUNK
 from aunet.config import ModelConfig
-from aunet.models.layers import RMSNorm, init_weights
+from aunet.models.layers import LanguageModel, RMSNorm, init_weights
 
 #: A's initial range in the reference code's 1B Mamba config.
 A_INIT_RANGE = (0.01, 2.0)
@@ -178,17 +178,11 @@ class MambaState:
     caches: list
 
 
-class MambaLM(nn.Module):
+class MambaLM(LanguageModel):
     """Mamba-2 on bytes: the reference code's baseline."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        d = cfg.dims[0]
-        self.embed = nn.Embedding(cfg.vocab_size, d)
-        self.layers = nn.ModuleList(Mamba2Block(cfg) for _ in range(cfg.layers[0]))
-        self.norm = RMSNorm(d, cfg.norm_eps)
-        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        super().__init__(cfg, "layers", lambda: nn.ModuleList(Mamba2Block(cfg) for _ in range(cfg.layers[0])))
         init_weights(self, cfg.init_std, n_layers=cfg.layers[0])
         sigma = cfg.d_conv ** -0.5
         for layer in self.layers:  # convolution taps: fan-in, as the reference, whatever init_std says
@@ -198,7 +192,7 @@ class MambaLM(nn.Module):
         x = self.embed(ids)
         for layer in self.layers:
             x = layer(x)
-        return self.head(self.norm(x))
+        return self.logits(x)
 
     def init_state(self) -> MambaState:
         return MambaState([layer.mixer.new_cache(self.head.weight.device) for layer in self.layers])
@@ -208,29 +202,25 @@ class MambaLM(nn.Module):
         x = self.embed(torch.tensor([token], device=self.head.weight.device))
         for layer, cache in zip(self.layers, state.caches):
             x = layer.step(x, cache)
-        return self.head(self.norm(x))[0]
+        return self.logits(x)[0]
 
 
-class Mamba1LM(nn.Module):
+class Mamba1LM(LanguageModel):
     """Mamba-1 on bytes: mambapy's residual blocks between our embedding, norm and head."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        d = cfg.dims[0]
-        self.embed = nn.Embedding(cfg.vocab_size, d)
-        self.mamba_config = MambaConfig(
-            d_model=d, n_layers=cfg.layers[0], d_state=cfg.d_state, expand_factor=cfg.expand, d_conv=cfg.d_conv,
-            rms_norm_eps=cfg.norm_eps, use_cuda=torch.cuda.is_available() and _mamba_ssm_available(),
+        config = MambaConfig(
+            d_model=cfg.dims[0], n_layers=cfg.layers[0], d_state=cfg.d_state, expand_factor=cfg.expand,
+            d_conv=cfg.d_conv, rms_norm_eps=cfg.norm_eps,
+            use_cuda=torch.cuda.is_available() and _mamba_ssm_available(),
         )
-        self.mamba = Mamba(self.mamba_config)
-        self.norm = RMSNorm(d, cfg.norm_eps)
-        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        super().__init__(cfg, "mamba", lambda: Mamba(config))
+        self.mamba_config = config
         for module in (self.embed, self.head):  # mambapy initialises its own blocks
             init_weights(module, cfg.init_std, n_layers=1)
 
     def forward(self, ids: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.norm(self.mamba(self.embed(ids))))
+        return self.logits(self.mamba(self.embed(ids)))
 
     def init_state(self) -> MambaState:
         d_inner, d_conv = self.mamba_config.d_inner, self.mamba_config.d_conv
@@ -241,4 +231,4 @@ class Mamba1LM(nn.Module):
     def step(self, token: int, state: MambaState) -> torch.Tensor:
         x = self.embed(torch.tensor([token], device=self.head.weight.device))
         x, state.caches = self.mamba.step(x, state.caches)
-        return self.head(self.norm(x))[0]
+        return self.logits(x)[0]

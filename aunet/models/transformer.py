@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from aunet.config import ModelConfig
-from aunet.models.layers import KVCache, RMSNorm, Stack, init_weights
+from aunet.models.layers import KVCache, LanguageModel, Stack, init_weights
 
 
 @dataclass
@@ -17,19 +16,15 @@ class TransformerState:
     position: int = 0
 
 
-class Transformer(nn.Module):
+class Transformer(LanguageModel):
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
         d = cfg.dims[0]
-        self.embed = nn.Embedding(cfg.vocab_size, d)
-        self.trunk = Stack(d, cfg.layers[0], cfg.head_dims[0], cfg.ffn_dims[0], None, cfg.norm_eps, cfg.rope_theta)
-        self.norm = RMSNorm(d, cfg.norm_eps)
-        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        super().__init__(cfg, "trunk", lambda: Stack(d, cfg.layers[0], cfg.head_dims[0], cfg.ffn_dims[0], None,
+                                                     cfg.norm_eps, cfg.rope_theta))
         init_weights(self, cfg.init_std, n_layers=cfg.layers[0])
 
     def forward(self, ids: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.norm(self.trunk(self.embed(ids))))
+        return self.logits(self.trunk(self.embed(ids)))
 
     def init_state(self) -> TransformerState:
         return TransformerState(self.trunk.new_cache())
@@ -39,4 +34,4 @@ class Transformer(nn.Module):
         x = self.embed(torch.tensor([[token]], device=self.head.weight.device))
         x = self.trunk.step(x, state.position, state.caches)
         state.position += 1
-        return self.head(self.norm(x))[0, -1]
+        return self.logits(x)[0, -1]
