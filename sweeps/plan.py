@@ -247,6 +247,7 @@ def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float
     known_peak, device_memory, default_mfu = DEVICES[device]
     if device == "cpu":
         known_peak, device_memory = measured_cpu_flops(), float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    source = "given" if peak else "fp32 matmul, measured here" if device == "cpu" else "bf16, data sheet"
     peak, mfu = peak or known_peak, mfu or default_mfu
     bf16 = device != "cpu"
     data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), config.data,
@@ -270,7 +271,6 @@ def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float
     total = train + evaluated
     first = sum(c.trials["qmc"] * c.trial_flops for c in costs)
     rate = peak * mfu * devices_per_trial
-    source = "fp32 matmul, measured here" if device == "cpu" else "bf16, data sheet" if peak == known_peak else "given"
     lines += ["",
               f"FLOPs (estimate, every phase in full): {total:.3g} = {train:.3g} training + {evaluated:.3g} "
               f"evaluation (forward passes, padding included); phase 1, which always runs: {first:.3g}",

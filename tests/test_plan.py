@@ -166,3 +166,23 @@ def test_the_retry_command_names_sweep_py_and_the_study_by_absolute_paths(tmp_pa
     command = shlex.split(hint.splitlines()[-1].split(": ", 1)[1])
     assert command[:3] == ["python", str(REPO / "sweep.py"), "-m"] and Path(command[1]).is_file()
     assert command[-2:] == [f"hydra.sweep.dir={folder}", "sweep.max_attempts=3"]
+
+
+def test_a_cpu_plan_prices_at_this_machines_measured_matmul_rate_in_fp32_and_its_memory():
+    """The CPU branch: the peak is measured here (fp32), memory estimated in fp32 against the machine's RAM."""
+    import os
+
+    study = ["sweep.families=[aunet2]", "sweep.budgets=[2e10]", "sweep.trials=2", "sweep.ratio=0.005",
+             "sweep.force=true"]
+    cpu = plan_study(study, "cpu", 0.1, None, 1)
+    line = next(x for x in cpu.text.splitlines() if x.startswith("device cpu: peak "))
+    peak = float(line.split("peak ")[1].split(" FLOP/s")[0])
+    assert "(fp32 matmul, measured here)" in line and 1e8 < peak < 1e14
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert f"of {ram / 1e9:.3g} GB: fits" in cpu.text
+    gpu = plan_study(study, "a100", 0.1, None, 1)
+    # The same trial in fp32 words: weights, gradients and activations take twice bf16's bytes (bf16 adds
+    # fp32 master weights and both keep fp32 logits, so the whole is not 2x; the same words would give 1x).
+    assert cpu.costs[0].memory > 1.3 * gpu.costs[0].memory
+    given = plan_study(study, "cpu", 0.1, 2e9, 1)
+    assert "peak 2e+09 FLOP/s (given)" in given.text  # a peak the user gives is not called measured
