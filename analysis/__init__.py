@@ -26,10 +26,11 @@ from analysis.fits import (
     seed_noise,
 )
 from analysis.holdout import HoldoutCheck, validate_holdout
-from analysis.load import FAMILY, AnalysisWarning, load_results, validate_results
+from analysis.load import FAMILY, load_results, validate_results
+from analysis.notices import AnalysisWarning, BoxWarning, DataWarning, FitWarning, SeedWarning
 
 __all__ = [
-    "FAMILY", "Analysis", "AnalysisWarning", "Extrapolation", "HoldoutCheck", "HyperFit", "LawFit", "LossFit", "analyse",
+    "FAMILY", "Analysis", "AnalysisWarning", "BoxWarning", "DataWarning", "FitWarning", "SeedWarning", "Extrapolation", "HoldoutCheck", "HyperFit", "LawFit", "LossFit", "analyse",
     "extrapolate", "fit_hyper_laws", "fit_loss_curve", "fit_power_law", "import_table", "isoflop_curves",
     "law_card", "load_results", "seed_noise", "validate_holdout", "validate_results",
 ]

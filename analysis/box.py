@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.estimators import Estimator
-from analysis.load import warn
+from analysis.notices import BoxWarning, warn
 from aunet.laws import box_edge
 
 BAND_FILLS = 0.5  # a band holding this share of a budget's runs means the box cannot locate the optimum
@@ -113,7 +113,7 @@ def box_checks(where: str, box: list[tuple[float, float]], optimum: np.ndarray, 
                     "so the law cannot locate it")
             flags.append(flag)
             messages.append(warn(f"{where}: {estimator.subject(tolerance)}'s optimal {name} "
-                                 f"{value:.3g} {text}"))
+                                 f"{value:.3g} {text}", BoxWarning))
     finished, targeted = int(spread_out.sum()), int((~spread_out).sum())
     crowded = int(near[spread_out].sum())
     if finished >= 4 and crowded >= BAND_FILLS * finished:
@@ -121,5 +121,5 @@ def box_checks(where: str, box: list[tuple[float, float]], optimum: np.ndarray, 
         messages.append(warn(
             f"{where}: {crowded} of {finished} finished runs{f' (besides {targeted} adaptive ones)' if targeted else ''} "
             f"are within {tolerance:.2%} of the best; the loss is flat "
-            "across the box, which is too narrow to locate the optimum: widen the box"))
+            "across the box, which is too narrow to locate the optimum: widen the box", BoxWarning))
     return flags, messages

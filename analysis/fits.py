@@ -18,9 +18,10 @@ from analysis.columns import FAMILY
 from analysis.estimators import ESTIMATORS, PREFERRED
 from analysis.hyper_laws import HyperFit, fit_hyper_laws, paper_law
 from analysis.isoflop import isoflop_curves
-from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, load_results, warn
+from analysis.load import BUDGET_TOLERANCE, DIVERGED_ABOVE, load_results
 from analysis.loss_curve import LOSS_MIN_BUDGETS, LossFit, fit_loss_curve
 from analysis.metrics import is_score, loss_metric, metric_columns
+from analysis.notices import FitWarning, warn
 from analysis.seeds import average_seeds, seed_noise, seed_noise_warnings
 from aunet.laws import MIN_BUDGETS
 
@@ -83,14 +84,14 @@ def analyse(results, *, families: list[str] | None = None, tolerance: float = 0.
                 fit = fit_hyper_laws(df, family, estimator=estimator, tolerance=tolerance, n_boot=n_boot, seed=seed,
                                      level=level, bsz_in=bsz_in)
             except ValueError as err:
-                messages.append(warn(f"{family}: no {estimator} law: {str(err).removeprefix(f'{family}: ')}"))
+                messages.append(warn(f"{family}: no {estimator} law: {str(err).removeprefix(f'{family}: ')}", FitWarning))
                 continue
             laws.setdefault(family, {})[estimator] = fit
             messages.extend(fit.warnings)
         try:
             loss[family] = fit_loss_curve(df, family, n_boot=n_boot, seed=seed, level=level)
         except ValueError as err:
-            messages.append(warn(f"{family}: no loss curve: {str(err).removeprefix(f'{family}: ')}"))
+            messages.append(warn(f"{family}: no loss curve: {str(err).removeprefix(f'{family}: ')}", FitWarning))
     curves = isoflop_curves(df[df[FAMILY].isin(names)], tolerance=tolerance, n_boot=n_boot, seed=seed, level=level)
     messages += seed_noise_warnings(noise, tolerance)
     return Analysis(df, laws, loss, curves, list(dict.fromkeys(messages)), tolerance, noise)

@@ -10,7 +10,8 @@ import pandas as pd
 from analysis.bootstrap import LEVEL, LawFit, law_from_estimates, percentile_ci
 from analysis.box import TARGETED_PHASES, box_checks, edge_label, search_box
 from analysis.estimators import Band, Estimator, get_estimator
-from analysis.load import canonical, describe_budget, family_runs, warn
+from analysis.load import canonical, describe_budget, family_runs
+from analysis.notices import FitWarning, warn
 from aunet.ladder import FAMILIES
 from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws
 
@@ -78,7 +79,7 @@ def fit_hyper_laws(results, family: str, *, estimator: str = Band.name, toleranc
         raise ValueError(f"{family}: only {len(np.unique(budgets[fitted]))} budget(s) have a {estimator} optimum; the "
                          f"law needs {MIN_BUDGETS} (use another estimator, or more trials per budget)")
     near_counts = list(zip(table["budget"], table["near_optimal"]))
-    messages += [warn(m) for m in method.family_notes(family, near_counts, tolerance)]
+    messages += [warn(m, FitWarning) for m in method.family_notes(family, near_counts, tolerance)]
     laws = [law_from_estimates(t, budgets[fitted], est[:, fitted, k], weight[fitted], rng, level)
             for k, t in enumerate(("lr", "bsz"))]
     for law in laws:
@@ -99,7 +100,7 @@ def _budgets_to_fit(family: str, estimator: str, method: Estimator,
     if len(short):
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''} ({n} runs)" for (b, g), n in short.items())
         messages.append(warn(f"{family}: the {estimator} needs {need} finished runs per budget; budgets {listing} "
-                             "are left out (add trials there, or use an estimator that needs fewer)"))
+                             "are left out (add trials there, or use an estimator that needs fewer)", FitWarning))
     kept = counts[counts >= need]
     if kept.index.get_level_values("budget").nunique() < MIN_BUDGETS:
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''}: {n}" for (b, g), n in counts.items())
@@ -133,7 +134,7 @@ def _fit_budget(family: str, budget: float, label: str, runs: pd.DataFrame, meth
     spread_out = ~group["phase"].isin(TARGETED_PHASES).to_numpy() if "phase" in group else np.ones(len(group), bool)
     flags, messages = box_checks(where, box, est[0], values, near, method, tolerance, spread_out)
     if not np.isfinite(est[0]).all():
-        messages.append(warn(method.missing(where)))
+        messages.append(warn(method.missing(where), FitWarning))
     lr_ci, bsz_ci = percentile_ci(est[1:, 0], level), percentile_ci(est[1:, 1], level)
     row = {
         "budget": budget, "group": label, "runs": len(everything), "finished": len(group),

@@ -9,7 +9,6 @@ the rows and the fix, instead of deep inside a fit.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from analysis.columns import (
     UNITS,
 )
 from analysis.mlflow_io import read_mlflow
+from analysis.notices import AnalysisWarning, DataWarning, warn  # noqa: F401  (AnalysisWarning: re-exported)
 from analysis.readers import read_ledger as _read_ledger  # noqa: F401 (its import path in tests/test_status_budgets.py)
 from analysis.readers import read_path
 from aunet.record import BUDGET_CONVENTIONS, COMPUTE_COLUMN, FINAL_STATUSES, STATUSES, check_convention
@@ -56,15 +56,6 @@ DEFAULT_STATUS_MAP = {
 #: that a ``running`` row never forms a budget of its own.
 NOT_ENDED = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
 
-
-class AnalysisWarning(UserWarning):
-    """Something the user should look at (an optimum on the edge of its box, a dropped run or budget)."""
-
-
-def warn(message: str) -> str:
-    """Emit an :class:`AnalysisWarning` and hand the message back, so fits can keep it for the report."""
-    warnings.warn(message, AnalysisWarning, stacklevel=3)
-    return message
 
 
 def load_results(source: Any, *, tracking_uri: str | None = None, study: str | None = None,
@@ -183,7 +174,7 @@ def _ended_runs(df: pd.DataFrame, origin: str) -> pd.DataFrame:
                          f"yours with --status {unknown[0]}=failed (or finished, diverged, ...)")
     waiting = not_ended(df)
     if waiting:
-        warn(f"{origin}: {waiting}; they are left out of every budget and fit until they end")
+        warn(f"{origin}: {waiting}; they are left out of every budget and fit until they end", DataWarning)
         df = df[~df["status"].isin(NOT_ENDED)].copy()
         if df.empty:
             raise ValueError(f"{origin}: no run has ended yet ({waiting}): there are no results to analyse")
@@ -210,7 +201,7 @@ def _mark_usable(df: pd.DataFrame, origin: str, diverged_above: float | None) ->
     bad_loss = (df["status"] == "finished") & ~(np.isfinite(df["loss"]) & (df["loss"] > 0))
     if bad_loss.any():
         warn(f"{origin}: {int(bad_loss.sum())} finished run(s) (rows {_rows(bad_loss)}) have a non-finite or "
-             "non-positive loss; they are shown as failed and kept out of every fit")
+             "non-positive loss; they are shown as failed and kept out of every fit", DataWarning)
     df["usable"] = (df["status"] == "finished") & ~bad_loss
     df["set_aside"] = False
     if diverged_above is not None:
@@ -330,7 +321,7 @@ def _warn_if_singletons(df: pd.DataFrame, tolerance: float, origin: str) -> None
         if len(per_budget) >= 10 and (per_budget == 1).mean() > 0.5:
             warn(f"{origin}: {int((per_budget == 1).sum())} of {family}'s {len(per_budget)} budgets hold a single "
                  f"run: its runs' compute probably differs run to run by more than {tolerance:.2%} (tokens counted "
-                 "as steps x batch x sequence); give the export a nominal_budget column, or raise --budget-tolerance")
+                 "as steps x batch x sequence); give the export a nominal_budget column, or raise --budget-tolerance", DataWarning)
 
 
 def budget_groups(df: pd.DataFrame) -> pd.DataFrame:
@@ -425,7 +416,7 @@ def _set_aside_diverged(df: pd.DataFrame, factor: float, origin: str) -> None:
     counts = df.loc[far].groupby([FAMILY, "budget"]).size()
     listing = ", ".join(f"{f} {b:.3g}: {n}" for (f, b), n in counts.items())
     warn(f"{origin}: {len(far)} finished run(s) have a loss above {factor:g}x the best of their budget "
-         f"({listing}); they are set aside as diverged and not fitted (diverged_above / --diverged-above)")
+         f"({listing}); they are set aside as diverged and not fitted (diverged_above / --diverged-above)", DataWarning)
 
 
 def _numeric(column: pd.Series, name: str, origin: str) -> pd.Series:

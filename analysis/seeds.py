@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.columns import FAMILY, GROUP_KEYS
-from analysis.load import canonical, describe_budget, results_table, warn
+from analysis.load import canonical, describe_budget, results_table
 from analysis.metrics import metric_columns
+from analysis.notices import SeedWarning, warn
 
 
 def seed_noise(results, *, tolerance: float = 0.01) -> pd.DataFrame:
@@ -65,5 +66,5 @@ def seed_noise_warnings(noise: pd.DataFrame, tolerance: float) -> list[str]:
     """A warning per configuration whose seeds differ by the band or more: the band cannot tell its runs apart."""
     return [warn(f"{describe_budget(r[FAMILY], r['budget'], r['group'])}: {r['seeds']} seeds of LR {r['lr']:.3g}, BSZ "
                  f"{r['bsz']:.4g} differ by {r['spread']:.2%} in loss, at least the {tolerance:.2%} band: the band "
-                 "is within seed noise (widen the tolerance, or average seeds)")
+                 "is within seed noise (widen the tolerance, or average seeds)", SeedWarning)
             for _, r in noise[noise["vs_band"] >= 1].iterrows()]

@@ -27,6 +27,7 @@ from analysis.fits import (
     isoflop_curves,
 )
 from analysis.load import AnalysisWarning, load_results, validate_results
+from analysis.notices import BoxWarning, FitWarning
 from analysis.plots import plot_hyper_laws
 from analysis.report import write_report
 from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_study, synthetic_sweep
@@ -224,7 +225,7 @@ def test_isoflop_curves_average_the_near_optimal_runs():
 def test_optimum_outside_the_box_is_flagged():
     design = SweepDesign(prior_offset=1 / 8)  # the box sits far below the true optimum
     truth = SyntheticTruth(PAPER_LAWS["aunet"], tilt=0.0)  # an untilted bowl: its corner nearest the optimum wins
-    with pytest.warns(AnalysisWarning, match="lies outside the search box"):
+    with pytest.warns(BoxWarning, match="lies outside the search box"):
         fit = fit_hyper_laws(synthetic_sweep("aunet2", design=design, truth=truth, seed=0), "aunet2",
                              estimator="bowl", n_boot=50)
     # One flag for one fact: the bowl's optimum outside the box (not also its edge or the best run's ceiling),
@@ -319,7 +320,7 @@ def test_three_budgets_give_a_pure_power_law_with_its_wider_interval():
 
 def test_bowl_needs_runs_per_budget_and_says_how_many():
     df = synthetic_sweep("aunet2", design=SweepDesign(trials=8, fail_rate=0.0), seed=13)
-    with pytest.warns(AnalysisWarning, match=f"the bowl needs {BOWL_MIN_RUNS} finished runs per budget"):
+    with pytest.warns(FitWarning, match=f"the bowl needs {BOWL_MIN_RUNS} finished runs per budget"):
         with pytest.raises(ValueError, match=f"needs at least {MIN_BUDGETS} budgets with {BOWL_MIN_RUNS} or more"):
             fit_hyper_laws(df, "aunet2", estimator="bowl")
     result = analyse(df, n_boot=20)  # the band still works; the bowl becomes a warning

@@ -26,6 +26,7 @@ from analysis.fits import (
 )
 from analysis.holdout import validate_holdout
 from analysis.load import FAMILY, AnalysisWarning, compute_label, load_results, validate_results
+from analysis.notices import SeedWarning
 from analysis.report import write_report
 from analysis.synthetic import SweepDesign, SyntheticTruth, default_truth, synthetic_sweep
 from aunet.laws import HyperLaws, PowerLaw
@@ -505,7 +506,7 @@ def test_seed_noise_is_measured_and_compared_with_the_band():
     assert row["seeds"] == 4 and row["spread"] == pytest.approx(0.012)
     assert row["sd"] == pytest.approx(losses.std(ddof=1) / losses.mean())
     assert row["vs_band"] == pytest.approx(1.2)
-    with pytest.warns(AnalysisWarning, match=r"4 seeds of LR .* differ by 1.20% in loss, at least the 1.00% band"):
+    with pytest.warns(SeedWarning, match=r"4 seeds of LR .* differ by 1.20% in loss, at least the 1.00% band"):
         result = analyse(noisy, n_boot=20)
     assert len(result.seed_noise) == 1
     quiet_result = quiet(analyse, _seeded([0.0, 0.004]), n_boot=20)

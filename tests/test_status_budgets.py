@@ -23,6 +23,7 @@ from analysis.load import (
     validate_results,
     with_status,
 )
+from analysis.notices import DataWarning
 
 
 def table(n: int = 4, **columns) -> pd.DataFrame:
@@ -73,7 +74,7 @@ def test_runs_not_ended_are_counted_by_status():
 def test_runs_not_ended_are_left_out_before_they_form_a_budget():
     runs = pd.concat([table(), table(2, status=["running", "pending"], budget=[3.7e17, 1e18], loss=[np.nan] * 2,
                                      lr=[0.5, 0.6])], ignore_index=True)
-    with pytest.warns(AnalysisWarning, match=r"^t: 2 run\(s\) not ended: pending 1, running 1; they are left out"):
+    with pytest.warns(DataWarning, match=r"^t: 2 run\(s\) not ended: pending 1, running 1; they are left out"):
         out = validate_results(runs, "t")
     assert len(out) == 4 and out["budget"].unique().tolist() == [1e18]
     waiting = table(2, status=["running", "pending"])
@@ -161,7 +162,7 @@ def test_a_run_diverged_but_stored_as_finished_is_set_aside():
 
 
 def test_a_finished_run_without_a_positive_finite_loss_is_shown_failed():
-    with pytest.warns(AnalysisWarning, match=r"^t: 2 finished run\(s\) \(rows 1, 3\) have a non-finite or non-positive "):
+    with pytest.warns(DataWarning, match=r"^t: 2 finished run\(s\) \(rows 1, 3\) have a non-finite or non-positive "):
         out = validate_results(table(4, loss=[2.5, np.nan, 2.6, 0.0]), "t")
     assert out["usable"].tolist() == [True, False, True, False]
 
