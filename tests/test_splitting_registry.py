@@ -20,7 +20,10 @@ from aunet.flops import flops_per_unit, measure_contraction
 from aunet.models import build_model
 from aunet.splitting import Rule, Splitter, Stream, Text, parse_rule, pool_levels, register, unregister
 
-BUILT_IN_FORMS = "['word', 'words2', 'words4'], 'words:N' or 'regex:<pattern>'"
+BUILT_IN_FORMS = ("['entropy', 'entropy_monotonic', 'spacelike', 'word', 'word1', 'words2', 'words4'], 'words:N', "
+                  "'stride:k', 'entropy:<global|monotonic>:c=C' or 'regex:<pattern>'")
+HINTS = {"nope": "", "word:2": " (did you mean word?)", "words": " (did you mean words:N?)",
+         "regex": " (did you mean regex:<pattern>?)", "": ""}
 
 
 class _AfterStep:
@@ -171,7 +174,7 @@ def test_the_toy_rule_does_not_outlive_its_tests():
 def test_an_unknown_rule_is_one_line_naming_the_known_rules(spec):
     with pytest.raises(ValueError) as err:
         parse_rule(spec)
-    assert str(err.value) == f"unknown splitting rule {spec!r}: use one of {BUILT_IN_FORMS}"
+    assert str(err.value) == f"unknown splitting rule {spec!r}{HINTS[spec]}: use one of {BUILT_IN_FORMS}"
 
 
 def test_built_in_specs_keep_their_meaning():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aunet.archs.base import ArchSpec, Fail, FamilyShape, ModelFields
 from aunet.archs.shapes import ffn_dim_for, grid_multiple, head_dim_for, snap
@@ -17,13 +18,26 @@ from aunet.archs.terms import (
     full_attention_terms,
     sdpa_counted,
 )
-from aunet.splitting import default_rules, parse_rule
+from aunet.splitting import default_rules, family_suffix, parse_rule
 
 UPSAMPLING = ("multilinear", "simple", "repeat")
 POOLING = ("select", "average")
 
 WHY_WINDOW = ("blocked sliding window: each block of W queries scores its own and the previous block's "
               "keys (T x 2W) and FlopCounterMode charges 14d per score: 28dTW vs the paper's 6dTW")
+
+
+WHY_SPLITTING = ("the splitting rules' models (the entropy rule's) run outside torch, in numpy on the data "
+                 "loader's side, so FlopCounterMode never sees them; F counts their forward pass per byte")
+
+
+def splitting_flops(cfg: ModelFields) -> float:
+    """Forward FLOPs per byte of the models the config's splitting rules run (each model once, however many
+    rules read it): inference only, as the rules run without gradients."""
+    costs: dict[str, float] = {}
+    for spec in cfg.splits or ():
+        costs.update(parse_rule(spec).per_byte_flops())
+    return sum(costs.values())
 
 
 def upsample_out(cfg: ModelFields) -> int:
@@ -84,7 +98,7 @@ class AUNetSpec(ArchSpec):
                 previous = m
 
     def family_name(self, cfg: ModelFields) -> str:
-        return f"aunet{cfg.n_stages}"
+        return f"aunet{cfg.n_stages}{family_suffix(cfg.splits or [])}"
 
     def body_params(self, cfg: ModelFields) -> dict[str, int]:
         d, L, f, K = cfg.dims, cfg.layers, cfg.ffn_dims, cfg.n_stages
@@ -114,7 +128,7 @@ class AUNetSpec(ArchSpec):
                 pooling = 6.0 * d[k - 1] * d[k]
                 upsampling = 6.0 * d[k] * upsample_out(cfg) * d[k - 1]
             stages.append(attention_stage(k + 1, d[k], f[k], blocks, S, c[k], pooling, upsampling))
-        return tuple(stages)
+        return (replace(stages[0], splitting=splitting_flops(cfg)), *stages[1:])
 
     def counter_terms(self, cfg: ModelFields, batch: int,
                       lengths: Sequence[int]) -> tuple[tuple[float, ...], list[CounterTerm]]:
@@ -136,6 +150,9 @@ class AUNetSpec(ArchSpec):
             if k > 0:
                 r = 6.0 * d[k - 1] * d[k] * (1 + upsample_out(cfg)) * (batch * n)
                 terms.append(CounterTerm(f"pool + upsample {k}<->{k + 1}", r, r, WHY_WEIGHTS))
+        splitting = splitting_flops(cfg) * batch * T
+        if splitting:
+            terms.append(CounterTerm("splitting rules' models (forward)", 0.0, splitting, WHY_SPLITTING))
         return tuple(T / int(n) for n in lengths), terms
 
     def activation_width_tokens(self, cfg: ModelFields, tokens: float, contraction: Sequence[float]) -> float:

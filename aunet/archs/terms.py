@@ -31,10 +31,11 @@ class StageFlops:
     pooling: float = 0.0  # projection from the previous stage into this one
     upsampling: float = 0.0  # projection from this stage back to the previous one
     scan: float = 0.0  # Mamba's selective scan
+    splitting: float = 0.0  # models the splitting rules run to decide (forward only), on the byte stage
 
     @property
     def per_vector(self) -> float:
-        return self.linear + self.attention + self.pooling + self.upsampling + self.scan
+        return self.linear + self.attention + self.pooling + self.upsampling + self.scan + self.splitting
 
     @property
     def per_unit(self) -> float:

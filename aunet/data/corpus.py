@@ -194,12 +194,15 @@ class Corpus:
             return replace(model_cfg, vocab_size=self.vocab_size)
         return model_cfg
 
-    @staticmethod
-    def splitter_for(model_cfg: ModelConfig) -> Splitter | None:
+    def splitter_for(self, model_cfg: ModelConfig) -> Splitter | None:
+        """The model's splitter, its rules bound to this corpus first: a rule with a model of the data (the
+        entropy rule's) reads the one trained on this corpus, or refuses, never the default corpus's."""
         if not model_cfg.spec.pools:
             return None
         from aunet.splitting import Splitter
+        from aunet.splitting.entropy import use_corpus
 
+        use_corpus(self)
         return Splitter(model_cfg.n_stages, model_cfg.splits)
 
     def train_loader(self, model_cfg: ModelConfig, micro_batch: int, rank: int = 0, world_size: int = 1,

@@ -68,7 +68,8 @@ differ from the model's.
 
 The package: ``families`` (the family table, the regime constants, the family rule),
 ``planner`` (``plan`` for a family, ``plan_model`` for a given model: the one function that
-turns a budget into a batch size and a number of steps), ``presets`` (``conf/model/``)
+turns a budget into a batch size and a number of steps; ``data_contraction``, a family's contraction
+measured on the default corpus), ``presets`` (``conf/model/``)
 and ``cli`` (``python -m aunet.ladder``).
 """
 
@@ -95,6 +96,7 @@ from aunet.ladder.planner import (
     DataMeasurements,
     RunPlan,
     check_steps,
+    data_contraction,
     hydra_value,
     plan,
     plan_model,
@@ -119,6 +121,7 @@ __all__ = [
     "Family",
     "RunPlan",
     "check_steps",
+    "data_contraction",
     "family_config",
     "family_of",
     "ffn_dim_for",

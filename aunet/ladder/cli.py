@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from aunet.flops import count_params, flops_breakdown
-from aunet.ladder.families import DEFAULT_RATIO, FAMILIES, LLAMA3_BYTES_PER_TOKEN
-from aunet.ladder.planner import LAW_AT, RunPlan, _fmt_list, plan
+from aunet.ladder.families import DEFAULT_RATIO, FAMILIES, LLAMA3_BYTES_PER_TOKEN, get_family
+from aunet.ladder.planner import LAW_AT, RunPlan, _fmt_list, data_contraction, plan
 from aunet.ladder.presets import list_presets, load_preset
 from aunet.record import BUDGET_CONVENTIONS
 
@@ -43,12 +43,24 @@ def _parse_contraction(text: str | None) -> list[float] | None:
         raise ValueError(f"--contraction {text!r}: give comma-separated numbers, e.g. 4.9,10.5") from None
 
 
+def _contraction_for(args: argparse.Namespace, budget: float | str, given: list[float] | None) -> list[float] | None:
+    """The contraction given, else, for a family with its own splitting rule, the one measured on the
+    default corpus (said on stderr); else None (the paper's rules' factors)."""
+    if given is not None or get_family(args.family).splits is None:
+        return given
+    measured = data_contraction(args.family, budget, args.seq_len)
+    print(f"{args.family}: contraction {_fmt_list([round(c, 3) for c in measured[1:]])} bytes per vector, "
+          "measured on the default corpus", file=sys.stderr)
+    return measured
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aunet.ladder",
         description="Plan runs for compute budgets: model, data, batch size, steps and prior learning rate.",
     )
-    parser.add_argument("--family", help=f"family: {', '.join(FAMILIES)}")
+    parser.add_argument("--family", help=f"family: {', '.join(FAMILIES)}, or an AU-Net family with its stage-2 "
+                                         "splitting rule (aunet2_stride4, aunet2_spacelike, aunet3_word1)")
     parser.add_argument("--budget", nargs="+", help="compute budget(s) C in FLOPs, e.g. 1e20")
     parser.add_argument("--ratio", default=str(DEFAULT_RATIO),
                         help=f"data-to-model ratio in LLaMA-3-token units (default {DEFAULT_RATIO:g})")
@@ -56,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, help="input units per sequence (default: by regime)")
     parser.add_argument("--window", type=int, help="AU-Net byte-stage window (default: by regime)")
     parser.add_argument("--vocab-size", type=int, help="BPE vocabulary (default: by regime)")
-    parser.add_argument("--contraction", help="AU-Net bytes per vector at stages 2..K, e.g. 5.1,10.8")
+    parser.add_argument("--contraction", help="AU-Net bytes per vector at stages 2..K, e.g. 5.1,10.8 (default: the "
+                                              "paper's rules' factors; another rule's measured on the default corpus)")
     parser.add_argument("--bytes-per-token", type=float, default=LLAMA3_BYTES_PER_TOKEN,
                         help="bytes per LLaMA-3 token on the data (default 4.56)")
     parser.add_argument("--bpe-bytes-per-token", type=float, help="bytes per token of the BPE model's tokenizer")
@@ -83,9 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for budget in args.budget:
         try:
             plans.append(plan(args.family, budget, args.ratio, laws=args.law, seq_len=args.seq_len,
-                              contraction=contraction, bytes_per_token=args.bytes_per_token, window=args.window,
-                              vocab_size=args.vocab_size, bpe_bytes_per_token=args.bpe_bytes_per_token,
-                              convention=args.convention, law_at=args.law_at))
+                              contraction=_contraction_for(args, budget, contraction), window=args.window,
+                              bytes_per_token=args.bytes_per_token, bpe_bytes_per_token=args.bpe_bytes_per_token,
+                              vocab_size=args.vocab_size, convention=args.convention, law_at=args.law_at))
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             failed = True

@@ -14,6 +14,7 @@ from aunet.config import BYTE_VOCAB, PAPER_SEQ_LEN, ModelConfig
 from aunet.flops import flops_breakdown
 from aunet.laws import LLAMA3_BYTES_PER_TOKEN  # noqa: F401  (the unit of the ratio γ; re-exported)
 from aunet.names import did_you_mean
+from aunet.splitting import canonical_spec, default_rules, rule_from_suffix, rule_suffix
 
 # ---- The regimes: sequence lengths, window, vocabulary and width grid (one place) -------
 #: Budgets below this use CPU sequence lengths (see the package docstring).
@@ -63,6 +64,7 @@ class Family:
     arch: str  # ModelConfig.arch
     units: str  # ModelConfig.units: "bytes" or "bpe"
     n_stages: int
+    splits: tuple[str, ...] | None = None  # splitting rules of a pooling family; None: the architecture's default
 
     @property
     def spec(self) -> ArchSpec:
@@ -93,14 +95,26 @@ class Family:
 
 class _Families(Mapping[str, Family]):
     """The ladder's families, read from the architecture registry (a registered architecture's
-    families appear here)."""
+    families appear here), and a pooling family with another stage-2 splitting rule, named with the
+    rule as a suffix (``aunet2_stride4``, ``aunet3_word1``): looked up, not listed."""
 
     def _table(self) -> dict[str, Family]:
         return {shape.name: Family(shape.name, spec.name, shape.units, shape.n_stages)
                 for spec in ARCH_SPECS.values() for shape in spec.families}
 
+    def find(self, name: str) -> Family | None:
+        """The family ``name`` stands for, None if none; raises ValueError for a suffix that is not a rule."""
+        table = self._table()
+        return table.get(name) or _with_rule(table, name)
+
     def __getitem__(self, name: str) -> Family:
-        return self._table()[name]
+        try:
+            family = self.find(name)
+        except ValueError:
+            family = None
+        if family is None:
+            raise KeyError(name)
+        return family
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table())
@@ -109,15 +123,35 @@ class _Families(Mapping[str, Family]):
         return len(self._table())
 
 
-FAMILIES: Mapping[str, Family] = _Families()
+FAMILIES = _Families()
+
+
+def _with_rule(table: Mapping[str, Family], name: str) -> Family | None:
+    """``<family>_<rule>``: the pooling family with ``rule`` at stage 2 and its default rules deeper; None
+    when no pooling family starts the name. Raises ValueError when the suffix is not a splitting rule."""
+    base = next((f for f in table.values() if f.spec.pools and name.startswith(f"{f.name}_")), None)
+    if base is None:
+        return None
+    defaults = default_rules(base.n_stages)
+    rule = rule_from_suffix(name[len(base.name) + 1:])
+    if canonical_spec(rule) == canonical_spec(defaults[0]):
+        return base
+    return Family(f"{base.name}_{rule_suffix(rule)}", base.arch, base.units, base.n_stages,
+                  (rule, *defaults[1:]))
 
 
 def get_family(name: str | Family) -> Family:
     if isinstance(name, Family):
         return name
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}{did_you_mean(name, FAMILIES)}; use one of {sorted(FAMILIES)}")
-    return FAMILIES[name]
+    try:
+        family = FAMILIES.find(name)
+    except ValueError as err:
+        raise ValueError(f"family {name!r}: the part after the family names a stage-2 splitting rule; {err}") from None
+    if family is None:
+        raise ValueError(f"unknown family {name!r}{did_you_mean(name, FAMILIES)}; use one of {sorted(FAMILIES)}, "
+                         "or a pooling family with a stage-2 splitting rule (aunet2_stride4, aunet2_spacelike, "
+                         "aunet3_word1)")
+    return family
 
 
 def family_of(model: ModelConfig) -> str:
@@ -137,7 +171,7 @@ def family_config(family: Family | str, main: int, depth: int, seq_len: int, win
     vocab = BYTE_VOCAB if fam.units == "bytes" else (vocab_size or PAPER_BPE_VOCAB)
     return ModelConfig(arch=fam.arch, units=fam.units, vocab_size=vocab, seq_len=seq_len,
                        name=f"{fam.name}_d{main}_L{depth}", window=window if fam.spec.windowed else None,
-                       **fam.spec.shape(main, depth, fam.n_stages))
+                       splits=list(fam.splits) if fam.splits else None, **fam.spec.shape(main, depth, fam.n_stages))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,29 @@ class DataMeasurements:
                    corpus.bytes_per_unit if bpe else None, corpus.vocab_size if bpe else None)
 
 
+def data_contraction(family: str | Family, budget: float | str, seq_len: int | None = None) -> list[float]:
+    """A pooling family's contraction (bytes per vector, byte stage first) measured on the default corpus
+    in sequences of ``seq_len`` bytes (None: those of ``budget``'s regime), as a sweep's cell measures it
+    on its data: what the ladder's command counts with for a family whose splitting rules have no
+    default factors."""
+    fam = get_family(family)
+    if not fam.spec.pools:
+        raise ValueError(f"family {fam.name!r} does not pool bytes: it has no contraction")
+    budget = positive_number("budget", budget, "a compute budget in FLOPs, e.g. 1e20")
+    return list(_default_corpus_contraction(fam.name, seq_len or fam.regime(budget)[0]))
+
+
+@lru_cache(maxsize=32)
+def _default_corpus_contraction(family: str, seq_len: int) -> tuple[float, ...]:
+    from aunet.data import DataConfig, prepare_data  # the data layer, only when data is measured
+
+    probe = family_config(family, 256, 1, seq_len)
+    corpus = prepare_data(DataConfig(units=probe.units, seq_len=seq_len), progress=False)
+    contraction = DataMeasurements.of(corpus, probe).contraction
+    assert contraction is not None
+    return tuple(contraction)
+
+
 def resolve_laws(spec: HyperLaws | str | Path | dict | None, units: str) -> HyperLaws:
     """The hyperparameter law for a model reading ``units`` ("bytes" or "bpe").
 
@@ -361,7 +385,8 @@ def plan(family: str, budget: float, ratio: float, laws: HyperLaws | str | Path 
     package docstring. ``ratio``: γ in LLaMA-3-token units. ``laws``: see ``resolve_laws``.
     ``seq_len``/``window``/``vocab_size``: None picks the regime's (paper sizes from 1e16
     FLOPs up, CPU sizes below). ``contraction``: AU-Net's bytes per vector per stage (None:
-    ``aunet.flops.DEFAULT_CONTRACTION``). ``bytes_per_token``: k, bytes per LLaMA-3
+    ``aunet.flops.DEFAULT_CONTRACTION``; a family with its own splitting rule, ``aunet2_stride4``,
+    needs its measured one: ``data_contraction``). ``bytes_per_token``: k, bytes per LLaMA-3
     token on the data. ``bpe_bytes_per_token``: bytes per token of a BPE model's own
     tokenizer (None: a LLaMA-3-like tokenizer, k). ``law_at``: where to evaluate the
     law: "paper" (N x F_no-head), "budget", or "auto" (the paper's laws at N x F_no-head,

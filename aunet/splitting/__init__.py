@@ -15,7 +15,17 @@ A config names one rule per stage after the first (``splits: [word, words:2]``):
 * ``word`` (stage 2, App. B): chunks of App. B's pattern (:mod:`aunet.splitting.word`);
 * ``words:N`` (``words2``, ``words4``: stages 3 and 4): the reference code's groups of
   digits, punctuation and line breaks, and every N-th word (:mod:`aunet.splitting.words`);
-* ``regex:<pattern>``: chunks of any byte pattern (:mod:`aunet.splitting.word`).
+  ``word1`` (``words:1``) is the reference code's own stage-2 rule;
+* ``regex:<pattern>``: chunks of any byte pattern (:mod:`aunet.splitting.word`);
+* ``stride:k``: every k-th byte, MegaByte's fixed patches (:mod:`aunet.splitting.stride`);
+* ``spacelike``: SpaceByte's rule, the first of every run of spacelike bytes
+  (:mod:`aunet.splitting.spacelike`);
+* ``entropy:<global|monotonic>:c=C`` (``entropy``, ``entropy_monotonic``): BLT's entropy patches, from
+  a small byte model trained once per corpus (:mod:`aunet.splitting.entropy`).
+
+A family name adds a stage-2 rule to an AU-Net family (``aunet2_stride4``, ``aunet3_word1``:
+deeper stages keep their default rules); :func:`rule_suffix` and :func:`rule_from_suffix`
+write and read that suffix, :func:`family_suffix` gives a config's.
 
 Each rule is a class in the registry (:mod:`aunet.splitting.registry`); the built-in
 ones are registered below, and ``docs/extending.md`` says how to add one.
@@ -32,15 +42,29 @@ measures the speed). A rule without a fast path (``regex:<pattern>``) falls back
 """
 
 # Besides the public names: the word rule's byte classes, which tests/test_splitting.py reads here.
-from aunet.splitting.registry import Rule, Stream, Text, parse_rule, register, unregister
+from aunet.splitting.entropy import EntropyRule
+from aunet.splitting.registry import (
+    Rule,
+    Stream,
+    Text,
+    canonical_spec,
+    parse_rule,
+    register,
+    rule_from_suffix,
+    rule_suffix,
+    unregister,
+)
+from aunet.splitting.spacelike import SPACELIKE, SpacelikeRule
 from aunet.splitting.splitter import (
     DEFAULT_RULES,
     SPECIAL_AS_BYTE,
     Splitter,
     default_rules,
+    family_suffix,
     level_array,
     pool_levels,
 )
+from aunet.splitting.stride import StrideRule
 from aunet.splitting.word import _B_DIGIT as _B_DIGIT
 from aunet.splitting.word import _B_LETTER as _B_LETTER
 from aunet.splitting.word import _B_NEWLINE as _B_NEWLINE
@@ -54,24 +78,35 @@ from aunet.splitting.words import WordsRule, char_class
 # The built-in rules (in the order the error for an unknown spec lists their forms).
 register(WordRule)
 register(WordsRule)
+register(StrideRule)
+register(SpacelikeRule)
+register(EntropyRule)
 register(RegexRule)
 
 __all__ = [
     "DEFAULT_RULES",
+    "EntropyRule",
     "SPECIAL_AS_BYTE",
     "WORD_PATTERN",
     "RegexRule",
     "Rule",
+    "SPACELIKE",
+    "SpacelikeRule",
     "Splitter",
     "Stream",
+    "StrideRule",
     "Text",
     "WordRule",
     "WordsRule",
+    "canonical_spec",
     "char_class",
     "default_rules",
+    "family_suffix",
     "level_array",
     "parse_rule",
     "pool_levels",
     "register",
+    "rule_from_suffix",
+    "rule_suffix",
     "unregister",
 ]

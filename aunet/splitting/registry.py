@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
+from aunet.names import did_you_mean
+
 
 class Part(Protocol):
     """Per-byte work that several rules of one splitter read (decoded characters, a byte buffer)."""
@@ -104,6 +106,11 @@ class Rule(ABC):
         indices), exactly the bytes its step marks. A rule without one is pushed byte by byte."""
         raise NotImplementedError
 
+    def per_byte_flops(self) -> dict[str, float]:
+        """Forward FLOPs per byte of the models the rule runs to decide (the entropy rule's), by model: rules
+        reading one model share its cost. Counted in the AU-Net's F; a rule on the bytes alone costs none."""
+        return {}
+
     @property
     def has_fast_path(self) -> bool:
         return type(self).marks is not Rule.marks
@@ -133,19 +140,67 @@ def unregister(name: str) -> None:
 
 def _known_rules() -> str:
     """The accepted specs, as the error for an unknown one lists them."""
-    bare = sorted([name for name, rule in _RULES.items() if not rule.params] + list(_aliases()))
-    forms = [f"'{name}:{rule.params}'" for name, rule in _RULES.items() if rule.params]
-    items = ([repr(bare)] if bare else []) + forms
+    items = [repr(_bare_specs())] + [f"'{form}'" for form in _parameter_forms()]
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _bare_specs() -> list[str]:
+    return sorted([name for name, rule in _RULES.items() if not rule.params] + list(_aliases()))
+
+
+def _parameter_forms() -> list[str]:
+    return [f"{name}:{rule.params}" for name, rule in _RULES.items() if rule.params]
 
 
 def parse_rule(spec: str) -> Rule:
     """Parse one stage's spec (``word``, ``words2``, ``words:N``, ``regex:<pattern>``, any registered rule).
 
-    Raises ValueError naming the spec and the accepted forms.
+    Raises ValueError naming the spec, the close known specs and the accepted forms.
     """
-    name, colon, arg = _aliases().get(spec, spec).partition(":")
+    name, colon, arg = canonical_spec(spec).partition(":")
     rule = _RULES.get(name)
     if rule is None or bool(colon) != bool(rule.params):
-        raise ValueError(f"unknown splitting rule {spec!r}: use one of {_known_rules()}")
+        if rule is None:
+            close = did_you_mean(spec, _bare_specs() + _parameter_forms())
+        else:  # the right name, with parameters it does not take or without those it needs
+            close = f" (did you mean {name}:{rule.params}?)" if rule.params else f" (did you mean {name}?)"
+        raise ValueError(f"unknown splitting rule {spec!r}{close}: use one of {_known_rules()}")
     return rule.parse(spec, arg)
+
+
+def canonical_spec(spec: str) -> str:
+    """The full spec an alias stands for (``words2`` -> ``words:2``); any other spec as it is."""
+    return _aliases().get(spec, spec)
+
+
+# ---- rule specs in family names (``aunet2_stride4``) ------------------------------------
+
+
+def rule_suffix(spec: str) -> str | None:
+    """How a family name writes a rule: its alias if it has one (``word1``), else the spec without
+    its ``:`` when that reads back as the same rule (``stride:4`` -> ``stride4``); None otherwise
+    (``regex:<pattern>``)."""
+    full = canonical_spec(spec)
+    alias = next((a for a, target in _aliases().items() if target == full), None)
+    if alias is not None:
+        return alias
+    suffix = full.replace(":", "", 1)
+    try:
+        return suffix if canonical_spec(rule_from_suffix(suffix)) == full else None
+    except ValueError:
+        return None
+
+
+def rule_from_suffix(suffix: str) -> str:
+    """The rule spec a family name's suffix stands for (inverse of :func:`rule_suffix`): a bare spec or
+    alias as it is, ``<name><digits>`` as ``<name>:<digits>`` for a rule with parameters.
+
+    Raises the ValueError of :func:`parse_rule` (an unknown rule, bad parameters).
+    """
+    name = suffix.rstrip("0123456789")
+    digits = suffix[len(name):]
+    rule = _RULES.get(name)
+    if suffix not in _RULES and suffix not in _aliases() and rule is not None and rule.params and digits:
+        suffix = f"{name}:{digits}"
+    parse_rule(suffix)
+    return suffix

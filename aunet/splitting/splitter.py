@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aunet.splitting.registry import Rule, Stream, Text, parse_rule
+from aunet.splitting.registry import Rule, Stream, Text, canonical_spec, parse_rule, rule_suffix
 
 #: Ids at or above 256 (BOS/EOS/PAD) split like a newline.
 SPECIAL_AS_BYTE = ord("\n")
@@ -27,6 +27,18 @@ def default_rules(n_stages: int) -> list[str]:
     while len(rules) < n_stages - 1:
         rules.append(f"words:{2 ** (len(rules))}")
     return rules
+
+
+def family_suffix(rules: Sequence[str]) -> str:
+    """What a config's rules add to its AU-Net family name: ``_<rule>`` (``_stride4``) when only the
+    stage-2 rule differs from the default ones and a family name can write it; else nothing (the
+    default rules, or rules no family stands for keep the bare family name)."""
+    defaults = default_rules(len(rules) + 1)
+    same = [canonical_spec(r) == canonical_spec(d) for r, d in zip(rules, defaults)]
+    if not rules or same[0] or not all(same[1:]):
+        return ""
+    suffix = rule_suffix(rules[0])
+    return f"_{suffix}" if suffix else ""
 
 
 class Splitter:

@@ -1,4 +1,4 @@
-"""``words:N`` (``words2``, ``words4``: stages 3 and 4): groups and every N-th word.
+"""``words:N`` (``words2``, ``words4``: stages 3 and 4; ``word1``): groups and every N-th word.
 
 The reference code's ``word`` strategy (facebookresearch/lingua,
 ``apps/aunet/data/regex_cutting.py``), read on the characters of the UTF-8 text, each
@@ -14,7 +14,9 @@ mark placed on the last byte of its character:
   complete a group of N get no mark.
 
 So "The cat, which was old, (quietly) in 1999;" keeps ``,`` ``(`` ``1`` ``;`` at every
-stage, besides the space after every 2nd (4th) word.
+stage, besides the space after every 2nd (4th) word. ``word1`` (``words:1``: every word's
+whitespace) is the reference's ``word1`` strategy, which its released configs use at stage 2
+where the paper's App. B describes the ``word`` rule.
 
 Where the reference rules look ahead (documented, tested in tests/test_splitting.py):
 
@@ -135,7 +137,7 @@ class WordsRule(Rule):
 
     name = "words"
     params = "N"
-    aliases = {"words2": "words:2", "words4": "words:4"}
+    aliases = {"word1": "words:1", "words2": "words:2", "words4": "words:4"}
 
     def __init__(self, spec: str, every: int) -> None:
         super().__init__(spec)

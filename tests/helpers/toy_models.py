@@ -79,3 +79,17 @@ class ToyCodec:
 
     def decode(self, ids: list[int]) -> bytes:
         return b"".join(self.vocab[i] for i in ids if i < len(self.vocab))
+
+
+def assert_causal(model: nn.Module, data: bytes) -> None:
+    """Logits at position t depend on bytes 0..t only: changing bytes from ``cut`` on leaves the logits
+    before ``cut`` as they were, and does change those after (the model reads its input)."""
+    ids = torch.tensor([list(data)])
+    base = model(ids)[0]
+    generator = torch.Generator().manual_seed(1)
+    for cut in (1, 9, 24, 57, len(data) - 3):
+        perturbed = ids.clone()
+        perturbed[0, cut:] = torch.randint(0, 256, (ids.shape[1] - cut,), generator=generator)
+        out = model(perturbed)[0]
+        torch.testing.assert_close(out[:cut], base[:cut], atol=1e-5, rtol=1e-5)
+        assert (out[cut:] - base[cut:]).abs().max() > 1e-3
