@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {fit,report,extrapolate,validate,import}``.
+"""Command line: ``python -m analysis {fit,report,extrapolate,validate,import,optimal}``.
 
 Results come from a path (a study's output directory or ledger, a results
 CSV/Parquet/JSONL, a folder of record.json files), ``mlflow:<experiment>`` with
@@ -20,25 +20,28 @@ import pandas as pd
 
 from analysis.bootstrap import LEVEL
 from analysis.cards import write_law, write_laws
-from analysis.columns import UNITS
+from analysis.columns import FLOPS_PER_PARAM_TOKEN, UNITS
 from analysis.estimators import ESTIMATORS
-from analysis.external import BSZ_UNITS, FLOPS_PER_PARAM_TOKEN, import_table
+from analysis.external import BSZ_UNITS, import_table
 from analysis.extrapolate import extrapolate
 from analysis.fits import Analysis, analyse
 from analysis.holdout import validate_holdout
 from analysis.hyper_laws import BSZ_IN
 from analysis.load import (
+    ALLOCATION_ONLY,
     BUDGET_TOLERANCE,
     DIVERGED_ABOVE,
     FAMILY,
     AnalysisWarning,
+    allocation_only,
     budget_groups,
     load_results,
-    not_ended,
     validate_results,
 )
+from analysis.optimal import N_BOOT, optimal_study, write_optimal
 from analysis.readers import LEDGER, TABLE_SUFFIXES
-from analysis.report import write_report
+from analysis.report import default_targets, write_report
+from analysis.status import not_ended
 from aunet.laws import why_not_identified
 from aunet.record import BUDGET_CONVENTIONS
 from aunet.verdict import Limits
@@ -83,14 +86,19 @@ def resolve(source: str | None, study: str | None, tracking_uri: str | None,
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", help="keep only this study's runs")
-    parser.add_argument("--tracking-uri", help="MLflow store for mlflow:<experiment> sources")
     parser.add_argument("--tolerance", type=float, default=0.01,
                         help="near-optimal band, fraction of the best loss (0.01 as the paper, 0.0025 as DeepSeek)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bsz-in", choices=BSZ_IN, default="units",
                         help="fit batch size in input units (bytes or tokens, as the paper) or in bytes")
+    _loading(parser)
+
+
+def _loading(parser: argparse.ArgumentParser) -> None:
+    """How the results are read: which study's runs, which are set aside, which compute is a budget."""
+    parser.add_argument("--study", help="keep only this study's runs")
+    parser.add_argument("--tracking-uri", help="MLflow store for mlflow:<experiment> sources")
     parser.add_argument("--diverged-above", type=_diverged_rule, default=DIVERGED_ABOVE,
                         help=f"set aside finished runs whose loss exceeds this multiple of their budget's best "
                              f"(default {DIVERGED_ABOVE}; 'none' keeps every finished run)")
@@ -167,10 +175,13 @@ def _interval(ci: tuple[float, float], exponent: bool) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> Analysis:
-    result = analyse(_load(args), **_options(args))
+    table = _load(args)
+    result = analyse(table, **_options(args))
     source = args.source or default_results()
-    path = write_report(result, args.out or study_folder(source) / "report", fmt=args.format, targets=args.budgets,
-                        source=source, limits=Limits(max_extrapolation=args.max_extrapolation))
+    targets = args.budgets or default_targets(result)
+    optimal = optimal_study(table, targets=targets, n_boot=args.bootstrap, seed=args.seed)
+    path = write_report(result, args.out or study_folder(source) / "report", fmt=args.format, targets=targets,
+                        source=source, limits=Limits(max_extrapolation=args.max_extrapolation), optimal=optimal)
     print(f"report written to {path}")
     return result
 
@@ -185,7 +196,8 @@ def cmd_extrapolate(args: argparse.Namespace) -> Analysis:
     source = args.source or args.results
     result = analyse(_load(args, source), families=[args.family], **_options(args))
     recipe = extrapolate(result, args.family, args.budget, estimator=args.estimator, ratio=args.ratio,
-                         limits=Limits(max_extrapolation=args.max_extrapolation), source=source or default_results())
+                         limits=Limits(max_extrapolation=args.max_extrapolation), source=source or default_results(),
+                         n_boot=args.bootstrap, seed=args.seed)
     if not recipe.verdict.usable and not args.force:
         hints = ["--max-extrapolation takes a law farther, at your risk"] if recipe.verdict.has("extrapolation") else []
         hints.append("--force writes the recipe anyway, with this verdict at its top")
@@ -235,6 +247,28 @@ _fraction = _number(lambda v: 0 <= v < 1, "a fraction in [0, 1), e.g. 0.01 for 1
 _positive = _number(lambda v: v > 0, "a positive number, e.g. 2048")
 
 
+def _replicates(text: str) -> int:
+    """An argparse type: a count of bootstrap replicates, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of bootstrap replicates, 0 or more")
+    return int(text)
+
+
+def cmd_optimal(args: argparse.Namespace) -> list[str]:
+    table = _load(args)
+    source = args.source or default_results()
+    out = Path(args.out) if args.out else study_folder(source) / "optimal"  # refused before the fits, not after
+    study = optimal_study(table, families=args.family, targets=args.target, n_boot=args.n_boot, seed=args.seed)
+    if not study.families:
+        raise ValueError("no family has an isoFLOP design to fit: "
+                         + "; ".join(f"{family}: {why}" for family, why in study.skipped.items()))
+    path, figures = write_optimal(study, out, source)
+    print(study.text())
+    print(f"\nwritten: {path}, and figures " + ", ".join(str(pngs[0].name) for pngs in figures.values())
+          + " (with PDFs)")
+    return study.warnings
+
+
 def cmd_validate(args: argparse.Namespace) -> list[str]:
     checks = validate_holdout(_load(args), args.holdout, families=args.family, estimator=args.estimator,
                               **_options(args))
@@ -263,7 +297,11 @@ def cmd_import(args: argparse.Namespace) -> list[str]:
     if args.bsz_unit == "sequences":
         lengths = ", ".join(f"{n:g}" for n in sorted(written["seq_len"].unique()))
         print(f"batch sizes counted in sequences, written in input units: x sequence length {lengths}")
-    print(f"analyse with: python -m analysis report {args.out}")
+    if allocation_only(table):
+        print(f"{ALLOCATION_ONLY} (the runs have params and data, no LR or BSZ): fit the model size with "
+              f"python -m analysis optimal {args.out}")
+    else:
+        print(f"analyse with: python -m analysis report {args.out}")
     return []
 
 
@@ -295,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fit, _add_report, _add_extrapolate, _add_validate, _add_import):
+    for add in (_add_fit, _add_report, _add_extrapolate, _add_validate, _add_import, _add_optimal):
         add(commands)
     return parser
 
@@ -340,8 +378,9 @@ def _add_extrapolate(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("--budget", type=_target_budget, required=True, help="target compute in FLOPs, e.g. 1e22")
     ex.add_argument("--estimator", choices=tuple(ESTIMATORS), help="default: bowl where it fits, else band")
     ex.add_argument("--ratio", type=float,
-                    help="data-to-model ratio of the big run (default: the study's own, which the law was fitted at; "
-                         "another is weighed by the verdict)")
+                    help="data-to-model ratio of the big run, chosen by hand (default: the compute-optimal model where "
+                         "the study swept model size at fixed compute, else the study's own ratio, which the law was "
+                         "fitted at; another is weighed by the verdict)")
     _max_extrapolation(ex)
     ex.add_argument("--force", action="store_true",
                     help="write a recipe the verdict calls not usable (the verdict and its reasons head it)")
@@ -363,7 +402,8 @@ def _add_validate(commands: argparse._SubParsersAction) -> None:
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
     imp = commands.add_parser("import", help="turn an external CSV/Parquet table of runs into a study folder")
-    imp.add_argument("table", help="one row per run: family, compute (or params and tokens), lr, bsz, loss, units")
+    imp.add_argument("table", help="one row per run: family, compute (or params and tokens), lr, bsz, loss, units "
+                                    "(without lr and bsz, with params: for the allocation fits alone)")
     imp.add_argument("--out", required=True, help="the study folder to write (results.csv)")
     imp.add_argument("--column", action="append", metavar="OURS=THEIRS",
                      help="map a column of the table to ours, e.g. --column loss=final_loss (repeatable)")
@@ -375,7 +415,7 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
                      help="compute from params N and tokens D as this x N x D (default 6)")
     imp.add_argument("--status", action="append", metavar="THEIRS=OURS",
                      help="read a status of the table as one of ours, e.g. --status crashed=failed (repeatable; "
-                          "common names are mapped already: analysis.load.DEFAULT_STATUS_MAP)")
+                          "common names are mapped already: analysis.status.DEFAULT_STATUS_MAP)")
     imp.add_argument("--budget-tolerance", type=_fraction, default=BUDGET_TOLERANCE,
                      help="runs whose compute agrees within this fraction are one budget (default %(default)g)")
     imp.add_argument("--bsz-unit", choices=BSZ_UNITS, default="units",
@@ -383,6 +423,21 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
                           "(converted with --seq-len or a seq_len column)")
     imp.add_argument("--seq-len", type=_positive, help="input units per sequence, for --bsz-unit sequences")
     imp.set_defaults(run=cmd_import)
+
+
+def _add_optimal(commands: argparse._SubParsersAction) -> None:
+    opt = commands.add_parser("optimal", help="the compute-optimal model size from an isoFLOP study "
+                                              "(Chinchilla's approaches 2 and 3), as optimal.json and figures")
+    _source(opt)
+    opt.add_argument("--family", nargs="+", help="families to fit (default: every family with an isoFLOP design; "
+                                                 "a family named here that has none is an error)")
+    opt.add_argument("--target", type=_target_budget, nargs="+",
+                     help="compute in FLOPs to compare the fits at (default: 10x the largest budget)")
+    opt.add_argument("--n-boot", type=_replicates, default=N_BOOT, help="bootstrap replicates (default %(default)s)")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--out", help="output directory (default: <study>/optimal)")
+    _loading(opt)
+    opt.set_defaults(run=cmd_optimal)
 
 
 if __name__ == "__main__":

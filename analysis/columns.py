@@ -9,6 +9,11 @@ FAMILY_ALIASES = ("family", "arch")
 #: ("State" in its CSV). A table with several must agree run by run: which one is meant is never guessed.
 STATUS_ALIASES = ("status", "state")
 REQUIRED = ("status", FAMILY, "budget", "lr", "bsz", "loss", "units")
+#: A run's hyperparameters. A table without both serves the allocation fits alone (``analysis.load.allocation_only``).
+HYPERPARAMETERS = ("lr", "bsz")
+#: What such a table needs instead: each run's model size, with its data (``train_units``, or ``tokens``; derived
+#: from the compute where it has neither).
+ALLOCATION_REQUIRED = ("status", FAMILY, "budget", "params", "loss", "units")
 UNITS = ("bytes", "tokens")
 #: Columns that, with the family and the budget, define which runs belong together: several model
 #: sizes or data ratios at one compute are separate groups (an explicit ``group`` column overrides them).
@@ -27,3 +32,7 @@ NUMERIC = ("budget", "lr", "bsz", "bytes_per_unit", "ratio", "flops_per_unit", "
 POSITIVE = ("budget", "lr", "bsz")
 #: ``eval_`` columns that are evaluation bookkeeping (record.metrics), not downstream task scores.
 NOT_TASKS = ("eval_units", "eval_bytes", "eval_loss", "eval_bpb")
+
+#: Compute from a model size N and a number of training tokens D: C = FLOPS_PER_PARAM_TOKEN · N · D
+#: (the usual 6·N·D: forward and backward pass of a dense model, attention left out).
+FLOPS_PER_PARAM_TOKEN = 6.0

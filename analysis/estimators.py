@@ -21,6 +21,13 @@ import numpy as np
 HUBER_K = 1.345  # Huber's tuning constant (95% efficiency under normal noise)
 BOWL_COEFFICIENTS = 7  # the quadratic's six and a cubic term in log LR (see ``_quadratic_design``)
 BOWL_MIN_RUNS = BOWL_COEFFICIENTS + 2  # and two to spare
+#: Distinct (LR, BSZ) configurations a budget's runs need to count as a search of LR x BSZ: three are the fewest
+#: that can put a run on either side of the best one, so that the box checks (``analysis.box``) can find an
+#: optimum bracketed. With two, the band's optimum sits at an end of what was tried; with one (an isoFLOP cell run
+#: at its law's prior LR and BSZ, however many seeds) it is whatever was run, and the box check sees no range to
+#: flag. Such runs enter no hyperparameter law (``analysis.hyper_laws``). The bowl asks more of a budget on its
+#: own (``BOWL_MIN_RUNS``).
+SEARCH_CONFIGURATIONS = 3
 
 
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,22 +15,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.columns import FLOPS_PER_PARAM_TOKEN
 from analysis.load import (
     BUDGET_TOLERANCE,
     FAMILY,
     FAMILY_ALIASES,
+    HYPERPARAMETERS,
     UNITS,
     _numeric,
-    _rows,
+    allocation_only,
     validate_results,
-    with_status,
 )
 from analysis.readers import read_path
+from analysis.status import rows_of, with_status
 from aunet.record import STATUSES
 
-#: Compute from a model size N and a number of training tokens D: C = FLOPS_PER_PARAM_TOKEN · N · D
-#: (the usual 6·N·D: forward and backward pass of a dense model, attention left out).
-FLOPS_PER_PARAM_TOKEN = 6.0
 COMPUTE_COLUMNS = ("budget", "compute", "flops")  # the first present is the run's compute, in FLOPs
 #: What an export's batch size counts: input units (bytes or tokens, ours) or sequences of ``seq_len`` units.
 BSZ_UNITS = ("units", "sequences")
@@ -50,9 +49,9 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
     never guessed: without a column or ``units``, the import fails). Compute comes from
     ``budget``, ``compute`` or ``flops``, else from ``params`` and ``tokens`` as
     ``flops_per_param_token`` · N · D. The status comes from ``status`` or W&B's ``state``
-    (``analysis.load.with_status``); without either, runs with a loss are finished and the
+    (``analysis.status.with_status``); without either, runs with a loss are finished and the
     others failed. ``status_map`` reads the table's own status names (``{"crashed":
-    "failed"}``) beside ``analysis.load.DEFAULT_STATUS_MAP``; the statuses are written mapped,
+    "failed"}``) beside ``analysis.status.DEFAULT_STATUS_MAP``; the statuses are written mapped,
     runs that have not ended included (every analysis leaves them out). ``bsz_unit="sequences"``:
     the batch counts sequences of ``seq_len`` units (or a ``seq_len`` column), written in units.
     Budgets are grouped on reading (``analysis.load.nominal_budgets``, ``budget_tolerance``).
@@ -72,7 +71,8 @@ def import_table(source: str | Path, out: str | Path, *, columns: dict[str, str]
     table = _fill(table, "units", units, "--units")
     if bytes_per_unit is not None:
         table = _fill(table, "bytes_per_unit", bytes_per_unit, "--bytes-per-unit")
-    needed = [c for c in (FAMILY, "lr", "bsz", "loss", "units") if c not in table.columns
+    hyper = () if allocation_only(table) and "params" in table.columns else HYPERPARAMETERS
+    needed = [c for c in (FAMILY, *hyper, "loss", "units") if c not in table.columns
               and not (c == FAMILY and set(FAMILY_ALIASES) & set(table.columns))]
     if needed:
         flags = [flag for column, flag in ((FAMILY, "--family NAME"), ("units", "--units bytes|tokens"))
@@ -127,7 +127,7 @@ def _sequences_to_units(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     bad = ~(np.isfinite(seq_len) & (seq_len > 0))
     if bad.any():
         raise ValueError(f"{source}: seq_len must be a positive number of input units per sequence in every row; "
-                         f"rows {_rows(bad)} have {table.loc[bad, 'seq_len'].head(3).tolist()}")
+                         f"rows {rows_of(bad)} have {table.loc[bad, 'seq_len'].head(3).tolist()}")
     converted = {c: _numeric(table[c], c, str(source)) * seq_len for c in BSZ_COLUMNS if c in table.columns}
     return table.assign(seq_len=seq_len, **converted)
 

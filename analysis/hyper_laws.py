@@ -9,13 +9,16 @@ import pandas as pd
 
 from analysis.bootstrap import LEVEL, LawFit, law_from_estimates, percentile_ci
 from analysis.box import TARGETED_PHASES, box_checks, edge_label, search_box
-from analysis.estimators import Band, Estimator, get_estimator
+from analysis.estimators import SEARCH_CONFIGURATIONS, Band, Estimator, get_estimator
 from analysis.load import canonical, describe_budget, family_runs
 from analysis.notices import FitWarning, warn
 from aunet.ladder import FAMILIES
 from aunet.laws import MIN_BUDGETS, PAPER_LAWS, HyperLaws
 
 BSZ_IN = ("units", "bytes")  # what a law's batch size may count: the runs' own units, or bytes
+#: What a family whose runs did not search LR x BSZ at enough budgets gets instead of a law (an isoFLOP study
+#: run at its law's prior LR and BSZ).
+NO_SEARCH = "no LR x BSZ search at these budgets: no hyperparameter law"
 
 
 @dataclass
@@ -31,7 +34,9 @@ class HyperFit:
     #: One row per budget: counts, best run, optimum with interval, residuals, its ``BoxFlag``s (``flags``)
     #: and their labels (``edge``).
     budgets: pd.DataFrame
-    runs: pd.DataFrame  # every run of the family (all statuses) with a near_optimal flag
+    #: Every run of the family (all statuses) with a near_optimal flag, but those of groups that searched no
+    #: LR x BSZ: the runs the law speaks for (its regime, its landscape).
+    runs: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
 
     def hyper_laws(self) -> HyperLaws:
@@ -56,12 +61,13 @@ def fit_hyper_laws(results, family: str, *, estimator: str = Band.name, toleranc
         raise ValueError(f"tolerance {tolerance} must be a fraction of the best loss in (0, 1), e.g. 0.01 for 1%")
     if bsz_in not in BSZ_IN:
         raise ValueError(f"bsz_in {bsz_in!r} must be 'units' or 'bytes'")
-    runs = family_runs(results, family).copy()
+    runs = family_runs(results, family)
     if bsz_in == "bytes" and not np.isfinite(runs["bytes_per_unit"]).all():
         raise ValueError(f"{family}: batch size in bytes needs every run's bytes_per_unit; the table lacks it "
                          "(add the column, or fit in units)")
     units = "bytes" if bsz_in == "bytes" else runs["units"].iloc[0]
-    points, messages = _budgets_to_fit(family, estimator, method, runs)
+    points, messages, unsearched = _budgets_to_fit(family, estimator, method, runs)
+    runs = runs[~pd.MultiIndex.from_frame(runs[["budget", "group"]]).isin(unsearched)].copy()
     rng = np.random.default_rng(seed)
     budgets = np.array([b for b, _ in points], dtype=float)
     est = np.full((n_boot + 1, len(points), 2), np.nan)
@@ -87,15 +93,55 @@ def fit_hyper_laws(results, family: str, *, estimator: str = Band.name, toleranc
     return HyperFit(family, estimator, units, tolerance, laws[0], laws[1], table, runs, messages)
 
 
-def _budgets_to_fit(family: str, estimator: str, method: Estimator,
-                    runs: pd.DataFrame) -> tuple[list[tuple[float, str]], list[str]]:
-    """The (budget, group) points with the finished runs the estimator needs, and a warning naming the
-    others; refused unless enough budgets remain for a law."""
+def search_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (budget, group) of one family's runs: its usable runs, their distinct (LR, BSZ) configurations, and
+    whether those search LR x BSZ (``SEARCH_CONFIGURATIONS`` or more).
+
+    A table of reported optima (one configuration at each budget, one group per budget: a paper's table of
+    best LR and BSZ) counts as searched: each row is the optimum of a search made elsewhere. Several groups
+    of one configuration at a budget (model sizes at their prior, an isoFLOP study) are no such table."""
     keys = ["budget", "group"]
-    counts = runs[runs["usable"]].groupby(keys).size().reindex(
-        pd.MultiIndex.from_frame(runs[keys].drop_duplicates().sort_values(keys)), fill_value=0)
+    usable = runs[runs["usable"]]
+    table = pd.DataFrame({"runs": usable.groupby(keys).size(),
+                          "configurations": usable.drop_duplicates([*keys, "lr", "bsz"]).groupby(keys).size()})
+    table = table.reindex(pd.MultiIndex.from_frame(runs[keys].drop_duplicates().sort_values(keys)), fill_value=0)
+    ran = table[table["runs"] > 0]
+    optima = (ran["configurations"] == 1).all() and ran.index.get_level_values("budget").is_unique
+    return table.assign(searched=(table["configurations"] >= SEARCH_CONFIGURATIONS) | (optima & (table["runs"] > 0)))
+
+
+def search_shortfall(table: pd.DataFrame) -> str:
+    """Why there is no law for lack of an LR x BSZ search (fewer than ``MIN_BUDGETS`` budgets searched in
+    ``table``, a ``search_table``, and some ran without one), with how many (budget, group) points ran none;
+    "" when enough searched, or when what is missing is runs, not a search."""
+    searched = table.index[table["searched"]].get_level_values("budget").nunique()
+    ran = table[table["runs"] > 0]
+    if searched >= MIN_BUDGETS or ran["searched"].all():
+        return ""
+    return (f"{NO_SEARCH} ({int((~ran['searched']).sum())} of {len(ran)} (budget, group) points ran fewer than "
+            f"{SEARCH_CONFIGURATIONS} distinct (LR, BSZ) configurations; {searched} budget(s) searched, a law needs "
+            f"{MIN_BUDGETS})")
+
+
+def _budgets_to_fit(family: str, estimator: str, method: Estimator,
+                    runs: pd.DataFrame) -> tuple[list[tuple[float, str]], list[str], pd.Index]:
+    """The (budget, group) points whose finished runs search LR x BSZ (``search_table``) and number what the
+    estimator needs, warnings counting the others, and the points that searched none; refused unless enough
+    budgets remain for a law."""
+    table = search_table(runs)
+    why = search_shortfall(table)
+    if why:
+        raise ValueError(f"{family}: {why}")
+    unsearched = table[(table["runs"] > 0) & ~table["searched"]]
+    counts = table.loc[~table.index.isin(unsearched.index), "runs"]
     need = method.min_runs
     messages: list[str] = []
+    if len(unsearched):
+        listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''} ({int(r.configurations)} configuration(s))"
+                            for (b, g), r in unsearched.iterrows())
+        messages.append(warn(f"{family}: {len(unsearched)} (budget, group) point(s) ran no LR x BSZ search (fewer "
+                             f"than {SEARCH_CONFIGURATIONS} distinct configurations): {listing}; they enter no "
+                             f"{estimator} law", FitWarning))
     short = counts[counts < need]
     if len(short):
         listing = ", ".join(f"{b:.3g}{f' ({g})' if g else ''} ({n} runs)" for (b, g), n in short.items())
@@ -108,7 +154,7 @@ def _budgets_to_fit(family: str, estimator: str, method: Estimator,
             f"{family}: the {estimator} fit needs at least {MIN_BUDGETS} budgets with {need} or more finished runs "
             f"each; finished runs per budget are {{{listing}}}; run more budgets or trials"
         )
-    return list(kept.index), messages
+    return list(kept.index), messages, unsearched.index
 
 
 def _fit_budget(family: str, budget: float, label: str, runs: pd.DataFrame, method: Estimator, tolerance: float,

@@ -16,23 +16,26 @@ import numpy as np
 import pandas as pd
 
 from analysis.columns import (
+    ALLOCATION_REQUIRED,
     CANONICAL_ORDER,
     FAMILY,
     FAMILY_ALIASES,
+    FLOPS_PER_PARAM_TOKEN,
     GROUP_KEYS,
+    HYPERPARAMETERS,
     NUMERIC,
     POSITIVE,
     REQUIRED,
     RUN_DEFINING,
     RUN_IDENTITY,
-    STATUS_ALIASES,
     UNITS,
 )
 from analysis.mlflow_io import read_mlflow
 from analysis.notices import AnalysisWarning, DataWarning, warn  # noqa: F401  (AnalysisWarning: re-exported)
 from analysis.readers import read_ledger as _read_ledger  # noqa: F401 (its import path in tests/test_status_budgets.py)
 from analysis.readers import read_path
-from aunet.record import BUDGET_CONVENTIONS, COMPUTE_COLUMN, FINAL_STATUSES, STATUSES, check_convention
+from analysis.status import NOT_ENDED, not_ended, rows_of, with_status
+from aunet.record import BUDGET_CONVENTIONS, COMPUTE_COLUMN, STATUSES, check_convention
 
 #: The default rule for runs stored as finished that diverged: loss above this multiple of the best loss
 #: of their group (the best runs of a real sweep sit near 2.5 nats, diverged ones near 7).
@@ -41,21 +44,8 @@ DIVERGED_ABOVE = 1.5
 #: counts the tokens a run saw (steps x batch x sequence) gives each batch size a slightly different
 #: compute for one nominal budget. Studies space their budgets far wider (x1.2 or more).
 BUDGET_TOLERANCE = 0.01
-#: Status spellings of other tools, and the status each means here (``--status OLD=NEW`` adds more).
-DEFAULT_STATUS_MAP = {
-    "completed": "finished", "complete": "finished", "success": "finished", "succeeded": "finished",
-    "done": "finished", "ok": "finished", "crashed": "failed", "crash": "failed", "error": "failed",
-    "errored": "failed", "killed": "failed", "oom": "failed", "cancelled": "failed", "canceled": "failed",
-    "timeout": "failed", "timed_out": "failed", "timedout": "failed", "preemption": "preempted",
-    "requeued": "preempted", "preempting": "preempted", "nan_loss": "diverged", "diverge": "diverged",
-    "queued": "pending", "scheduled": "pending", "submitted": "pending", "started": "running",
-    "in_progress": "running",
-}
-#: Runs in these statuses have not ended: their loss is not a result yet, and their compute may be
-#: what they have spent so far. They are left out before anything else (counted in a warning), so
-#: that a ``running`` row never forms a budget of its own.
-NOT_ENDED = tuple(s for s in STATUSES if s not in FINAL_STATUSES)
-
+#: What every fit that needs LR and BSZ says of a table without them.
+ALLOCATION_ONLY = "no lr/bsz: this table serves allocation fits only"
 
 
 def load_results(source: Any, *, tracking_uri: str | None = None, study: str | None = None,
@@ -111,9 +101,11 @@ def validate_results(table: pd.DataFrame, origin: str = "the results table", *,
     Budgets are nominal: runs of a family whose compute agrees within ``budget_tolerance``
     (relative) are one budget (:func:`nominal_budgets`; a ``nominal_budget`` column overrides
     it), and each run's own compute stays in ``compute``. Statuses are read through
-    ``DEFAULT_STATUS_MAP`` and ``status_map`` from the ``status`` column or an alias
+    ``analysis.status.DEFAULT_STATUS_MAP`` and ``status_map`` from the ``status`` column or an alias
     (:func:`with_status`); runs that have not ended (``NOT_ENDED``) are left out, counted in a
-    warning. Row numbers in errors are those of ``table``.
+    warning. A table without LR and BSZ but with each run's ``params`` (and ``train_units`` or ``tokens``, else
+    its compute) loads for the allocation fits alone (:func:`allocation_only`): every other fit refuses it in one
+    line (:func:`results_table`). Row numbers in errors are those of ``table``.
     """
     _check_options(table, origin, diverged_above, budget_tolerance)
     df = _ended_runs(_columns(table, origin, status_map), origin)
@@ -153,17 +145,38 @@ def _columns(table: pd.DataFrame, origin: str, status_map: dict[str, str] | None
     df = table.reset_index(drop=True).rename(columns={a: FAMILY for a in FAMILY_ALIASES if a in table.columns}
                                              if FAMILY not in table.columns else {})
     df = with_status(df, origin, status_map)
-    missing = [c for c in REQUIRED if c not in df.columns]
+    sizes_only = allocation_only(df) and "params" in df.columns
+    required = ALLOCATION_REQUIRED if sizes_only else REQUIRED
+    missing = [c for c in required if c not in df.columns]
     if missing:
         fix = "; an import sets them for the whole table with --units bytes|tokens" if "units" in missing else ""
+        if allocation_only(df) and not sizes_only:
+            fix += ("; a table for the allocation fits alone needs params and train_units (or tokens) instead of "
+                    "lr and bsz")
         raise ValueError(
-            f"{origin} lacks column(s) {missing}; every row needs {list(REQUIRED)} "
+            f"{origin} lacks column(s) {missing}; every row needs {list(required)} "
             f"(the columns of aunet.record.RunRecord.to_row; 'units' is bytes or tokens, never guessed{fix})"
         )
     df = df.loc[:, ~df.columns.duplicated()].copy()
-    for column in [c for c in df.columns if c in NUMERIC or c.startswith("eval_")]:
+    for column in [c for c in df.columns if c in NUMERIC or c.startswith("eval_") or (sizes_only and c == "tokens")]:
         df[column] = _numeric(df[column], column, origin)
-    return df
+    return _with_train_units(df) if sizes_only else df
+
+
+def allocation_only(table: pd.DataFrame) -> bool:
+    """A table without LR and BSZ columns: its runs can place the compute-optimal model size (the allocation
+    fits), never a hyperparameter law."""
+    return not any(c in table.columns for c in HYPERPARAMETERS)
+
+
+def _with_train_units(df: pd.DataFrame) -> pd.DataFrame:
+    """Each run's data: ``train_units``, else an export's ``tokens``, else its compute as C / (6·N) (the import's
+    convention; the allocation fits measure C / (N·D) on the runs, so the constant cancels in N_opt)."""
+    if "train_units" in df.columns:
+        return df
+    if "tokens" in df.columns:
+        return df.assign(train_units=df["tokens"])
+    return df.assign(train_units=df["budget"] / (FLOPS_PER_PARAM_TOKEN * df["params"]))
 
 
 def _ended_runs(df: pd.DataFrame, origin: str) -> pd.DataFrame:
@@ -182,17 +195,17 @@ def _ended_runs(df: pd.DataFrame, origin: str) -> pd.DataFrame:
 
 
 def _check_families_and_positives(df: pd.DataFrame, origin: str) -> None:
-    """Every run names its family, and its budget, LR and BSZ are positive numbers."""
+    """Every run names its family, and its budget, LR and BSZ (where the table has them) are positive numbers."""
     df[FAMILY] = df[FAMILY].astype(str).str.strip()
     if (df[FAMILY].isin(["", "nan", "None"])).any():
-        raise ValueError(f"{origin}: rows {_rows(df[FAMILY].isin(['', 'nan', 'None']))} have no model family "
+        raise ValueError(f"{origin}: rows {rows_of(df[FAMILY].isin(['', 'nan', 'None']))} have no model family "
                          f"({FAMILY!r})")
-    for column in POSITIVE:
+    for column in [c for c in POSITIVE if c in df.columns]:
         bad = ~(np.isfinite(df[column]) & (df[column] > 0))
         if bad.any():
             raise ValueError(
                 f"{origin}: column {column!r} must be a positive finite number in every row; "
-                f"rows {_rows(bad)} have {df.loc[bad, column].head(3).tolist()}"
+                f"rows {rows_of(bad)} have {df.loc[bad, column].head(3).tolist()}"
             )
 
 
@@ -200,52 +213,12 @@ def _mark_usable(df: pd.DataFrame, origin: str, diverged_above: float | None) ->
     """``usable``: finished with a positive finite loss and not set aside as diverged (``set_aside``)."""
     bad_loss = (df["status"] == "finished") & ~(np.isfinite(df["loss"]) & (df["loss"] > 0))
     if bad_loss.any():
-        warn(f"{origin}: {int(bad_loss.sum())} finished run(s) (rows {_rows(bad_loss)}) have a non-finite or "
+        warn(f"{origin}: {int(bad_loss.sum())} finished run(s) (rows {rows_of(bad_loss)}) have a non-finite or "
              "non-positive loss; they are shown as failed and kept out of every fit", DataWarning)
     df["usable"] = (df["status"] == "finished") & ~bad_loss
     df["set_aside"] = False
     if diverged_above is not None:
         _set_aside_diverged(df, diverged_above, origin)
-
-
-def with_status(table: pd.DataFrame, origin: str, status_map: dict[str, str] | None = None, *,
-                derive: bool = False) -> pd.DataFrame:
-    """``table`` with one ``status`` column in our words, read from its status column or aliases.
-
-    Each of ``STATUS_ALIASES`` (any case) is read through ``DEFAULT_STATUS_MAP`` and ``status_map``;
-    several must agree where both have a value, and the aliases are then dropped. Without any, an
-    import (``derive``) calls runs with a finite loss finished and the others failed: a table that
-    says nothing better. Unknown words are left for the caller to refuse.
-    """
-    table = table.loc[:, ~table.columns.duplicated()]
-    names = [c for c in table.columns if str(c).strip().lower() in STATUS_ALIASES]
-    if not names:
-        if not derive:
-            return table
-        loss = pd.to_numeric(table["loss"], errors="coerce") if "loss" in table.columns else np.nan
-        return table.assign(status=np.where(np.isfinite(loss), "finished", "failed"))
-    statuses = {**DEFAULT_STATUS_MAP, **(status_map or {})}
-    read = [table[c].map(lambda v: statuses.get(str(v).strip().lower(), str(v).strip().lower()), na_action="ignore")
-            for c in names]
-    status = read[0]
-    for name, other in zip(names[1:], read[1:]):
-        clash = status.notna() & other.notna() & (status != other)
-        if clash.any():
-            first = clash.idxmax()
-            raise ValueError(f"{origin}: columns {names[0]!r} and {name!r} both give a run's status and disagree in "
-                             f"rows {_rows(clash)} (row {first}: {table.at[first, names[0]]!r} vs "
-                             f"{table.at[first, name]!r}); drop the one you do not mean")
-        status = status.fillna(other)
-    return table.drop(columns=names).assign(status=status.fillna("nan"))
-
-
-def not_ended(table: pd.DataFrame) -> str:
-    """The runs of a table (in our statuses) that have not ended, counted by status, or "" when all have."""
-    counts = table["status"].value_counts()
-    waiting = {status: int(counts[status]) for status in NOT_ENDED if status in counts}
-    if not waiting:
-        return ""
-    return f"{sum(waiting.values())} run(s) not ended: " + ", ".join(f"{s} {n}" for s, n in waiting.items())
 
 
 def canonical(runs: pd.DataFrame) -> pd.DataFrame:
@@ -255,14 +228,20 @@ def canonical(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values(order, kind="mergesort", na_position="last")
 
 
-def results_table(results: Any) -> pd.DataFrame:
-    """A validated table as is; anything else through :func:`load_results`."""
-    return results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+def results_table(results: Any, *, allocation: bool = False) -> pd.DataFrame:
+    """A validated table as is; anything else through :func:`load_results`. A table without LR and BSZ
+    (:func:`allocation_only`) is refused in one line unless the caller is an ``allocation`` fit: every other
+    fit reads the hyperparameters."""
+    df = results if isinstance(results, pd.DataFrame) and "usable" in results.columns else load_results(results)
+    if allocation_only(df) and not allocation:
+        raise ValueError(ALLOCATION_ONLY)
+    return df
 
 
-def family_runs(results: Any, family: str) -> pd.DataFrame:
-    """The runs of one family (of :func:`results_table`), or one line naming the families there are."""
-    df = results_table(results)
+def family_runs(results: Any, family: str, *, allocation: bool = False) -> pd.DataFrame:
+    """The runs of one family (of :func:`results_table`, ``allocation`` as there), or one line naming the
+    families there are."""
+    df = results_table(results, allocation=allocation)
     runs = df[df[FAMILY] == family]
     if runs.empty:
         raise ValueError(f"no runs of {FAMILY} {family!r}; the table holds {sorted(df[FAMILY].unique())}")
@@ -286,7 +265,7 @@ def nominal_budgets(df: pd.DataFrame, tolerance: float, origin: str) -> None:
         gaps = ~(np.isfinite(nominal) & (nominal > 0))
         if gaps.any():
             raise ValueError(f"{origin}: column 'nominal_budget' has gaps or non-positive values in rows "
-                             f"{_rows(gaps)}; give every run its nominal budget, or drop the column")
+                             f"{rows_of(gaps)}; give every run its nominal budget, or drop the column")
         df["budget"] = nominal.map(lambda c: float(f"{c:.6g}"))
         return
     budget = df["budget"].to_numpy(float)
@@ -359,7 +338,7 @@ def _budgets_in_one_convention(df: pd.DataFrame, convention: str | None, origin:
         factor = factor.where(np.isfinite(factor), factor.groupby(cell).transform("median"))
         missing = rows & ~np.isfinite(factor).reindex(df.index, fill_value=True)
         if missing.any():
-            raise ValueError(f"{origin}: rows {_rows(missing)} (convention {own!r}) have no {source!r} and "
+            raise ValueError(f"{origin}: rows {rows_of(missing)} (convention {own!r}) have no {source!r} and "
                              f"{target!r}, and no run of their family and budget has, to express their budget as "
                              f"{convention!r}")
         df.loc[rows, "budget"] = df.loc[rows, "budget"] * factor
@@ -400,7 +379,7 @@ def _check_duplicates(df: pd.DataFrame, origin: str) -> None:
     twice = df.duplicated(subset=identity, keep=False)
     if twice.any():
         raise ValueError(
-            f"{origin}: rows {_rows(twice)} repeat a run (equal {identity}); drop the repeats, or give repeats "
+            f"{origin}: rows {rows_of(twice)} repeat a run (equal {identity}); drop the repeats, or give repeats "
             "of one configuration distinct 'seed' values"
         )
 
@@ -424,7 +403,7 @@ def _numeric(column: pd.Series, name: str, origin: str) -> pd.Series:
     text = values.isna() & column.notna() & ~column.astype(str).str.strip().str.lower().isin(["nan", "none", ""])
     if text.any():
         raise ValueError(
-            f"{origin}: column {name!r} must be numeric; rows {_rows(text)} hold {column[text].head(3).tolist()}"
+            f"{origin}: column {name!r} must be numeric; rows {rows_of(text)} hold {column[text].head(3).tolist()}"
         )
     return values
 
@@ -442,12 +421,12 @@ def _check_units(df: pd.DataFrame, origin: str) -> None:
     units = units.where(~missing, df[FAMILY].map(only))  # a trial that failed before its record
     unfilled = units.isna() | (missing & (df["status"] == "finished"))
     if unfilled.any():
-        raise ValueError(f"{origin}: rows {_rows(unfilled)} have no 'units'; give each run's units "
+        raise ValueError(f"{origin}: rows {rows_of(unfilled)} have no 'units'; give each run's units "
                          f"({' or '.join(UNITS)}): the analysis never guesses them")
     df["units"] = units
     odd = sorted(set(df["units"]) - set(UNITS))
     if odd:
-        raise ValueError(f"{origin}: unknown units {odd} (rows {_rows(~df['units'].isin(UNITS))}); a row's "
+        raise ValueError(f"{origin}: unknown units {odd} (rows {rows_of(~df['units'].isin(UNITS))}); a row's "
                          f"'units' is one of {UNITS}")
     for family, group in df.groupby(FAMILY):
         counts = group["units"].value_counts()
@@ -464,23 +443,18 @@ def _check_units(df: pd.DataFrame, origin: str) -> None:
         (df["units"] == "bytes") & (df["bytes_per_unit"] != 1.0))
     if bad.any():
         raise ValueError(
-            f"{origin}: rows {_rows(bad)} have bytes_per_unit {df.loc[bad, 'bytes_per_unit'].head(3).tolist()}; "
+            f"{origin}: rows {rows_of(bad)} have bytes_per_unit {df.loc[bad, 'bytes_per_unit'].head(3).tolist()}; "
             "it is 1 for byte models and the positive compression k for token models (mixed units?)"
         )
+    if "bsz" not in df.columns:  # a table for the allocation fits alone
+        return
     expected = df["bsz"] * df["bytes_per_unit"]
     if "bsz_bytes" in df.columns:
         given = df["bsz_bytes"]
         bad = np.isfinite(given) & np.isfinite(expected) & ~np.isclose(given, expected, rtol=1e-6)
         if bad.any():
             raise ValueError(
-                f"{origin}: rows {_rows(bad)} have bsz_bytes != bsz x bytes_per_unit; the table mixes "
+                f"{origin}: rows {rows_of(bad)} have bsz_bytes != bsz x bytes_per_unit; the table mixes "
                 "batch sizes in tokens and in bytes"
             )
     df["bsz_bytes"] = expected
-
-
-def _rows(mask: pd.Series) -> str:
-    """The rows ``mask`` marks, by index label: a validated table's labels are the input's row numbers."""
-    index = list(mask.index[np.asarray(mask, dtype=bool)])
-    shown = ", ".join(str(i) for i in index[:8])
-    return shown + (f" ... ({len(index)} in all)" if len(index) > 8 else "")

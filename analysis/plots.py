@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 
+from analysis.allocation import Approach2Result, Approach3Result
 from analysis.estimators import ESTIMATORS
 from analysis.fits import Analysis
 from analysis.hyper_laws import HyperFit, paper_law
@@ -236,6 +238,87 @@ def plot_isoflop(curves: pd.DataFrame, compute: str, chance: dict[str, float] | 
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.suptitle("At equal compute: each metric of each budget's near-optimal runs, per family")
+    return fig
+
+
+def _budget_colours(budgets: np.ndarray) -> list:
+    return [matplotlib.colormaps["viridis"](x) for x in np.linspace(0.0, 0.85, len(budgets))]
+
+
+def plot_allocation_isoflops(table: pd.DataFrame, fit2: Approach2Result | None, fit3: Approach3Result | None,
+                             family: str, units: str) -> Figure:
+    """Loss against model size at each budget: the runs, approach 2's parabola in ln N with its vertex and
+    the vertex's interval (a bound drawn as an arrow the way N_opt lies), and approach 3's L along the isoFLOP."""
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.subplots()
+    budgets = np.unique(table["budget"].to_numpy(float))
+    vertices = {v.budget: v for v in fit2.vertices} if fit2 else {}
+    for colour, budget in zip(_budget_colours(budgets), budgets):
+        at = table[table["budget"] == budget]
+        ax.scatter(at["params"], at["loss"], s=14, color=colour, alpha=0.7, label=f"C = {budget:.3g}")
+        grid = np.geomspace(at["params"].min() / 1.5, at["params"].max() * 1.5, 80)
+        vertex = vertices.get(budget)
+        if vertex is not None:
+            curve = np.polyval(vertex.curve[::-1], np.log(grid))
+            ax.plot(grid, curve, color=colour, lw=1)
+            if vertex.kind == "value":
+                y = float(np.polyval(vertex.curve[::-1], math.log(vertex.n_opt)))
+                err = np.abs([[vertex.n_opt - vertex.ci[0]], [vertex.ci[1] - vertex.n_opt]])
+                ax.errorbar([vertex.n_opt], [y], xerr=np.nan_to_num(err), fmt="o", mfc="white", color=colour,
+                            capsize=3, ms=6)
+            else:
+                ax.plot([vertex.n_opt], [at["loss"].min()], "<" if vertex.kind == "upper" else ">", color=colour,
+                        ms=9, mec="black")
+        if fit3 is not None:
+            ax.plot(grid, fit3.loss(grid, budget / (fit3.k * grid)), color=colour, ls="--", lw=1)
+    if fit2:
+        ax.plot([], [], "-o", mfc="white", color="k", lw=1, label="approach 2: parabola in ln N, vertex and its "
+                                                                   "95% interval")
+        if any(v.kind != "value" for v in fit2.vertices):
+            ax.plot([], [], "<", color="grey", mec="black", label="approach 2: a bound (N_opt lies past the arrow)")
+    if fit3 is not None:
+        ax.plot([], [], "k--", lw=1, label="approach 3: L(N, C/(kN))")
+    ax.set(xscale="log", xlabel="model size N (parameters)", ylabel=f"loss (nats per {units.removesuffix('s')})",
+           title=f"{family}: loss against model size at each budget")
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def plot_n_opt(fit2: Approach2Result | None, fit3: Approach3Result | None, family: str, budgets: np.ndarray,
+               targets: list[float], compute: str) -> Figure:
+    """N_opt against C: approach 2's vertices (values with intervals, bounds as arrows) and its law, approach
+    3's closed form, both with their 95% bands; the fitted range marked and the targets drawn."""
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    grid = np.geomspace(budgets.min() / 1.5, max(budgets.max(), *targets) * 1.5, 60)
+    if fit2:
+        values = [v for v in fit2.vertices if v.kind == "value"]
+        if values:
+            n = np.array([v.n_opt for v in values])
+            err = np.abs(np.array([[n_ - v.ci[0], v.ci[1] - n_] for n_, v in zip(n, values)]).T)
+            ax.errorbar([v.budget for v in values], n, yerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3,
+                        label="approach 2: vertex per budget")
+        for kind, marker in (("upper", "v"), ("lower", "^")):
+            bounds = [v for v in fit2.vertices if v.kind == kind]
+            if bounds:
+                ax.plot([v.budget for v in bounds], [v.n_opt for v in bounds], marker, color="tab:blue", ms=8,
+                        ls="none", label=f"approach 2: bound (N_opt {'below' if kind == 'upper' else 'above'})")
+        if fit2.law is not None:
+            ax.plot(grid, fit2.n_opt(grid), color="tab:blue", label=f"approach 2: {fit2.G:.3g}·C^{fit2.a:.3f}")
+            ax.fill_between(grid, *fit2.n_opt_ci(grid), color="tab:blue", alpha=0.15)
+    if fit3 is not None:
+        ax.plot(grid, fit3.n_opt(grid), color="tab:orange", label=f"approach 3: a = {fit3.a:.3f}")
+        ax.fill_between(grid, *fit3.n_opt_ci(grid), color="tab:orange", alpha=0.15)
+    for target in targets:
+        ax.axvline(target, color="0.3", ls="--", lw=0.8)
+    ax.plot([], [], color="0.3", ls="--", lw=0.8, label="target")
+    _mark_fitted_range(ax, budgets)
+    ax.set(xscale="log", yscale="log", xlabel=compute, ylabel="compute-optimal model size N_opt (parameters)",
+           xlim=(grid[0], grid[-1]), title=f"{family}: compute-optimal model size")
+    _label_log_x(ax)
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="upper left")
     return fig
 
 

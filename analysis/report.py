@@ -20,8 +20,9 @@ from analysis.columns import FAMILY
 from analysis.estimators import Band, Bowl
 from analysis.extrapolate import Extrapolation, extrapolate
 from analysis.fits import Analysis, analyse
-from analysis.hyper_laws import paper_law
+from analysis.hyper_laws import paper_law, search_shortfall, search_table
 from analysis.load import compute_label
+from analysis.optimal import N_BOOT, OptimalStudy, optimal_study, write_optimal
 from analysis.plots import all_figures
 from aunet.laws import coef_identified, exponent_identified, why_not_identified
 from aunet.verdict import Limits, judge
@@ -74,15 +75,19 @@ def default_targets(analysis: Analysis) -> list[float]:
 
 
 def build(analysis: Analysis, out: Path, *, targets: list[float], source: str, laws: dict[tuple[str, str], Path],
-          figures: dict[str, list[Path]], limits: Limits | None = None) -> list[Block]:
-    """The report's blocks, one function per section; ``laws`` and ``figures``: the files written for it
-    under ``out`` (:func:`write_report` writes every file)."""
+          figures: dict[str, list[Path]], limits: Limits | None = None, optimal: OptimalStudy | None = None,
+          optimal_files: dict[str, list[Path]] | None = None) -> list[Block]:
+    """The report's blocks, one function per section; ``laws``, ``figures`` and ``optimal_files``: the files
+    written for it under ``out`` (:func:`write_report` writes every file)."""
     limits = limits or Limits()
     recipes = {family: _recipes(analysis, family, targets, limits, source) for family in analysis.laws}
-    sections = [_header(analysis, source), _supports(analysis, recipes, limits, source), _runs(analysis),
-                _laws(analysis, {key: path.relative_to(out) for key, path in laws.items()}),
+    no_search = _no_search(analysis)
+    sizes_only = optimal is not None and bool(optimal.families)
+    sections = [_header(analysis, source), _supports(analysis, recipes, limits, source, no_search, sizes_only),
+                _runs(analysis), _laws(analysis, {key: path.relative_to(out) for key, path in laws.items()}, no_search),
                 _band_against_bowl(analysis), _per_budget(analysis), _loss(analysis), _equal_compute(analysis),
-                _seed_noise(analysis), _extrapolation(recipes), _figures(figures, out), _warnings(analysis)]
+                _seed_noise(analysis), _allocation(optimal, optimal_files or {}, out), _extrapolation(recipes),
+                _figures(figures, out), _warnings(analysis)]
     return [block for section in sections for block in section]
 
 
@@ -105,8 +110,18 @@ def _runs(analysis: Analysis) -> list[Block]:
             ("table", [FAMILY, *counts.columns], [[a, *map(str, r)] for a, r in zip(counts.index, counts.values)])]
 
 
-def _laws(analysis: Analysis, laws: dict[tuple[str, str], Path]) -> list[Block]:
-    """Every fitted law with its law file (``laws``: relative paths), and the paper's where it applies."""
+def _no_search(analysis: Analysis) -> dict[str, str]:
+    """Families without a law because too few of their budgets searched LR x BSZ (an isoFLOP study run at its
+    law's prior LR and BSZ), with the shortfall."""
+    df = analysis.results
+    found = {family: search_shortfall(search_table(df[df[FAMILY] == family]))
+             for family in sorted(set(df[FAMILY]) - set(analysis.laws))}
+    return {family: why for family, why in found.items() if why}
+
+
+def _laws(analysis: Analysis, laws: dict[tuple[str, str], Path], no_search: dict[str, str]) -> list[Block]:
+    """Every fitted law with its law file (``laws``: relative paths), the paper's where it applies, and the
+    families that searched no LR x BSZ (``no_search``) said to have none."""
     blocks: list[Block] = [("h", 2, "Hyperparameter laws")]
     blocks.append(("p", f"BSZ = A·C^α and LR = B·C^β, C: {compute_label(analysis.results)}. *band*: the paper's protocol (fit through the "
                         "runs near the best loss of each budget); *bowl*: the minimum of a robust quadratic in "
@@ -123,10 +138,11 @@ def _laws(analysis: Analysis, laws: dict[tuple[str, str], Path]) -> list[Block]:
         if reference is not None:
             rows.append([family, "paper (App. D)", reference.units, _g(reference.bsz.coef), _g(reference.bsz.exponent),
                          "", _g(reference.lr.coef), _g(reference.lr.exponent), "", "", ""])
-    blocks.append(("table", header, rows) if rows else
-                  ("p", "**No law could be fitted**: the warnings at the end say which budgets and how many "
-                        "runs are missing."))
-    return blocks
+    if rows or not no_search:
+        blocks.append(("table", header, rows) if rows else
+                      ("p", "**No law could be fitted**: the warnings at the end say which budgets and how many "
+                            "runs are missing."))
+    return blocks + [("p", f"**{family}**: {why}.") for family, why in no_search.items()]
 
 
 def _band_against_bowl(analysis: Analysis) -> list[Block]:
@@ -233,6 +249,35 @@ def _extrapolation(recipes: dict[str, dict[float, Extrapolation | str]]) -> list
     return blocks + [("p", f"Note: {note}.") for note in dict.fromkeys(notes)]
 
 
+def _allocation(optimal: OptimalStudy | None, files: dict[str, list[Path]], out: Path) -> list[Block]:
+    """Per family with an isoFLOP design, the compute-optimal model size by approaches 2 and 3 (the numbers
+    of ``python -m analysis optimal``), with its figures; nothing when no family has such a design."""
+    if optimal is None or not optimal.families:
+        return []
+    blocks: list[Block] = [
+        ("h", 2, "Compute-optimal model size"),
+        ("p", "Per family whose runs form an isoFLOP design (3 or more model sizes at 2 or more budgets; at each "
+              "size its best configuration, every seed kept). *Approach 2*: per budget, the vertex of a robust "
+              "parabola of loss in ln N, a bound where fewer than 2 sizes lie on one side of it; then "
+              "N_opt = G·C^a through the vertices that are values. *Approach 3*: L(N, D) = E + A/N^α + B/D^β fitted "
+              "to every run by a Huber loss (δ = 1e-3) summed over log-loss residuals, E bounded by the smallest "
+              "loss; a = β/(α+β). Intervals: 95% bootstrap, runs resampled within budgets. *Misallocated*: the "
+              "share of the target's compute that approach 2's N_opt buys nothing with under approach 3's L "
+              "(flagged above 2%). The numbers are in `optimal/optimal.json`.")]
+    for family, o in optimal.families.items():
+        blocks += [("h", 3, f"{family}: compute-optimal model size"), ("p", o.description() + "."),
+                   ("table", *o.vertex_table()), ("table", *o.parameter_table()), ("p", o.convergence() + "."),
+                   ("table", *o.target_table()), ("list", o.comparison_lines())]
+        blocks += [("img", files[name][0].relative_to(out), f"{family}: {what} (PDF: {files[name][1].relative_to(out)})")
+                   for name, what in ((f"isoflops_{family}", "loss against model size per budget"),
+                                      (f"n_opt_{family}", "compute-optimal model size against compute"))]
+    if optimal.skipped:
+        blocks.append(("list", [f"{family} not fitted: {why}" for family, why in optimal.skipped.items()]))
+    if optimal.warnings:
+        blocks.append(("list", optimal.warnings))
+    return blocks
+
+
 def _figures(figures: dict[str, list[Path]], out: Path) -> list[Block]:
     return [("h", 2, "Figures")] + [("img", paths[0].relative_to(out), f"{name} (PDF: {paths[1].relative_to(out)})")
                                     for name, paths in figures.items()]
@@ -262,12 +307,16 @@ def usable_range(card, limits: Limits, points: int = 61) -> tuple[float, float] 
     return (min(ok), max(ok)) if ok else None
 
 
-def _supports(analysis: Analysis, recipes: dict[str, dict], limits: Limits, source: str) -> list[Block]:
+def _supports(analysis: Analysis, recipes: dict[str, dict], limits: Limits, source: str, no_search: dict[str, str],
+              sizes_only: bool) -> list[Block]:
     """The report's first section: per family, the verdict of its default law at each target, with
-    every reason; the range where it is usable; and the recipe where it is."""
+    every reason; the range where it is usable; and the recipe where it is. Families without an LR x BSZ
+    search (``no_search``) have no law to judge; ``sizes_only``: the allocation fits still give a model size."""
     blocks: list[Block] = [("h", 2, "What this study supports")]
+    blocks += [("p", f"**{family}**: {why}.") for family, why in no_search.items()]
     if not analysis.laws:
-        return blocks + [("p", "**Nothing**: no law could be fitted (the warnings at the end say why).")]
+        return blocks + [("p", "**No hyperparameter law**: the model size alone (*Compute-optimal model size*)."
+                          if sizes_only else "**Nothing**: no law could be fitted (the warnings at the end say why).")]
     blocks.append(("p", "The verdict of `aunet.verdict.judge` on each family's default law (the bowl where it "
                         "could be fitted, else the band) at each target: *usable*, *use with care* or *not usable*, "
                         "with every reason (README: When a law is usable). `python -m analysis extrapolate` "
@@ -395,10 +444,12 @@ def render_html(blocks: list[Block]) -> str:
 
 
 def write_report(results, out, *, fmt: str = "md", targets: list[float] | None = None, source: str | None = None,
-                 limits: Limits | None = None, **fit_options: Any) -> Path:
+                 limits: Limits | None = None, optimal: OptimalStudy | None = None, **fit_options: Any) -> Path:
     """Write ``out``/report.md (or .html) for an :class:`Analysis`, or for anything ``analyse`` reads.
 
-    ``fit_options`` go to :func:`analysis.fits.analyse` (tolerance, n_boot, seed, bsz_in).
+    ``fit_options`` go to :func:`analysis.fits.analyse` (tolerance, n_boot, seed, bsz_in). ``optimal``: the
+    allocation fits (:func:`analysis.optimal.optimal_study`, at ``targets``); by default they are fitted to
+    the analysis's table, where seeds are averaged (the command line fits them to every seed's run).
     """
     if fmt not in ("md", "html"):
         raise ValueError(f"report format {fmt!r} must be 'md' or 'html'")
@@ -408,8 +459,13 @@ def write_report(results, out, *, fmt: str = "md", targets: list[float] | None =
     label = source or (str(results) if isinstance(results, (str, Path)) else "a results table")
     laws = write_laws(analysis, out / "laws", label)
     figures = all_figures(analysis, out / "figures")
-    blocks = build(analysis, out, targets=targets or default_targets(analysis), source=label, laws=laws,
-                   figures=figures, limits=limits)
+    targets = targets or default_targets(analysis)
+    if optimal is None:
+        optimal = optimal_study(analysis.results, targets=targets, n_boot=fit_options.get("n_boot", N_BOOT),
+                                seed=fit_options.get("seed", 0))
+    optimal_files = write_optimal(optimal, out / "optimal", label)[1] if optimal.families else {}
+    blocks = build(analysis, out, targets=targets, source=label, laws=laws, figures=figures, limits=limits,
+                   optimal=optimal, optimal_files=optimal_files)
     path = out / f"report.{fmt}"
     path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks))
     return path

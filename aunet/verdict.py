@@ -31,6 +31,15 @@ it, are in the README ("When a law is usable"; ``benchmarks/bench_verdict.py``):
   per parameter) or sequence length outside the fitted runs' own by more than ``regime_factor`` asks
   for care, with the factor: the optimum moves with model size and data separately, and with the
   sequence.
+* **the compute-optimal model** (where the study's isoFLOP fits chose the model size, ``Allocation``): the
+  range and extrapolation rules above, on the isoFLOP budgets; every budget's vertex bracketed by the
+  study's sizes (one that is a bound refuses: the grid saw the optimum from one side only); the 95%
+  interval of N_opt at the target wider than ``n_opt_width_refuse`` refuses, wider than ``n_opt_width_care``
+  asks for care (chosen from the synthetic benchmark's intervals, ``benchmarks/bench_allocation.py``: a
+  well-designed study stays under the care limit at 100x; an interval end sqrt(width) from N_opt wastes
+  a share of the compute that grows fast past it); approaches 2 and 3 disagreeing by more compute than
+  ``analysis.allocation.compare`` flags asks for care, as does an approach-3 fit whose starts did not
+  agree; a ladder model outside N_opt's interval refuses (it is not the compute-optimal model).
 """
 
 from __future__ import annotations
@@ -59,6 +68,11 @@ class Limits:
     # quarter past what was run (one requested ratio already spans a factor 1.6 in tokens per parameter).
     regime_factor: float = 1.25
     units_tolerance: float = 0.1  # bytes per token beyond the fitted runs' by this fraction: another tokenizer
+    # Factor width of N_opt's 95% interval at the target: care above what wide, centred isoFLOP grids give at 100x
+    # their largest budget, refusal where a model at an end of the interval wastes a large share of the compute
+    # (benchmarks/bench_allocation.py; the figures are in benchmarks/README.md).
+    n_opt_width_care: float = 3.0
+    n_opt_width_refuse: float = 8.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_extrapolation, (int, float)) and math.isfinite(self.max_extrapolation)
@@ -68,10 +82,13 @@ class Limits:
         if not 1 < self.width_care <= self.width_refuse:
             raise ValueError(f"interval widths must satisfy 1 < width_care ({self.width_care}) <= width_refuse "
                              f"({self.width_refuse})")
+        if not 1 < self.n_opt_width_care <= self.n_opt_width_refuse:
+            raise ValueError(f"N_opt interval widths must satisfy 1 < n_opt_width_care ({self.n_opt_width_care}) <= "
+                             f"n_opt_width_refuse ({self.n_opt_width_refuse})")
 
 
 #: What a reason is about, so callers can act on it without reading its text.
-KINDS = ("range", "extrapolation", "interval", "flag", "dispersion", "seed", "recipe", "regime", "model")
+KINDS = ("range", "extrapolation", "interval", "flag", "dispersion", "seed", "recipe", "regime", "model", "allocation")
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,21 @@ class Reason:
     level: str  # CARE or REFUSED
     text: str
     kind: str = "recipe"  # one of KINDS
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The isoFLOP fits that chose a recipe's model size, as the verdict reads them (``analysis.allocation``)."""
+
+    budgets: tuple[float, ...]  # the isoFLOP budgets fitted
+    n_opt: tuple[float, float, float]  # approach 3's N_opt at the target: value, lo, hi
+    chosen: float | None  # parameters of the model the ladder gives (None: it gives none)
+    bounds: tuple[str, ...] = ()  # approach 2's vertices that are bounds: each says where and why
+    misallocated: float = math.nan  # share of the target's compute approach 2's N_opt wastes under approach 3's L
+    misallocation_flag: float = math.inf  # the share above which the two approaches disagree
+    converged: bool = True  # approach 3's starts agree on its optimum
+    no_cross_check: str = ""  # why approach 2 has no law to check approach 3 with ("" when it has one)
+    level: float = 0.95  # of N_opt's interval
 
 
 @dataclass(frozen=True)
@@ -108,52 +140,83 @@ class Verdict:
 
 
 def judge(card: LawCard, target: float, limits: Limits | None = None, *,
-          intervals: dict[str, tuple[float, float, float]] | None = None, run: Regime | None = None) -> Verdict:
+          intervals: dict[str, tuple[float, float, float]] | None = None, run: Regime | None = None,
+          allocation: Allocation | None = None) -> Verdict:
     """The verdict on ``card`` at ``target`` FLOPs (in the card's convention).
 
     ``intervals``: (value, lo, hi) of "lr" and "bsz" at the target when the caller has better ones
     than the card's covariance (the analysis's own draws). ``run``: the target run's regime where
     known (``RunPlan.regime()``): compared with the fitted runs', and a BSZ below its sequence
-    cannot be run.
+    cannot be run. ``allocation``: the isoFLOP fits that chose the model size, where they did.
     """
     limits = limits or Limits()
     if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
         raise ValueError(f"target budget {target!r} must be a positive number of FLOPs, e.g. 1e22")
-    reasons: list[Reason] = []
-    notes: list[str] = []
-
-    def refuse(text: str, kind: str) -> None:
-        reasons.append(Reason(REFUSED, text, kind))
-
-    def care(text: str, kind: str) -> None:
-        reasons.append(Reason(CARE, text, kind))
-
-    lo, hi = card.fitted_range
-    budgets = sorted({b.budget for b in card.budgets})
-    decades = math.log10(hi / lo)
-    if len(budgets) < limits.min_budgets or decades < limits.min_decades:
-        refuse(f"fitted on {len(budgets)} budgets over {decades:.2g} decade(s) ({lo:.3g} to {hi:.3g}); a law needs "
-               f"{limits.min_budgets} over {limits.min_decades:g} or more", "range")
-    if target > hi * limits.max_extrapolation:
-        refuse(f"{target:.3g} is {math.log10(target / hi):.2g} decades past the largest fitted budget {hi:.3g} "
-               f"(at most {limits.max_extrapolation:g}x)", "extrapolation")
-    elif target < lo:
-        refuse(f"{target:.3g} is below the smallest fitted budget {lo:.3g}", "extrapolation")
     intervals = intervals or {name: getattr(card, name).predict(target, card.level) for name in ("lr", "bsz")}
+    lo, hi = card.fitted_range
+    steps = [(_reach_reasons(len({b.budget for b in card.budgets}), lo, hi, target, limits, "fitted"), []),
+             (_interval_reasons(card, intervals, limits), []), (_flag_reasons(card), []),
+             _law_reasons(card, limits), _seed_reasons(card)]
+    if run is not None:
+        steps.append(_run_reasons(card, run, intervals["bsz"][0], limits))
+    if allocation is not None:
+        steps.append((allocation_reasons(allocation, target, limits),
+                      [f"approach 2 does not check approach 3's N_opt: {allocation.no_cross_check}"]
+                      if allocation.no_cross_check else []))
+    return Verdict(float(target), tuple(r for found, _ in steps for r in found),
+                   tuple(n for _, noted in steps for n in noted))
+
+
+def _reach_reasons(budgets: int, lo: float, hi: float, target: float, limits: Limits, which: str) -> list[Reason]:
+    """The range and extrapolation rules on ``budgets`` budgets from ``lo`` to ``hi``: ``which`` is "fitted"
+    (the hyperparameter laws' budgets) or "isoFLOP" (N_opt's)."""
+    reasons = []
+    decades = math.log10(hi / lo)
+    span, law = ("fitted on", "a law") if which == "fitted" else ("the isoFLOP fits span", "N_opt's law")
+    if budgets < limits.min_budgets or decades < limits.min_decades:
+        reasons.append(Reason(REFUSED, f"{span} {budgets} budgets over {decades:.2g} decade(s) ({lo:.3g} to "
+                                       f"{hi:.3g}); {law} needs {limits.min_budgets} over {limits.min_decades:g} or "
+                                       "more", "range"))
+    if target > hi * limits.max_extrapolation:
+        reasons.append(Reason(REFUSED, f"{target:.3g} is {math.log10(target / hi):.2g} decades past the largest "
+                                       f"{which} budget {hi:.3g} (at most {limits.max_extrapolation:g}x)",
+                              "extrapolation"))
+    elif target < lo:
+        reasons.append(Reason(REFUSED, f"{target:.3g} is below the smallest {which} budget {lo:.3g}", "extrapolation"))
+    return reasons
+
+
+def _interval_reasons(card: LawCard, intervals: dict[str, tuple[float, float, float]],
+                      limits: Limits) -> list[Reason]:
+    """LR's and BSZ's intervals at the target: too wide to bracket the optimum with a confirmation sweep."""
+    reasons = []
     for name, (_, low, high) in intervals.items():
         width = high / low if low > 0 else math.inf
         text = (f"the {card.level:.0%} interval of {name.upper()} at the target, [{low:.3g}, {high:.3g}], spans a "
                 f"factor of {width:.3g}")
         if not math.isfinite(width) or width > limits.width_refuse:
-            refuse(f"{text} (at most {limits.width_refuse:g})", "interval")
+            reasons.append(Reason(REFUSED, f"{text} (at most {limits.width_refuse:g})", "interval"))
         elif width > limits.width_care:
-            care(f"{text} (above {limits.width_care:g})", "interval")
+            reasons.append(Reason(CARE, f"{text} (above {limits.width_care:g})", "interval"))
+    return reasons
+
+
+def _flag_reasons(card: LawCard) -> list[Reason]:
+    """The fitted budgets whose optimum the search did not bracket, or whose band fills the box."""
+    reasons = []
     for flag in FLAGS:
         at = [b.budget for b in card.budgets if flag in b.flags]
         if at:
-            (care if flag == "band_fills_box" else refuse)(
-                f"{FLAGS[flag]} at budget(s) {', '.join(f'{b:.3g}' for b in at)}"
-                + ("" if flag == "band_fills_box" else ": the optimum is bounded from one side only"), "flag")
+            fills = flag == "band_fills_box"
+            reasons.append(Reason(CARE if fills else REFUSED, f"{FLAGS[flag]} at budget(s) "
+                                  f"{', '.join(f'{b:.3g}' for b in at)}"
+                                  + ("" if fills else ": the optimum is bounded from one side only"), "flag"))
+    return reasons
+
+
+def _law_reasons(card: LawCard, limits: Limits) -> tuple[list[Reason], list[str]]:
+    """Each law's scatter around its budgets (a reason) and an exponent it does not identify (a note)."""
+    reasons, notes = [], []
     for name in ("lr", "bsz"):
         law = getattr(card, name)
         if not exponent_identified(law.exponent_ci):
@@ -165,24 +228,56 @@ def judge(card: LawCard, target: float, limits: Limits | None = None, *,
         elif law.dof >= 1:
             text = f"the budgets scatter around the {name.upper()} law {law.dispersion:.3g}x their own noise"
             if law.dispersion > limits.dispersion_refuse:
-                refuse(f"{text} (at most {limits.dispersion_refuse:g})", "dispersion")
+                reasons.append(Reason(REFUSED, f"{text} (at most {limits.dispersion_refuse:g})", "dispersion"))
             elif law.dispersion > limits.dispersion_care:
-                care(f"{text} (above {limits.dispersion_care:g})", "dispersion")
+                reasons.append(Reason(CARE, f"{text} (above {limits.dispersion_care:g})", "dispersion"))
+    return reasons, notes
+
+
+def _seed_reasons(card: LawCard) -> tuple[list[Reason], list[str]]:
+    """Seed noise as large as the band refuses; unmeasured, it is said, not held against the law."""
     if card.seed_spread is None:
-        notes.append("seed noise not measured (no configuration was run with several seeds)")
-    elif card.seed_spread >= card.tolerance:
-        refuse(f"seeds of one configuration differ by up to {card.seed_spread:.1%} in loss, at least the "
-               f"{card.tolerance:.1%} band: the band selects noise", "seed")
-    if run is not None:
-        seq_len = run.seq_lens[0] if run.seq_lens else None
-        if seq_len and intervals["bsz"][0] < seq_len:
-            refuse(f"the law's BSZ at the target, {intervals['bsz'][0]:.3g} {card.units}, is below one sequence "
-                   f"({seq_len:g} {card.units})", "recipe")
-        for level, text in regime_reasons(card, run, limits):
-            reasons.append(Reason(level, text, "regime"))
-        if card.regime.origin != "recorded":
-            notes.append(f"the fitted runs' regime: {card.regime.origin}")
-    return Verdict(float(target), tuple(reasons), tuple(notes))
+        return [], ["seed noise not measured (no configuration was run with several seeds)"]
+    if card.seed_spread >= card.tolerance:
+        return [Reason(REFUSED, f"seeds of one configuration differ by up to {card.seed_spread:.1%} in loss, at "
+                                f"least the {card.tolerance:.1%} band: the band selects noise", "seed")], []
+    return [], []
+
+
+def _run_reasons(card: LawCard, run: Regime, bsz: float, limits: Limits) -> tuple[list[Reason], list[str]]:
+    """The target run against the law: a BSZ (``bsz``, the law's at the target) below one of its sequences
+    cannot be run, and a run of another kind than the fitted ones (``regime_reasons``)."""
+    reasons = []
+    seq_len = run.seq_lens[0] if run.seq_lens else None
+    if seq_len and bsz < seq_len:
+        reasons.append(Reason(REFUSED, f"the law's BSZ at the target, {bsz:.3g} {card.units}, is below one sequence "
+                                       f"({seq_len:g} {card.units})", "recipe"))
+    reasons += [Reason(level, text, "regime") for level, text in regime_reasons(card, run, limits)]
+    return reasons, [f"the fitted runs' regime: {card.regime.origin}"] if card.regime.origin != "recorded" else []
+
+
+def allocation_reasons(fits: Allocation, target: float, limits: Limits) -> list[Reason]:
+    """Every reason the isoFLOP fits give to doubt the compute-optimal model at ``target`` (see the module
+    docstring)."""
+    reasons = _reach_reasons(len(fits.budgets), min(fits.budgets), max(fits.budgets), target, limits, "isoFLOP")
+    reasons += [Reason(REFUSED, f"the sizes do not bracket the optimum: {bound}", "allocation") for bound in fits.bounds]
+    value, low, high = fits.n_opt
+    width = high / low if low > 0 else math.inf
+    text = f"the {fits.level:.0%} interval of N_opt at the target, [{low:.3g}, {high:.3g}], spans a factor of {width:.3g}"
+    if not math.isfinite(width) or width > limits.n_opt_width_refuse:
+        reasons.append(Reason(REFUSED, f"{text} (at most {limits.n_opt_width_refuse:g})", "interval"))
+    elif width > limits.n_opt_width_care:
+        reasons.append(Reason(CARE, f"{text} (above {limits.n_opt_width_care:g})", "interval"))
+    if fits.misallocated > fits.misallocation_flag:
+        reasons.append(Reason(CARE, f"approaches 2 and 3 disagree: approach 2's N_opt would misallocate "
+                                    f"{fits.misallocated:.1%} of the compute at the target (above "
+                                    f"{fits.misallocation_flag:.0%})", "allocation"))
+    if not fits.converged:
+        reasons.append(Reason(CARE, "approach 3's starts did not agree on its optimum (a local minimum?)", "allocation"))
+    if fits.chosen is not None and math.isfinite(width) and not low <= fits.chosen <= high:
+        reasons.append(Reason(REFUSED, f"the ladder's nearest model has {fits.chosen:.3g} parameters, outside N_opt's "
+                                       f"interval: it is not the compute-optimal model", "model"))
+    return reasons
 
 
 def _beyond(value: float, lo: float, hi: float) -> float:

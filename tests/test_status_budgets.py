@@ -14,16 +14,15 @@ import pytest
 from analysis.load import (
     AnalysisWarning,
     _round_within,
-    _rows,
     budget_groups,
     compute_label,
     load_results,
     nominal_budgets,
-    not_ended,
     validate_results,
     with_status,
 )
 from analysis.notices import DataWarning
+from analysis.status import not_ended, rows_of
 
 
 def table(n: int = 4, **columns) -> pd.DataFrame:
@@ -180,7 +179,7 @@ def test_a_finished_run_without_a_positive_finite_loss_is_shown_failed():
     (dict(convention=["spent", "paper", "spent"]), r"^t: family 'aunet2' mixes budget conventions \(paper: 1 runs, "
                                                    r"spent: 2 runs\)"),
 ])
-def test_a_bad_table_is_refused_in_one_line_naming_its_rows(change, said):
+def test_a_bad_table_is_refused_in_one_line_naming_itsrows_of(change, said):
     with pytest.raises(ValueError, match=said):
         quiet(validate_results, table(3, **change), "t")
 
@@ -210,8 +209,8 @@ def test_the_family_column_may_be_called_arch_and_a_trial_that_failed_early_take
 
 
 def test_the_rows_named_are_the_inputs_and_at_most_eight():
-    assert _rows(pd.Series([False, True, True], index=[4, 7, 9])) == "7, 9"
-    assert _rows(pd.Series([True] * 10)) == "0, 1, 2, 3, 4, 5, 6, 7 ... (10 in all)"
+    assert rows_of(pd.Series([False, True, True], index=[4, 7, 9])) == "7, 9"
+    assert rows_of(pd.Series([True] * 10)) == "0, 1, 2, 3, 4, 5, 6, 7 ... (10 in all)"
 
 
 def test_results_load_from_each_form_a_sweep_leaves(tmp_path):

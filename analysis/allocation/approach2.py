@@ -68,6 +68,13 @@ class Approach2Result:
     def d_opt(self, compute: float | np.ndarray) -> np.ndarray:
         return np.asarray(compute, dtype=float) / (self.k * self.n_opt(compute))
 
+    def n_opt_ci(self, compute: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N_opt's interval at each compute, from the law's joint draws of G and a; NaN without a law."""
+        if self.law is None:
+            nan = np.full(np.atleast_1d(np.asarray(compute, dtype=float)).shape, np.nan)
+            return nan, nan
+        return self.law.predict(compute)[1:]
+
     def to_dict(self, *, units: str, convention: str) -> dict[str, Any]:
         """The ``approach2`` object of ``optimal.json``: each value beside its interval as ``<name>_ci``."""
         return {"a": json_number(self.a), "a_ci": json_ci(self.a_ci), "G": json_number(self.G),
@@ -133,7 +140,7 @@ def budget_vertex(budget: float, group: pd.DataFrame, w: np.ndarray, level: floa
     common = {"budget": float(budget), "fitted": math.exp(fitted) if math.isfinite(fitted) else math.nan,
               "below": below, "above": above, "curve": curve}
     where = (f"the parabola's vertex at {math.exp(fitted):.3g}" if math.isfinite(fitted)
-             else "the parabola opens downward")
+             else "the parabola opens downward: its lower-loss end")
     if below < MIN_SIDE:
         bound = math.exp(sizes[MIN_SIDE - 1])
         return Vertex(kind="upper", n_opt=bound, ci=(math.nan, math.nan), **common,

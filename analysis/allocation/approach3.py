@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from analysis.allocation.base import AllocationFit, json_ci, json_number, measured_k, stratified_weights
 from analysis.bootstrap import LEVEL, percentile_ci
@@ -102,6 +103,7 @@ class Approach3Result:
     starts_at_best: int  # of them, those that reached the best objective (relative REACHED)
     failed_replicates: int  # bootstrap replicates whose parameters are not all finite
     level: float = LEVEL
+    replicates: np.ndarray | None = None  # bootstrap replicates of (E, A, B, alpha, beta), one per row
     name: ClassVar[str] = "approach3"
 
     @property
@@ -125,6 +127,20 @@ class Approach3Result:
 
     def d_opt(self, compute: float | np.ndarray) -> np.ndarray:
         return np.asarray(compute, dtype=float) / (self.k * self.n_opt(compute))
+
+    def n_opt_ci(self, compute: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N_opt's interval at each compute, from the replicates' own G and a (they move together, so the
+        interval of G·C^a is not that of G times that of C^a); NaN without replicates."""
+        logc = np.log(np.atleast_1d(np.asarray(compute, dtype=float)) / self.k)
+        reps = self.replicates if self.replicates is not None else np.empty((0, 5))
+        reps = reps[np.isfinite(reps).all(axis=1)]
+        if not len(reps):
+            return np.full(logc.shape, np.nan), np.full(logc.shape, np.nan)
+        _, coef_a, coef_b, alpha, beta = (column[:, None] for column in reps.T)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            log_n = np.log(alpha * coef_a / (beta * coef_b)) / (alpha + beta) + beta / (alpha + beta) * logc
+        lo, hi = np.nanquantile(log_n, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+        return np.exp(lo), np.exp(hi)
 
     def optimal_loss(self, compute: float | np.ndarray) -> np.ndarray:
         return self.loss(self.n_opt(compute), self.d_opt(compute))
@@ -169,9 +185,11 @@ class Approach3(AllocationFit):
     name = "approach3"
     min_budgets = 2
 
+    @threadpool_limits.wrap(limits=1)
     def fit(self, table: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, level: float = LEVEL) -> Approach3Result:
         """Fit on the data from the best ``STARTS`` grid points; each bootstrap replicate from the data's
-        optimum, and from its own best point of a coarser grid where that scores lower (a different basin)."""
+        optimum, and from its own best point of a coarser grid where that scores lower (a different basin).
+        On one BLAS thread: its thousands of tiny L-BFGS-B solves only contend for a second one."""
         runs = self.runs(table)
         logn, logd, logl = (np.log(runs[c].to_numpy()) for c in ("params", "train_units", "loss"))
         # centred logs condition the problem (ln A and α otherwise move together); undone at the end
@@ -195,7 +213,7 @@ class Approach3(AllocationFit):
         failed = int((~np.isfinite(natural[1:]).all(axis=1)).sum())
         k, k_range = measured_k(runs)
         return Approach3Result(*natural[0], ci, k, k_range, fbest, _projected_grad_norm(best, grad, e_max),
-                               len(fits), int(reached), failed, level)
+                               len(fits), int(reached), failed, level, natural[1:])
 
     @staticmethod
     def _replicate(best: np.ndarray, data: tuple, e_max: float) -> np.ndarray:
