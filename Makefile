@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo reference test lint data clean mutation mutation-recipe
+.PHONY: setup demo reference isoflop test lint data clean mutation mutation-recipe
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ reference: $(STAMP)
 	$(PY) -m analysis fit results/reference/results.csv
 	$(PY) -m analysis validate results/reference/results.csv --holdout 7.2e11 | tee results/reference/validate.txt
 
+# The CPU isoFLOP study (conf/sweep/isoflop_cpu.yaml): model size swept at fixed compute for the
+# allocation fits; its outputs are kept under results/isoflop_cpu/.
+ISO := outputs/sweeps/isoflop_cpu
+isoflop: $(STAMP)
+	$(PY) -m aunet.data prepare
+	$(PY) sweep.py -m sweep=isoflop_cpu $(SIDE_BY_SIDE)
+	mkdir -p results/isoflop_cpu
+	cp $(ISO)/results.csv results/isoflop_cpu/results.csv
+	$(PY) -m analysis optimal results/isoflop_cpu/results.csv
+	$(PY) -m analysis report results/isoflop_cpu/results.csv
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -57,7 +68,7 @@ test: $(STAMP)
 MUTATE := "aunet.splitting.*" "aunet.flops.*" "aunet.archs.*" "analysis.bootstrap.*" "analysis.hyper_laws.*" \
 	"analysis.box.*" "analysis.loss_curve.*" "analysis.isoflop.*" "analysis.seeds.*" "analysis.metrics.*" "aunet.optim.*" "aunet.train.x_evaluate__mutmut_*" "aunet.data.packing.x_bits_per_byte__mutmut_*"
 MUTATE_RECIPE := "aunet.verdict.*" "aunet.laws.*" "analysis.cards.*" "analysis.extrapolate.*" "analysis.load.*" \
-	"sweeps.plan.*" "aunet.memory.*" "aunet.train_config.xǁTrainConfigǁsets_from_law__mutmut_*" \
+	"sweeps.plan.*" "sweeps.cell.*" "aunet.memory.*" "aunet.train_config.xǁTrainConfigǁsets_from_law__mutmut_*" \
 	"aunet.train_config.xǁTrainConfigǁcheck_law__mutmut_*"
 mutation: $(STAMP)
 	env -u PYTHONPATH $(VENV)/bin/mutmut run $(MUTATE) $(MUTATE_RECIPE)

@@ -1,14 +1,18 @@
 """``python -m sweeps plan [options] [overrides]``: what a study will cost, before anything is submitted.
 
 The overrides are those of ``python sweep.py -m`` (``sweep=reference``, ``hydra/launcher=submitit_slurm``,
-``hydra.launcher.timeout_min=...``): the same config is composed, every (family, budget) cell is planned
-as the sweeper plans it, and nothing is trained or submitted. Per cell: the model, its parameters, the
+``hydra.launcher.timeout_min=...``): the same config is composed, every (family, budget) cell (in an isoFLOP
+study, every (family, budget, ratio)) is planned as the sweeper plans it, and nothing is trained or submitted. Per cell: the model, its parameters, the
 data each trial reads and the epochs that makes of the corpus's training split, the vocabulary and bytes
 per unit (beside the family's own vocabulary at that budget), the steps at the box's smallest and largest
 batch, the FLOPs of one trial (training, and the evaluation the trial config asks for) and the trials of
-each phase (at most: box moves and adaptive trials happen only where the data ask for them). Totals: FLOPs,
-and device-hours at a device's peak bf16 FLOP/s times an assumed MFU (both printed, both overridable;
-``cpu``: the matmul FLOP/s measured here). Then the largest trial's peak memory per device
+each phase (at most: box moves and adaptive trials happen only where the data ask for them). An isoFLOP
+study adds a line per cell: the ratio asked for, the model size the ladder snapped it to, the ratio and
+LLaMA-3 tokens per parameter that model really trains, its trials and their cost. Totals: FLOPs,
+and device-hours at a device's peak bf16 FLOP/s times an assumed MFU (both printed, both overridable).
+On ``cpu`` small trials are paced by per-step overhead, not FLOPs: without ``--peak-flops`` or ``--mfu``
+the plan times a few real steps of each cell's model with the study's threads (``sweeps.step_timing``),
+and a cell too large to time falls back to the fp32 matmul FLOP/s measured here times the MFU. Then the largest trial's peak memory per device
 (``aunet.memory``) against the device's, and, for SLURM, each trial's time against ``timeout_min``
 (and whether checkpoint-and-requeue, ``max_num_timeout``, covers it) and the first round's array
 against ``array_parallelism``. Every FLOP, time and memory figure is an estimate, and says so.
@@ -32,12 +36,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from aunet import ladder
 from aunet.data import DataConfig, prepare_data
+from aunet.data.corpus import heldout_docs
 from aunet.eval.cute import DEFAULT_ITEMS
 from aunet.eval.registry import expand_tasks, get_task
 from aunet.memory import training_memory
+from aunet.threads import cpu_allocation
 from sweeps.backends import backend_for
-from sweeps.cell import Cell, plan_cell
-from sweeps.study import StudyConfig, box
+from sweeps.cell import Cell, batch_range, plan_cells
+from sweeps.step_timing import seconds_per_step
+from sweeps.study import StudyConfig
 
 #: Peak dense bf16 FLOP/s and memory per device (vendor data sheets); MFU: what a tuned LLM run reaches.
 DEVICES = {"h100": (989e12, 80e9, 0.4), "h200": (989e12, 141e9, 0.4), "a100": (312e12, 80e9, 0.4),
@@ -64,6 +71,8 @@ class CellCost:
     eval_flops: float  # per trial: held-out passes (padding included) and downstream tasks, forward only
     memory: float  # bytes per device, the cell's largest trial
     epochs: float  # passes over the corpus's training split that one trial reads
+    seconds: float  # one trial, training and evaluation: timed steps where ``timed``, else FLOPs at the rate
+    timed: bool = False
 
     @property
     def n_trials(self) -> int:
@@ -113,21 +122,33 @@ def measured_cpu_flops(seconds: float = 0.3) -> float:
     return done * 2 * 512**3 / (time.perf_counter() - start)
 
 
-def trials_per_phase(study: StudyConfig) -> dict[str, int]:
-    phases = {"qmc": study.trials, "move": study.max_moves * study.move_trials}
-    if "adaptive" in study.phases:
-        phases["adaptive"] = study.adaptive_trials
-    if study.seeds > 1:
-        phases["seed"] = study.seeds - 1
+def trials_per_phase(study: StudyConfig, budget: float | None = None) -> dict[str, int]:
+    """A cell's trials per phase, at most (at ``budget``: its seeds, when only some budgets get them)."""
+    seeds = study.seeds if budget is None else study.seeds_at(budget)
+    if study.at_prior:
+        phases = {"prior": 1}
+    else:
+        phases = {"qmc": study.trials, "move": study.max_moves * study.move_trials}
+        if "adaptive" in study.phases:
+            phases["adaptive"] = study.adaptive_trials
+    if seeds > 1:
+        phases["seed"] = seeds - 1
     return phases
 
 
+def first_round(cost: CellCost) -> int:
+    """The trials a cell runs whatever their outcomes: phase 1, or every trial of a cell at its prior."""
+    return cost.trials.get("qmc", cost.n_trials)
+
+
 def cost_of(cell: Cell, study: StudyConfig, bf16: bool, shards: int, max_micro_batch: int,
-            evaluation: Evaluation, train_bytes: int) -> CellCost:
+            evaluation: Evaluation, train_bytes: int, rate: float, step_seconds: float | None = None) -> CellCost:
+    """A cell's cost. ``rate``: FLOP/s per trial; ``step_seconds``: a timed step at the prior's batch, which
+    then paces training (its steps at the prior's batch) and evaluation (at the step's own FLOP/s)."""
     prior = cell.prior
     units = prior.budget / prior.budget_per_unit
-    lo, hi = (ladder.whole_sequences(b, prior.seq_len) for b in box(prior.law_bsz, study.bsz_factor))
-    trials = trials_per_phase(study)
+    lo, hi = batch_range(study, prior)
+    trials = trials_per_phase(study, prior.budget)
     if study.holdout is not None and prior.budget == study.holdout:
         trials["predicted"] = 1
     per_device = max(1, hi // prior.seq_len // shards)  # the trainer's automatic micro-batch at the largest batch
@@ -135,7 +156,13 @@ def cost_of(cell: Cell, study: StudyConfig, bf16: bool, shards: int, max_micro_b
     memory = training_memory(prior.model, micro, bf16=bf16, contraction=prior.contraction or None, shards=shards)
     steps = (round(units / lo), round(units / hi))
     epochs = prior.train_units * prior.bytes_per_unit / train_bytes if train_bytes else math.inf
-    return CellCost(cell, steps, trials, prior.total_flops, evaluation.flops(cell, steps[0]), memory.total, epochs)
+    eval_flops = evaluation.flops(cell, steps[0])
+    if step_seconds is None:
+        seconds = (prior.total_flops + eval_flops) / rate
+    else:
+        seconds = prior.steps * step_seconds * (1 + eval_flops / prior.total_flops)
+    return CellCost(cell, steps, trials, prior.total_flops, eval_flops, memory.total, epochs, seconds,
+                    step_seconds is not None)
 
 
 def check_options(device: str, mfu: float | None, peak: float | None, devices_per_trial: int,
@@ -234,6 +261,30 @@ def cell_table(costs: list[CellCost]) -> list[str]:
     return lines
 
 
+def ratios_said(study: StudyConfig) -> str:
+    """The study's ratio, or its isoFLOP ratios and how their cells pick LR and BSZ."""
+    if study.ratios is None:
+        return f"ratio {study.planned_ratios[0]:g}"
+    how = "at the prior's LR and BSZ" if study.at_prior else "each with its own LR x BSZ search"
+    return f"isoFLOP ratios {', '.join(f'{r:g}' for r in study.ratios)} ({how})"
+
+
+def isoflop_table(costs: list[CellCost]) -> list[str]:
+    """One line per isoFLOP cell: the ratio asked for, the ladder's model for it and the ratio and tokens
+    per parameter that model really trains, then its trials and their cost (every trial, evaluation
+    included)."""
+    lines = ["isoFLOP cells: the ratio asked for, the ladder's model for it, the ratio and LLaMA-3 tokens per "
+             "parameter that model trains (estimates: FLOPs of every trial, evaluation included)",
+             f"{'family':<16} {'budget':>8} {'ratio':>8} {'params':>10} {'achieved':>8} {'tok/param':>9} "
+             f"{'trials':>6} {'FLOPs':>9} {'dev-hours':>9}"]
+    for c in costs:
+        p = c.cell.prior
+        flops = c.n_trials * c.trial_flops
+        lines.append(f"{p.family:<16} {p.budget:>8.3g} {p.ratio:>8.4g} {p.params:>10,} {p.achieved_ratio:>8.3g} "
+                     f"{p.tokens_per_param:>9.3g} {c.n_trials:>6} {flops:>9.3g} {c.n_trials * c.seconds / 3600:>9.3g}")
+    return lines
+
+
 def gigabytes(cost: CellCost) -> str:
     """The training text one trial of the cell reads."""
     return f"{cost.cell.prior.train_units * cost.cell.prior.bytes_per_unit / 1e9:.3g} GB"
@@ -241,6 +292,8 @@ def gigabytes(cost: CellCost) -> str:
 
 def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float | None,
                devices_per_trial: int, max_epochs: float = MAX_EPOCHS) -> Plan:
+    """The whole dry run in one pass, in the order a user reads it (cells, totals, memory, launcher,
+    data), with the refusals gathered, not raised: a plan that cannot run still prints what it would cost."""
     check_options(device, mfu, peak, devices_per_trial, max_epochs)
     config = compose(overrides)
     study: StudyConfig = OmegaConf.to_object(config.sweep)
@@ -248,36 +301,47 @@ def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float
     if device == "cpu":
         known_peak, device_memory = measured_cpu_flops(), float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     source = "given" if peak else "fp32 matmul, measured here" if device == "cpu" else "bf16, data sheet"
+    given_peak, given_mfu = peak is not None, mfu is not None
     peak, mfu = peak or known_peak, mfu or default_mfu
     bf16 = device != "cpu"
     data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), config.data,
                                                {"units": "bytes", "seq_len": 1}))
     split = prepare_data(data).info  # the sizes of the training and held-out splits, whatever the units
     train_bytes, evaluation = split.train_bytes, evaluation_of(config, split.heldout_bytes)
-    costs = [cost_of(plan_cell(study, f, b, config.data), study, bf16, devices_per_trial, config.max_micro_batch,
-                     evaluation, train_bytes)
-             for f in study.families for b in study.budgets]
+    cells, merged = plan_cells(study, config.data)
+    rate = peak * mfu * devices_per_trial
+    timing = device == "cpu" and not (given_peak or given_mfu)
+    text = b"".join(heldout_docs(data))[:1 << 16] if timing else b""
+    threads = int(config.get("threads") or 0) or cpu_allocation().cpus  # what each trial takes (aunet.threads)
+    costs = [cost_of(cell, study, bf16, devices_per_trial, config.max_micro_batch, evaluation, train_bytes, rate,
+                     seconds_per_step(cell.prior, text, threads) if timing else None)
+             for cell in cells.values()]
     per_cell = trials_per_phase(study)
     corpus = "the default corpus (data=default)" if data.uses_default_corpus else f"data.sources={data.sources}"
-    lines = [f"study {study.name!r}: {len(costs)} cells, {study.budget_convention} budgets, ratio {study.ratio:g}, "
+    lines = [f"study {study.name!r}: {len(costs)} cells, {study.budget_convention} budgets, {ratios_said(study)}, "
              f"at most {sum(per_cell.values())} trials per cell "
              f"({', '.join(f'{k} {v}' for k, v in per_cell.items() if v)})",
              f"data: {corpus}, {train_bytes:,} training bytes, data.epochs_allowed={str(data.epochs_allowed).lower()}"
              f"; per trial: {evaluation.heldout_bytes:,} held-out bytes evaluated "
              f"{f'every {evaluation.every} steps and ' if evaluation.every else ''}at the end, {evaluation.downstream}",
              *cell_table(costs)]
+    if study.ratios is not None:
+        lines += ["", *isoflop_table(costs), *merged]
     train = sum(c.flops_per_trial * c.n_trials for c in costs)
     evaluated = sum(c.eval_flops * c.n_trials for c in costs)
     total = train + evaluated
-    first = sum(c.trials["qmc"] * c.trial_flops for c in costs)
-    rate = peak * mfu * devices_per_trial
+    first = sum(first_round(c) * c.trial_flops for c in costs)
+    timed = sum(c.timed for c in costs)
+    pace = (f"; {timed} of {len(costs)} cells paced by steps timed here with {threads} thread(s) per trial, the "
+            "rest at this rate" if timed else "")
     lines += ["",
               f"FLOPs (estimate, every phase in full): {total:.3g} = {train:.3g} training + {evaluated:.3g} "
               f"evaluation (forward passes, padding included); phase 1, which always runs: {first:.3g}",
               f"device {device}: peak {peak:.3g} FLOP/s ({source}) x MFU {mfu:g} (assumed) x {devices_per_trial} "
               f"per trial = {rate:.3g} FLOP/s per trial",
-              f"device-hours (estimate, every phase in full): {total / (peak * mfu) / 3600:.3g} "
-              f"({first / (peak * mfu) / 3600:.3g} in phase 1)"]
+              f"device-hours (estimate, every phase in full): "
+              f"{sum(c.n_trials * c.seconds for c in costs) * devices_per_trial / 3600:.3g} "
+              f"({sum(first_round(c) * c.seconds for c in costs) * devices_per_trial / 3600:.3g} in phase 1){pace}"]
     largest = max(costs, key=lambda c: c.memory)
     fits = largest.memory <= device_memory
     lines.append(f"peak memory per device (estimate), largest trial ({largest.cell.prior.name}): "
@@ -288,12 +352,12 @@ def plan_study(overrides: list[str], device: str, mfu: float | None, peak: float
         f"memory: {largest.cell.prior.name}'s trials need an estimated {largest.memory / 1e9:.3g} GB per device, over "
         f"the {device_memory / 1e9:.3g} GB of a {device}; spread them with --devices-per-trial (FSDP) or lower "
         f"max_micro_batch"]
-    slurm, late = launcher_checks(config.hydra.launcher, costs, rate)
+    slurm, late = launcher_checks(config.hydra.launcher, costs)
     notes, short = data_checks(costs, data, train_bytes, max_epochs)
     return Plan("\n".join(lines + slurm + notes), short + refusals + late, costs)
 
 
-def launcher_checks(launcher: DictConfig, costs: list[CellCost], rate: float) -> tuple[list[str], list[str]]:
+def launcher_checks(launcher: DictConfig, costs: list[CellCost]) -> tuple[list[str], list[str]]:
     """(lines, refusals) of the SLURM limits: a trial longer than its time limit and requeues cannot finish."""
     if not backend_for(launcher).time_limits:
         target = str(launcher.get("_target_", ""))
@@ -301,8 +365,8 @@ def launcher_checks(launcher: DictConfig, costs: list[CellCost], rate: float) ->
     lines, refusals = [], []
     timeout = launcher.get("timeout_min")
     requeues = int(launcher.get("max_num_timeout") or 0)
-    longest = max(c.trial_flops for c in costs) / rate / 60
-    said = f"SLURM: the longest trial takes {longest:.3g} min (estimate: training and evaluation at this rate)"
+    longest = max(c.seconds for c in costs) / 60
+    said = f"SLURM: the longest trial takes {longest:.3g} min (estimate: training and evaluation)"
     if timeout is not None and longest > timeout:
         needed = math.ceil(longest / timeout) - 1
         covered = requeues >= needed
@@ -315,9 +379,9 @@ def launcher_checks(launcher: DictConfig, costs: list[CellCost], rate: float) ->
     else:
         lines.append(f"{said}, within timeout_min={timeout}")
     parallel = launcher.get("array_parallelism")
-    first_round = sum(c.trials["qmc"] for c in costs)
-    lines.append(f"SLURM: the first round is an array of {first_round} jobs; array_parallelism={parallel} runs "
-                 f"{min(first_round, int(parallel or first_round))} at once")
+    jobs = sum(first_round(c) for c in costs)
+    lines.append(f"SLURM: the first round is an array of {jobs} jobs; array_parallelism={parallel} runs "
+                 f"{min(jobs, int(parallel or jobs))} at once")
     return lines, refusals
 
 

@@ -53,7 +53,8 @@ def rebuild(sweep_dir: Path) -> str:
             phase = ((config_of.get("tracking") or {}).get("tags") or {}).get("phase", "qmc")  # sweeper.trial_labels
             search_box = (*(config_of.get("lr_box") or ()), *(config_of.get("bsz_box") or ()))
             trial = Trial(record.family, record.budget, record.trial, float(lr), int(config_of.get("bsz") or record.bsz),
-                          phase, tuple(float(v) for v in search_box), int(record.seed or 0))
+                          phase, tuple(float(v) for v in search_box), int(record.seed or 0),
+                          ratio=record.ratio if study.ratios is not None else None)  # an isoFLOP cell's key names it
             if trial.key != key:
                 skipped.append(str(record_path))
                 continue

@@ -6,6 +6,10 @@ law's values at that budget (widths are factors: LR ×/÷ 4 means [LR/4, 4·LR])
 The same seed always yields the same trials, and adding trials to a cell extends
 its sequence without moving the existing points. What follows phase 1 (box moves past an
 edge optimum, phase 2's adaptive trials) is proposed by ``sweeps.adaptive``.
+
+An isoFLOP study (``ratios``) sweeps model size at fixed compute: each (family, budget) becomes one
+cell per data-to-model ratio, the ladder's model for that ratio, run at its law's prior LR and BSZ
+(``isoflop_search="prior"``) or searched over LR x BSZ like any other cell (``"box"``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import hashlib
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,14 @@ from aunet.record import check_convention
 
 PHASES = ("qmc", "adaptive")  # phase 1 quasi-random, phase 2 adaptive (box moves come between them)
 SAMPLERS = ("gp", "tpe")  # Optuna's GPSampler and TPESampler for phase 2
+#: How an isoFLOP study's cells pick LR and BSZ: the prior law's point (one run per size and seed), or
+#: each size its own search over the box, as a single-ratio study's cells do.
+ISOFLOP_SEARCHES = ("prior", "box")
+#: Fields added to the study since ledgers were first bound, with their defaults: at these values they
+#: stay out of the fingerprint, so the ledgers of studies that do not use them keep resuming.
+ADDED_FIELDS = {"ratios": None, "isoflop_search": "prior", "seed_budgets": None}
+#: A study's ratio when it gives none (neither ``ratio`` nor ``ratios``).
+DEFAULT_RATIO = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,11 +52,18 @@ class Trial:
     phase: str = "qmc"  # "qmc", "move" (a box move past an edge), "adaptive" or "seed" (a rerun of the best)
     box: tuple[float, ...] = ()  # its cell's search box when it was proposed: (lr_min, lr_max, bsz_min, bsz_max)
     seed: int = 0  # the training seed (model init and data order); only seed reruns use another
+    ratio: float | None = None  # an isoFLOP cell's data-to-model ratio (None: the study's one ratio)
 
     @property
     def key(self) -> str:
-        """Stable name, also the trial's folder under the study: ``aunet2/C1e11/t3``."""
-        return f"{self.family}/C{budget_tag(self.budget)}/t{self.index}"
+        """Stable name, also the trial's folder under the study: ``aunet2/C1e11/t3``, or in an isoFLOP
+        study ``aunet2/C1e11_r0.2/t3`` (the ratio is part of the cell)."""
+        ratio = "" if self.ratio is None else f"_r{ratio_tag(self.ratio)}"
+        return f"{self.family}/C{budget_tag(self.budget)}{ratio}/t{self.index}"
+
+    @property
+    def cell(self) -> CellKey:
+        return self.family, self.budget, self.ratio
 
     def overrides(self) -> list[str]:
         """What names the trial's job; the sweeper adds its search box and its plan (``sweeps.job.Cell``)."""
@@ -52,9 +71,26 @@ class Trial:
         return names + ([f"seed={self.seed}"] if self.seed else [])
 
 
+#: A study's cell: (family, budget, ratio), the ratio None but in an isoFLOP study.
+CellKey = tuple[str, float, "float | None"]
+
+
+def with_key_ratio(trial: Trial, key: str) -> Trial:
+    """``trial`` with the ratio its ledger ``key`` names (``Trial.key``), which the ledger keeps no column for."""
+    cell = key.split("/")[1]
+    _, isoflop, tag = cell.partition("_r")
+    return replace(trial, ratio=float(tag) if isoflop else None)
+
+
 def budget_tag(budget: float) -> str:
     """3e+11 -> "3e11", 2.5e+11 -> "2.5e11": short, and safe in paths and overrides."""
     return f"{budget:.4g}".replace("e+", "e")
+
+
+def ratio_tag(ratio: float) -> str:
+    """0.2 -> "0.2", 1e-05 -> "1e-05": a ratio as trial keys name it (``StudyConfig`` keeps ratios to
+    these 4 significant digits, so the tag reads back as the same number)."""
+    return f"{ratio:.4g}".replace("e+", "e")
 
 
 @dataclass
@@ -64,7 +100,9 @@ class StudyConfig:
     name: str = "demo"
     families: list[str] = field(default_factory=lambda: ["aunet2"])
     budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 1e12])
-    ratio: float = 1.0  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3)
+    ratio: Any = None  # data-to-model ratio, in LLaMA-3-token units (Sec. 2.3); None: DEFAULT_RATIO, or ratios
+    ratios: Any = None  # an isoFLOP study: several ratios, each (family, budget) one cell per ratio
+    isoflop_search: str = "prior"  # an isoFLOP cell's LR and BSZ (ISOFLOP_SEARCHES)
     budget_convention: str = "spent"  # what the budgets count: "spent" (head included) or "paper" (the paper's C)
     trials: int = 8  # phase 1: quasi-random trials per (family, budget)
     phases: list[str] = field(default_factory=lambda: ["qmc", "adaptive"])
@@ -74,6 +112,7 @@ class StudyConfig:
     max_moves: int = 2  # box moves past an edge optimum, from phase 1 on (0: the box stays on the prior)
     move_trials: int = 8  # trials added past the edge per move (as many as phase 1: measured best)
     seeds: int = 1  # last: the cell's best configuration is rerun until it has this many seeds (seed noise)
+    seed_budgets: Any = None  # the budgets whose cells get those seeds (None: every budget)
     holdout: Any = None  # a budget predicted from those below it: its cell also runs at the predicted LR and BSZ
     lr_factor: float = 4.0  # the box spans [LR/f, LR·f] around the prior
     bsz_factor: float = 4.0
@@ -89,9 +128,26 @@ class StudyConfig:
         self.budgets = [parse_budget(b) for b in self.budgets]
         self.families = list(self.families)
         self.phases = [self.phases] if isinstance(self.phases, str) else list(self.phases)
+        if self.ratios is not None:
+            self.ratios = [float(ratio_tag(self._number("ratios", r))) for r in (
+                [self.ratios] if isinstance(self.ratios, (int, float, str)) else self.ratios)]
+        if self.ratio is not None:
+            self.ratio = self._number("ratio", self.ratio)
+        if self.seed_budgets is not None:
+            self.seed_budgets = [parse_budget(b) for b in (
+                [self.seed_budgets] if isinstance(self.seed_budgets, (int, float, str)) else self.seed_budgets)]
         self.validate()
 
+    def _number(self, name: str, value: Any) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"study {self.name!r}: '{name}' has {value!r}, not a number; give a data-to-model "
+                             "ratio such as 0.2") from None
+
     def validate(self) -> None:
+        """Every field checked before anything is planned, one line naming the field and the fix: a study
+        found wrong after its first trials has spent compute for nothing."""
         def fail(name: str, message: str) -> None:
             raise ValueError(f"study {self.name!r}: '{name}' {message}")
 
@@ -125,8 +181,22 @@ class StudyConfig:
             fail("max_moves", f"is {self.max_moves}; the box moves at most this many times (0: never)")
         if self.move_trials < (self.max_moves > 0):
             fail("move_trials", f"is {self.move_trials}; a box move needs at least one trial past the edge")
-        if not math.isfinite(self.ratio) or self.ratio <= 0:
-            fail("ratio", f"is {self.ratio}; a data-to-model ratio must be positive")
+        if self.ratios is None:
+            if not math.isfinite(self.planned_ratios[0]) or self.planned_ratios[0] <= 0:
+                fail("ratio", f"is {self.ratio}; a data-to-model ratio must be positive")
+        elif self.ratio is not None:
+            fail("ratios", f"is {self.ratios} and 'ratio' is {self.ratio}: give one ratio or an isoFLOP study's "
+                 "ratios, not both (sweep.ratio=null)")
+        else:
+            bad = [r for r in self.ratios if not math.isfinite(r) or r <= 0]
+            if bad or not self.ratios:
+                fail("ratios", f"is {self.ratios}; give data-to-model ratios > 0, one per model size at each budget")
+            if len(set(self.ratios)) != len(self.ratios):
+                fail("ratios", f"repeats a ratio (to 4 significant digits, as trial keys name them): {self.ratios}")
+            if self.holdout is not None:
+                fail("holdout", "predicts one cell's LR and BSZ per budget; an isoFLOP study has one cell per ratio")
+        if self.isoflop_search not in ISOFLOP_SEARCHES:
+            fail("isoflop_search", f"is {self.isoflop_search!r}; use one of {ISOFLOP_SEARCHES}")
         for name in ("lr_factor", "bsz_factor"):
             factor = getattr(self, name)
             if not math.isfinite(factor) or factor <= 1:
@@ -139,6 +209,8 @@ class StudyConfig:
                      f"{MIN_BUDGETS} budgets below it (the laws it is predicted from need them)")
         if self.seeds < 1:
             fail("seeds", f"is {self.seeds}; the best configuration runs with at least its own seed (1)")
+        if self.seed_budgets is not None and not set(self.seed_budgets) <= set(self.budgets):
+            fail("seed_budgets", f"is {self.seed_budgets}; name budgets of the study {self.budgets} (null: all)")
         if self.max_attempts < 1:
             fail("max_attempts", f"is {self.max_attempts}; must be >= 1")
         if self.batch_size < 0:
@@ -147,12 +219,31 @@ class StudyConfig:
     def fingerprint(self) -> str:
         """What must not change under the same study name (trial points depend on it); more trials in a
         phase extend it."""
-        extendable = ("max_attempts", "batch_size", "trials", "adaptive_trials", "force", "seeds")
-        fixed = {k: v for k, v in asdict(self).items() if k not in extendable}
+        extendable = ("max_attempts", "batch_size", "trials", "adaptive_trials", "force", "seeds", "seed_budgets")
+        fixed = {k: v for k, v in asdict(self).items()
+                 if k not in extendable and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+        if self.ratios is None:  # the ratio left out is the default, as when the field held it
+            fixed["ratio"] = self.planned_ratios[0]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def prior_laws(self, family: str) -> HyperLaws:
         return resolve_laws(self.prior, get_family(family).units)
+
+    @property
+    def planned_ratios(self) -> list[float]:
+        """The ratios each (family, budget) is planned at: an isoFLOP study's, or the study's one ratio."""
+        if self.ratios is not None:
+            return list(self.ratios)
+        return [DEFAULT_RATIO if self.ratio is None else self.ratio]
+
+    @property
+    def at_prior(self) -> bool:
+        """An isoFLOP study whose cells run at the prior's LR and BSZ, without a search."""
+        return self.ratios is not None and self.isoflop_search == "prior"
+
+    def seeds_at(self, budget: float) -> int:
+        """The seeds a cell at ``budget`` runs its best configuration with."""
+        return self.seeds if self.seed_budgets is None or budget in self.seed_budgets else 1
 
 
 def parse_budget(value: Any) -> float:

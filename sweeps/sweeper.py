@@ -26,20 +26,21 @@ from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
 from aunet.data import DataConfig
-from sweeps.adaptive import CellPrior, cell_box, next_trials
+from sweeps.adaptive import CellPrior, cell_box
 from sweeps.backends import LauncherBackend, backend_for
-from sweeps.cell import Cell, plan_cell
+from sweeps.cell import Cell, plan_cells
 from sweeps.dashboard import mirror_to_optuna
 from sweeps.launch import needs_run, reconcile, run_trials, wait_for_jobs
 from sweeps.ledger import Ledger, Row, rows_frame
 from sweeps.lock import StudyLock
 from sweeps.report import status_report
-from sweeps.study import StudyConfig, Trial, budget_tag, trial_at
+from sweeps.study import CellKey, StudyConfig, Trial, budget_tag, ratio_tag, trial_at, with_key_ratio
 
 log = logging.getLogger(__name__)
 
 #: Overrides the sweeper sets per trial; on the command line they would fight it.
-TRIAL_KEYS = ("family", "budget", "trial", "trial_dir", "plan", "model", "lr_box", "bsz_box", "bsz", "optim.lr")
+TRIAL_KEYS = ("family", "budget", "trial", "trial_dir", "plan", "model", "lr_box", "bsz_box", "bsz", "optim.lr",
+              "ratio")
 
 
 #: What a held-out budget's predicted trial asks: (LR, BSZ) at ``budget`` from the laws that the runs
@@ -88,7 +89,7 @@ def run_study(config: DictConfig, launcher: Any, arguments: list[str], mlflow: b
     return returns
 
 
-def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger: Ledger, backend: LauncherBackend,
+def run_rounds(study: StudyConfig, cells: dict[CellKey, Cell], ledger: Ledger, backend: LauncherBackend,
                launcher: Any, arguments: list[str], sweep_dir: Path, adopted: list[Row],
                predict: Predictor | None = None) -> tuple[list[JobReturn], list]:
     """Propose, register, run, until no cell proposes and nothing is left to run; returns the jobs'
@@ -103,7 +104,7 @@ def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger:
         if todo:
             ran, overhead = run_trials(
                 ledger, backend, launcher, todo,
-                lambda row: [*arguments, *cells[row.family, row.budget].overrides(row.trial),
+                lambda row: [*arguments, *cells[row_trial(row).cell].overrides(row_trial(row)),
                              *trial_labels(row)],
                 sweep_dir, study.batch_size)
             returns += ran
@@ -121,31 +122,42 @@ def run_rounds(study: StudyConfig, cells: dict[tuple[str, float], Cell], ledger:
 OPTUNA_STORAGE = "optuna.db"
 
 
-def study_cells(study: StudyConfig, data: DictConfig | DataConfig) -> dict[tuple[str, float], Cell]:
-    """Each (family, budget) cell planned once, with contraction measured on the data: a budget too
-    small for the family is refused here, before anything is submitted."""
-    return {(f, b): plan_cell(study, f, b, data) for f in study.families for b in study.budgets}
+def study_cells(study: StudyConfig, data: DictConfig | DataConfig) -> dict[CellKey, Cell]:
+    """Each cell planned once, with contraction measured on the data: a budget too small for the
+    family, or an isoFLOP budget with too few model sizes, is refused here, before anything is submitted."""
+    cells, notes = plan_cells(study, data)
+    for note in notes:
+        log.info("%s", note)
+    return cells
+
+
+def row_trial(row: Row) -> Trial:
+    """The ledger row's trial, with the ratio its key names."""
+    return with_key_ratio(row.trial, row.key)
 
 
 def settled(row: Row, study: StudyConfig) -> bool:
     return row.status != "running" and not needs_run(row, study.max_attempts)
 
 
-def propose(study: StudyConfig, cells: dict[tuple[str, float], Cell], rows: list[Row],
+def propose(study: StudyConfig, cells: dict[CellKey, Cell], rows: list[Row],
             predict: Predictor | None = None) -> list[Trial]:
     """Every cell whose trials are all settled proposes its next ones; a cell with trials to run waits.
     Once a family's cells are all done, its held-out cell gets its run at the predicted hyperparameters."""
     proposals, done = [], set()
-    for (family, budget), cell in cells.items():
-        history = [r for r in rows if r.family == family and r.budget == budget]
+    of_cell: dict[CellKey, list[Row]] = {key: [] for key in cells}
+    for row in rows:
+        of_cell.setdefault(row_trial(row).cell, []).append(row)
+    for key, cell in cells.items():
+        history = of_cell[key]
         if all(settled(r, study) for r in history):
-            found = next_trials(study, cell.start, history)
+            found = cell.next_trials(history)
             proposals += found
-            done |= set() if found else {(family, budget)}
+            done |= set() if found else {key}
     for family in study.families if study.holdout else ():
         held = [r for r in rows if r.family == family and r.budget == study.holdout]
-        if all((family, b) in done for b in study.budgets) and not any(r.phase == "predicted" for r in held):
-            proposals += predicted_trial(study, cells[family, study.holdout].start, rows, predict)
+        if all((family, b, None) in done for b in study.budgets) and not any(r.phase == "predicted" for r in held):
+            proposals += predicted_trial(study, cells[family, study.holdout, None].start, rows, predict)
     return proposals
 
 
@@ -171,6 +183,8 @@ def trial_labels(row: Row) -> list[str]:
     """The trial's MLflow run is named like its folder and tagged, so the MLflow UI tells trials apart
     (and ``sweeps.rebuild`` finds the trial's phase again in its record)."""
     tags = {"family": row.family, "budget": budget_tag(row.budget), "trial": str(row.index), "phase": row.phase}
+    ratio = row_trial(row).ratio
+    tags |= {"ratio": ratio_tag(ratio)} if ratio is not None else {}
     return [f"tracking.run_name='{row.key}'", *(f"++tracking.tags.{k}='{v}'" for k, v in tags.items())]
 
 

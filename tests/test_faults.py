@@ -358,6 +358,6 @@ def test_a_corpus_that_is_mostly_not_utf8_warns(tmp_path, caplog):
 def test_a_sweep_config_error_is_one_line_unless_a_full_error_is_asked_for(tmp_path):
     refused = run(sweep_cmd(tmp_path / "bad", "bad", "sweep.budgets=[1e3]"))
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
-    assert refused.stderr.startswith("error: budget 1e+03 FLOPs is too small")
+    assert refused.stderr.startswith("error: study 'bad': budget 1e+03 FLOPs is too small")
     full = run(sweep_cmd(tmp_path / "bad", "bad", "sweep.budgets=[1e3]"), env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr

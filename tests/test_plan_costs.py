@@ -9,7 +9,6 @@ import types
 import pytest
 from omegaconf import OmegaConf
 
-from aunet.config import ModelConfig
 from aunet.data import DataConfig
 from aunet.memory import training_memory
 from sweeps.plan import (
@@ -24,25 +23,7 @@ from sweeps.plan import (
     trials_per_phase,
 )
 from sweeps.study import StudyConfig
-
-MODEL = ModelConfig(arch="transformer", name="t", dims=[64], layers=[2], head_dims=[32], ffn_dims=[128], seq_len=128,
-                    window=None)
-
-
-def prior(**changes) -> types.SimpleNamespace:
-    """A byte cell's plan: 1e12 FLOPs at 1e5 FLOPs per byte (1e7 bytes), BSZ 4,096 bytes."""
-    base = dict(family="aunet2", name="cell", budget=1e12, budget_per_unit=1e5, seq_len=128, law_bsz=4096.0,
-                bytes_per_unit=1.0, flops_per_unit=3e5, model=MODEL, contraction=None, total_flops=1e12,
-                train_units=1e7, units="bytes", params=12345)
-    return types.SimpleNamespace(**{**base, **changes})
-
-
-def cell(vocab_size: int = 259, **changes) -> types.SimpleNamespace:
-    return types.SimpleNamespace(prior=prior(**changes), measured=types.SimpleNamespace(vocab_size=vocab_size))
-
-
-def cost(epochs: float, name: str = "cell", **changes) -> CellCost:
-    return CellCost(cell(name=name, **changes), (10, 1), {"qmc": 8, "move": 0}, 1e12, 1e10, 1e9, epochs)
+from tests.helpers.plan_cells import MODEL, cell, cost
 
 
 def test_evaluation_counts_forward_flops_over_whole_padded_sequences():
@@ -66,7 +47,7 @@ def test_trials_per_phase_follow_the_study():
 def test_a_cells_cost_reads_its_steps_micro_batch_memory_and_epochs():
     study = StudyConfig(trials=8, max_moves=1, move_trials=2, phases=["qmc"], bsz_factor=4.0)
     evaluation = Evaluation(1280, 0, 0, "")
-    c = cost_of(cell(), study, bf16=True, shards=1, max_micro_batch=8, evaluation=evaluation, train_bytes=int(4e6))
+    c = cost_of(cell(), study, bf16=True, shards=1, max_micro_batch=8, evaluation=evaluation, rate=1e12, train_bytes=int(4e6))
     # the box is BSZ 1,024 to 16,384 bytes (8 and 128 sequences): 1e7 bytes take 9,766 and 610 steps
     assert c.steps == (round(1e7 / 1024), round(1e7 / 16384))
     assert c.trials == {"qmc": 8, "move": 2} and c.n_trials == 10
@@ -75,17 +56,31 @@ def test_a_cells_cost_reads_its_steps_micro_batch_memory_and_epochs():
     assert c.epochs == pytest.approx(1e7 / 4e6)
     assert c.memory == training_memory(MODEL, 8, bf16=True).total  # 128 sequences: micro-batches of 8
     # with 3 shards each takes 42 of the 128 sequences; the largest divisor of 42 up to 8 is 7
-    sharded = cost_of(cell(), study, bf16=False, shards=3, max_micro_batch=8, evaluation=evaluation, train_bytes=0)
+    sharded = cost_of(cell(), study, bf16=False, shards=3, max_micro_batch=8, evaluation=evaluation, rate=1e12, train_bytes=0)
     assert sharded.memory == training_memory(MODEL, 7, bf16=False, shards=3).total and sharded.epochs == math.inf
+
+
+def test_a_trial_takes_its_flops_at_the_rate_or_its_steps_at_the_timed_step():
+    """Without a timed step a trial's seconds are its FLOPs (training and evaluation) at the rate; with one, its
+    steps at the prior's batch at that pace, evaluation at the step's own FLOP/s."""
+    study = StudyConfig(trials=8, max_moves=0, phases=["qmc"])
+    evaluation = Evaluation(1280, 0, 0, "")
+    at_rate = cost_of(cell(), study, bf16=True, shards=1, max_micro_batch=8, evaluation=evaluation, rate=2e9,
+                      train_bytes=int(1e9))
+    assert not at_rate.timed and at_rate.seconds == pytest.approx(at_rate.trial_flops / 2e9)
+    timed = cost_of(cell(), study, bf16=True, shards=1, max_micro_batch=8, evaluation=evaluation, rate=2e9,
+                    train_bytes=int(1e9), step_seconds=0.03)
+    prior = cell().prior
+    assert timed.timed and timed.seconds == pytest.approx(prior.steps * 0.03 * (1 + timed.eval_flops / 1e12))
 
 
 def test_the_held_out_budget_runs_one_predicted_trial():
     study = StudyConfig(trials=8, max_moves=0, phases=["qmc"], budgets=[1e9, 1e10, 1e11, 1e12], holdout=1e12)
     c = cost_of(cell(), study, bf16=True, shards=1, max_micro_batch=8, evaluation=Evaluation(1, 0, 0, ""),
-                train_bytes=int(1e9))
+                rate=1e12, train_bytes=int(1e9))
     assert c.trials == {"qmc": 8, "move": 0, "predicted": 1}
     other = cost_of(cell(budget=1e11), study, bf16=True, shards=1, max_micro_batch=8,
-                    evaluation=Evaluation(1, 0, 0, ""), train_bytes=int(1e9))
+                    evaluation=Evaluation(1, 0, 0, ""), rate=1e12, train_bytes=int(1e9))
     assert "predicted" not in other.trials
 
 
@@ -134,12 +129,12 @@ def test_repeated_data_is_allowed_up_to_the_limit_and_noted():
 
 def test_a_bpe_of_another_vocabulary_than_the_familys_is_noted_once_per_vocabulary():
     costs = [CellCost(cell(4096, family="transformer_bpe", budget=b, bytes_per_unit=3.14159), (1, 1), {"qmc": 1}, 1.0,
-                      0.0, 1.0, 0.5) for b in (1e14, 3e14)]
+                      0.0, 1.0, 0.5, 1.0) for b in (1e14, 3e14)]
     notes, _ = data_checks(costs, DataConfig(), int(1e9), 4.0)
     assert notes == ["note: transformer_bpe reads a 4,096-entry BPE (3.14 bytes per token on the held-out split) where "
                      "the family uses 1,024 entries at 1e+14-3e+14 FLOPs: its tokens are another unit than the ladder's; "
                      "data.bpe_vocab=1024 trains that vocabulary"]
-    same = [CellCost(cell(1024, family="transformer_bpe", budget=1e14), (1, 1), {"qmc": 1}, 1.0, 0.0, 1.0, 0.5)]
+    same = [CellCost(cell(1024, family="transformer_bpe", budget=1e14), (1, 1), {"qmc": 1}, 1.0, 0.0, 1.0, 0.5, 1.0)]
     assert data_checks(same, DataConfig(), int(1e9), 4.0) == ([], [])
     assert data_checks([cost(0.5)], DataConfig(), int(1e9), 4.0) == ([], [])  # bytes: no vocabulary to compare
 
@@ -154,26 +149,26 @@ def slurm(**fields) -> object:
 
 
 def test_a_trial_longer_than_its_time_limit_needs_requeues_and_is_refused_without_them():
-    costs = [cost(0.5), CellCost(cell(), (1, 1), {"qmc": 3}, 5.4e12, 0.6e12, 1.0, 0.5)]  # 6e12 FLOPs at 1e9/s: 100 min
-    lines, refusals = launcher_checks(slurm(timeout_min=30, max_num_timeout=2, array_parallelism=4), costs, 1e9)
-    assert lines[0] == ("SLURM: the longest trial takes 100 min (estimate: training and evaluation at this rate), over "
+    costs = [cost(0.5), CellCost(cell(), (1, 1), {"qmc": 3}, 5.4e12, 0.6e12, 1.0, 0.5, 6000.0)]  # 100 min
+    lines, refusals = launcher_checks(slurm(timeout_min=30, max_num_timeout=2, array_parallelism=4), costs)
+    assert lines[0] == ("SLURM: the longest trial takes 100 min (estimate: training and evaluation), over "
                         "timeout_min=30: it needs 3 requeue(s) from its checkpoint; max_num_timeout=2: NOT covered")
     assert refusals == ["time: the longest trial (an estimated 100 min) needs 3 requeue(s) past timeout_min=30, and "
                         "max_num_timeout=2; set hydra.launcher.max_num_timeout=3 or raise hydra.launcher.timeout_min"]
     assert lines[1] == "SLURM: the first round is an array of 11 jobs; array_parallelism=4 runs 4 at once"
-    lines, refusals = launcher_checks(slurm(timeout_min=30, max_num_timeout=3), costs, 1e9)
+    lines, refusals = launcher_checks(slurm(timeout_min=30, max_num_timeout=3), costs)
     assert refusals == [] and lines[0].endswith("max_num_timeout=3: covered")
     assert lines[1].endswith("array_parallelism=None runs 11 at once")
-    lines, refusals = launcher_checks(slurm(timeout_min=100), costs, 1e9)  # exactly the limit
+    lines, refusals = launcher_checks(slurm(timeout_min=100), costs)  # exactly the limit
     assert refusals == [] and lines[0].endswith(", within timeout_min=100")
-    lines, _ = launcher_checks(slurm(), costs, 1e9)
+    lines, _ = launcher_checks(slurm(), costs)
     assert lines[0].endswith(", within timeout_min=None")
 
 
 def test_a_launcher_without_slurm_has_no_limits_to_check():
     local = OmegaConf.create({"_target_": "hydra_plugins.x.LocalLauncher"})
-    assert launcher_checks(local, [cost(0.5)], 1.0) == (["launcher: LocalLauncher (no SLURM limits to check)"], [])
-    assert launcher_checks(OmegaConf.create({}), [cost(0.5)], 1.0)[0] == [
+    assert launcher_checks(local, [cost(0.5)]) == (["launcher: LocalLauncher (no SLURM limits to check)"], [])
+    assert launcher_checks(OmegaConf.create({}), [cost(0.5)])[0] == [
         "launcher: in-process (no SLURM limits to check)"]
 
 
