@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sweeps.study import budget_tag
+from sweeps.study import budget_tag, key_ratio, ratio_tag
 
 
 def mirror_to_optuna(settled: list[Any], path: str | Path, study_name: str) -> None:
@@ -23,11 +23,11 @@ def mirror_to_optuna(settled: list[Any], path: str | Path, study_name: str) -> N
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(path).resolve()}")
-    cells: dict[tuple[str, float], list[Any]] = defaultdict(list)
-    for row in settled:
-        cells[(row.family, row.budget)].append(row)
-    for (family, budget), rows in cells.items():
-        study = optuna.create_study(storage=storage, study_name=cell_study_name(study_name, family, budget),
+    cells: dict[tuple[str, float, float | None], list[Any]] = defaultdict(list)
+    for row in settled:  # an isoFLOP study's sizes are cells of their own
+        cells[(row.family, row.budget, key_ratio(row.key))].append(row)
+    for (family, budget, ratio), rows in cells.items():
+        study = optuna.create_study(storage=storage, study_name=cell_study_name(study_name, family, budget, ratio),
                                     direction="minimize", load_if_exists=True)
         mirrored = {trial.user_attrs.get("key") for trial in study.get_trials(deepcopy=False)}
         for row in rows:
@@ -45,6 +45,6 @@ def mirror_to_optuna(settled: list[Any], path: str | Path, study_name: str) -> N
     storage.engine.dispose()
 
 
-def cell_study_name(study: str, family: str, budget: float) -> str:
-    """The Optuna study of one cell: ``demo/aunet2/C1e11``."""
-    return f"{study}/{family}/C{budget_tag(budget)}"
+def cell_study_name(study: str, family: str, budget: float, ratio: float | None = None) -> str:
+    """The Optuna study of one cell: ``demo/aunet2/C1e11``, ``iso/aunet2/C1e11_r0.2`` in an isoFLOP study."""
+    return f"{study}/{family}/C{budget_tag(budget)}" + ("" if ratio is None else f"_r{ratio_tag(ratio)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sweeps.ledger import Ledger
+from sweeps.study import key_ratio
 
 #: The study runner, named by its absolute path so that a printed command runs from any directory.
 SWEEP_SCRIPT = Path(__file__).resolve().parents[1] / "sweep.py"
@@ -18,14 +19,16 @@ STATES = ("pending", "running", "finished", "diverged", "failed", "preempted")
 def status_table(ledger: Ledger) -> str:
     """Trials per state and the best loss, per cell: (family, budget), and in an isoFLOP study each ratio
     (the cell its key names: ``2e11_r0.09``)."""
-    cells: dict[tuple[str, float, str], list] = defaultdict(list)
+    cells: dict[tuple[str, float, float], list] = defaultdict(list)
     for row in ledger.rows():
-        cells[(row.family, row.budget, row.key.split("/")[1].removeprefix("C"))].append(row)
-    width = max([8, *(len(tag) for _, _, tag in cells)])
+        cells[(row.family, row.budget, key_ratio(row.key) or 0.0)].append(row)
+    tags = {cell: rows[0].key.split("/")[1].removeprefix("C") for cell, rows in cells.items()}
+    width = max([8, *(len(tag) for tag in tags.values())])
     header = (f"{'family':<18} {'budget':>{width}} " + " ".join(f"{s:>9}" for s in STATES)
               + f" {'best loss':>10} {'best bpb':>9}")
     lines = [header, "-" * len(header)]
-    for (family, _, tag), rows in sorted(cells.items(), key=lambda item: (item[0][:2], cell_ratio(item[0][2]))):
+    for (family, budget, ratio), rows in sorted(cells.items()):
+        tag = tags[(family, budget, ratio)]
         counts = Counter(r.status for r in rows)
         done = [r for r in rows if r.status == "finished" and r.loss is not None]
         best = min(done, key=lambda r: r.loss) if done else None
@@ -34,11 +37,6 @@ def status_table(ledger: Ledger) -> str:
         lines.append(f"{family:<18} {tag:>{width}} " + " ".join(f"{counts.get(s, 0):>9}" for s in STATES)
                      + f" {loss} {bpb}")
     return "\n".join(lines)
-
-
-def cell_ratio(tag: str) -> float:
-    """The ratio a cell tag names (``2e11_r0.09``: 0.09), 0 for a study of one ratio: the table's order."""
-    return float(tag.partition("_r")[2] or 0)
 
 
 def status_report(ledger: Ledger) -> str:

@@ -75,11 +75,16 @@ class Trial:
 CellKey = tuple[str, float, "float | None"]
 
 
+def key_ratio(key: str) -> float | None:
+    """The ratio a ledger ``key`` names (``Trial.key``: ``aunet2/C1e11_r0.2/t3``), None outside an isoFLOP
+    study: the ledger keeps no column for it."""
+    _, isoflop, tag = key.split("/")[1].partition("_r")
+    return float(tag) if isoflop else None
+
+
 def with_key_ratio(trial: Trial, key: str) -> Trial:
-    """``trial`` with the ratio its ledger ``key`` names (``Trial.key``), which the ledger keeps no column for."""
-    cell = key.split("/")[1]
-    _, isoflop, tag = cell.partition("_r")
-    return replace(trial, ratio=float(tag) if isoflop else None)
+    """``trial`` with the ratio its ledger ``key`` names."""
+    return replace(trial, ratio=key_ratio(key))
 
 
 def budget_tag(budget: float) -> str:

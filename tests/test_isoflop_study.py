@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sweeps.cell import MIN_SIZES, plan_cells
+from sweeps.dashboard import cell_study_name, mirror_to_optuna
 from sweeps.ledger import Ledger
 from sweeps.plan import plan_study, trials_per_phase
 from sweeps.rebuild import rebuild
@@ -113,6 +114,24 @@ def test_the_status_table_has_a_row_per_size(tmp_path):
     header, _, *rows = status_table(ledger).splitlines()
     assert [row.split()[:3] for row in rows] == [["aunet2", f"1e10_r{r}", "1"] for r in ("0.002", "0.005", "0.01")]
     assert header.split()[:3] == ["family", "budget", "pending"]
+
+
+def test_the_dashboard_mirrors_each_size_into_its_own_optuna_study(tmp_path):
+    import optuna
+
+    study = StudyConfig(name="iso", budgets=[1e10], ratios=[0.002, 0.005])
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.bind(study)
+    trials = [Trial("aunet2", 1e10, 0, 1e-3, 256, "prior", ratio=r) for r in (0.002, 0.005)]
+    ledger.add(trials)
+    for n, trial in enumerate(trials):
+        ledger.mark(trial.key, "finished", record={"status": "finished", "loss": 2.0 + n, "bpb": 3.0})
+    mirror_to_optuna(ledger.rows(), tmp_path / "optuna.db", "iso")
+    for n, trial in enumerate(trials):
+        mirrored = optuna.load_study(study_name=cell_study_name("iso", "aunet2", 1e10, trial.ratio),
+                                     storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        assert [(t.user_attrs["key"], t.value) for t in mirrored.get_trials()] == [(trial.key, 2.0 + n)]
+    assert cell_study_name("iso", "aunet2", 1e10) == "iso/aunet2/C1e10"  # a study of one ratio: as before
 
 
 def test_a_budget_with_fewer_than_three_sizes_is_refused_in_one_line():
