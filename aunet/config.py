@@ -28,6 +28,7 @@ from typing import Any
 
 from aunet.archs import ARCH_SPECS, ArchSpec, spec_of
 from aunet.archs.aunet import POOLING, UPSAMPLING  # noqa: F401  (re-exported: their historical home)
+from aunet.splitting.learned import is_learned
 
 UNITS = ("bytes", "bpe")
 #: What a batch size, a law or a record counts for a model of each ``units``: bytes, or BPE tokens.
@@ -118,6 +119,9 @@ class ModelConfig:
             fail("vocab_size", f"is {self.vocab_size}; byte models use {BYTE_VOCAB} (256 bytes + BOS/EOS/PAD)")
         if self.init_std is not None and not self.init_std > 0:
             fail("init_std", f"is {self.init_std}; use a positive std, or null for the reference fan-in init")
+        if not spec.pools and any(is_learned(s) for s in self.splits or ()):
+            fail("splits", f"has a learned rule, but arch {self.arch!r} has one stage: no pooled stage whose "
+                           "input hidden states a router could score (use an AU-Net of 2 or more stages)")
         spec.validate(self, fail)
 
     def _validate_stages(self, spec: ArchSpec, fail: Callable[[str, str], None]) -> None:

@@ -75,7 +75,7 @@ from aunet.flop_counter import (  # noqa: F401  (re-exported)
     predict_flop_counter,
     stage_lengths,
 )
-from aunet.splitting import default_rules, pool_levels
+from aunet.splitting import default_rules, learned_targets, pool_levels
 
 #: Bytes per vector at stages 1..4 for the paper's rules, measured with ``pool_levels`` on English
 #: prose (State of the Union addresses 1950-2016; other text in benchmarks/README.md). Measure your own
@@ -165,6 +165,8 @@ def resolve_contraction(cfg: ModelConfig, contraction: Sequence[float] | None = 
                 "leave it out (only an architecture that pools bytes, like AU-Net, has contraction factors)"
             )
         return [1.0]
+    if contraction is None and any(t is not None for t in learned_targets(cfg.splits or ())):
+        return _planned_learned(cfg)
     if contraction is None:
         known = CONTRACTION_BY_RULES.get(tuple(cfg.splits or ()))
         if known is not None:
@@ -193,6 +195,23 @@ def resolve_contraction(cfg: ModelConfig, contraction: Sequence[float] | None = 
         raise ValueError(
             f"contraction {values} must be finite, >= 1 and non-decreasing (bytes per vector grow with depth)"
         )
+    return values
+
+
+def _planned_learned(cfg: ModelConfig) -> list[float]:
+    """A config with learned stages: its fixed prefix's known factors, then each learned stage at its
+    target (input vectors per pooled vector). A plan, not a measurement: the router's realised
+    contraction varies around the target (the model reports it, ``AUNet.realised_contraction``)."""
+    targets = learned_targets(cfg.splits or ())
+    prefix = tuple(s for s, t in zip(cfg.splits or (), targets) if t is None)
+    known = CONTRACTION_BY_RULES.get(prefix)
+    if known is None:
+        raise ValueError(f"model {cfg.name or 'aunet'!r}: no known contraction for its fixed rules {list(prefix)} "
+                         "before the learned ones; measure them with aunet.flops.measure_contraction and pass "
+                         "contraction=...")
+    values = list(known)
+    for t in targets[len(prefix):]:
+        values.append(values[-1] * t)
     return values
 
 

@@ -124,6 +124,26 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], pad_id: int)
     return F.cross_entropy(*next_unit_logits(model, batch), ignore_index=pad_id)
 
 
+def router_loss(model: torch.nn.Module) -> torch.Tensor | float:
+    """The ratio loss of the last forward pass's learned stages (``AUNet.ratio_loss``); 0 for other models."""
+    inner = parallel.unwrap(model)
+    return inner.ratio_loss() if hasattr(inner, "ratio_loss") else 0.0
+
+
+def routing_entry(model: torch.nn.Module, band: float) -> dict[str, float]:
+    """Realised contraction of each learned stage in the last forward pass, and its relative gap to the
+    target (``contraction<k>``, ``contraction<k>_gap``); warns when the gap leaves ``band``."""
+    inner = parallel.unwrap(model)
+    entry: dict[str, float] = {}
+    for stage, (realised, target) in getattr(inner, "realised_contraction", dict)().items():
+        gap = realised / target - 1
+        entry[f"contraction{stage}"], entry[f"contraction{stage}_gap"] = realised, gap
+        if abs(gap) > band:
+            log.warning("stage %d: realised contraction %.3g is %+.0f%% from its target %.3g (band %.0f%%)",
+                        stage, realised, 100 * gap, target, 100 * band)
+    return entry
+
+
 def evaluate(model: torch.nn.Module, corpus: Corpus, cfg: TrainConfig, env: parallel.DistEnv) -> dict[str, float]:
     """Held-out loss per unit and bits per byte, over the same bytes for every architecture."""
     model.eval()
@@ -260,8 +280,9 @@ class TrainState:
                 sync = self.model.no_sync()
             with sync, autocast(self.env.device, self.cfg.precision):
                 loss = lm_loss(self.forward_model, batch, self.corpus.pad_id) / self.accumulation
-            loss.backward()
-            loss_sum += loss.detach()
+                ratio = self.cfg.ratio_loss_weight * router_loss(self.model) / self.accumulation
+            (loss + ratio).backward()
+            loss_sum += loss.detach()  # the LM loss alone: comparable across splitting rules
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -321,7 +342,8 @@ def run(state: TrainState, record: RunRecord, tracker: Tracker | None, started: 
                 now = time.time()
                 rate = plan.bsz * cfg.log_every / max(now - tick, 1e-9) if step % cfg.log_every == 0 else 0.0
                 tick = now
-                entry = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "units_per_s": rate}
+                entry = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "units_per_s": rate,
+                         **routing_entry(state.model, cfg.contraction_band)}
                 state.history.append({"step": step, **entry})
                 if tracker is not None:
                     tracker.metrics({"train_loss": loss, **{k: v for k, v in entry.items() if k != "loss"}}, step)

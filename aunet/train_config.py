@@ -63,6 +63,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between periodic checkpoints (0: time-based only)
     checkpoint_seconds: float = 600.0
     diverge_factor: float = 2.0  # loss above this multiple of the first loss (or non-finite) = diverged
+    ratio_loss_weight: float = 0.03  # a learned rule's ratio loss, added to the LM loss (H-Net's alpha)
+    contraction_band: float = 0.25  # a learned stage's realised contraction this far (relative) from its target: warn
     output_dir: str = "outputs/run"
     progress: str = "auto"  # "auto": a bar on terminals, log lines otherwise; "bar" / "log" / "off"
     # Labels a sweep fills in, so that the record stands alone.
@@ -95,6 +97,9 @@ class TrainConfig:
             fail("threads", f"is {self.threads}; give a positive number of threads, or 0 to follow the allocation")
         if self.micro_batch < 0 or self.max_micro_batch < 1:
             fail("micro_batch", "must be >= 0 (0: automatic) and max_micro_batch >= 1")
+        if not (self.ratio_loss_weight >= 0 and self.contraction_band > 0):
+            fail("ratio_loss_weight", f"is {self.ratio_loss_weight} (contraction_band {self.contraction_band}); "
+                                      "give a weight >= 0 and a band > 0")
         if self.ratio is not None and self.ratio <= 0:
             fail("ratio", f"is {self.ratio}; a data-to-model ratio must be positive")
         if self.plan is not None:

@@ -21,7 +21,7 @@ from aunet.models import build_model
 from aunet.splitting import Rule, Splitter, Stream, Text, parse_rule, pool_levels, register, unregister
 
 BUILT_IN_FORMS = ("['entropy', 'entropy_monotonic', 'spacelike', 'word', 'word1', 'words2', 'words4'], 'words:N', "
-                  "'stride:k', 'entropy:<global|monotonic>:c=C' or 'regex:<pattern>'")
+                  "'stride:k', 'entropy:<global|monotonic>:c=C', 'learned:c=C' or 'regex:<pattern>'")
 HINTS = {"nope": "", "word:2": " (did you mean word?)", "words": " (did you mean words:N?)",
          "regex": " (did you mean regex:<pattern>?)", "": ""}
 

@@ -18,7 +18,8 @@ from aunet.archs.terms import (
     full_attention_terms,
     sdpa_counted,
 )
-from aunet.splitting import default_rules, family_suffix, parse_rule
+from aunet.splitting import default_rules, family_suffix, is_learned, learned_targets, parse_rule
+from aunet.splitting.learned import fixed_prefix
 
 UPSAMPLING = ("multilinear", "simple", "repeat")
 POOLING = ("select", "average")
@@ -31,6 +32,19 @@ WHY_SPLITTING = ("the splitting rules' models (the entropy rule's) run outside t
                  "loader's side, so FlopCounterMode never sees them; F counts their forward pass per byte")
 
 
+#: Chunks per block of the smoothing EMA (aunet.models.routing.chunk_ema): a [b, b] weight matrix inside a
+#: block, a carried state across blocks, so its work grows as L·b, not L².
+EMA_BLOCK = 64
+
+WHY_EMA = ("the smoothing EMA runs blockwise as [b, b] weight matrices times the chunks (2·b²·d forward, "
+           "4·b²·d backward per block of b <= EMA_BLOCK chunks); F counts it as elementwise work, as a scan would")
+
+
+def ema_block_squares(length: int) -> int:
+    """Sum of b² over the EMA's blocks of a stage of ``length`` chunks: what its matmuls scale with."""
+    return sum(min(EMA_BLOCK, length - start) ** 2 for start in range(0, length, EMA_BLOCK))
+
+
 def splitting_flops(cfg: ModelFields) -> float:
     """Forward FLOPs per byte of the models the config's splitting rules run (each model once, however many
     rules read it): inference only, as the rules run without gradients."""
@@ -38,6 +52,12 @@ def splitting_flops(cfg: ModelFields) -> float:
     for spec in cfg.splits or ():
         costs.update(parse_rule(spec).per_byte_flops())
     return sum(costs.values())
+
+
+def router_flops(dim: int) -> float:
+    """A learned rule's router per vector of the stage it reads: q and k, two dim x dim projections,
+    forward and backward (6 FLOPs per weight); the cosine and the EMA are elementwise."""
+    return 6.0 * 2 * dim * dim
 
 
 def upsample_out(cfg: ModelFields) -> int:
@@ -82,6 +102,10 @@ class AUNetSpec(ArchSpec):
                 parse_rule(spec)
             except ValueError as err:
                 fail("splits", str(err))
+        try:
+            fixed_prefix(cfg.splits)
+        except ValueError as err:
+            fail("splits", str(err))
         if cfg.upsampling not in UPSAMPLING:
             fail("upsampling", f"is {cfg.upsampling!r}; use one of {UPSAMPLING}")
         if cfg.pooling not in POOLING:
@@ -98,7 +122,10 @@ class AUNetSpec(ArchSpec):
                 previous = m
 
     def family_name(self, cfg: ModelFields) -> str:
-        return f"aunet{cfg.n_stages}{family_suffix(cfg.splits or [])}"
+        splits = cfg.splits or []
+        if any(is_learned(s) for s in splits):  # aunet2_learned4: the learned stages' targets
+            return f"aunet{cfg.n_stages}_" + "_".join(f"learned{t:g}" for t in learned_targets(splits) if t)
+        return f"aunet{cfg.n_stages}{family_suffix(splits)}"
 
     def body_params(self, cfg: ModelFields) -> dict[str, int]:
         d, L, f, K = cfg.dims, cfg.layers, cfg.ffn_dims, cfg.n_stages
@@ -112,6 +139,9 @@ class AUNetSpec(ArchSpec):
             if cfg.upsampling == "repeat":
                 up += cfg.upsample_positions * d[k]  # learned per-position bias
             parts[f"upsample{k + 1}"] = up
+        for k, target in enumerate(learned_targets(cfg.splits or [])):
+            if target is not None:
+                parts[f"router{k + 2}"] = 2 * d[k] * d[k]  # q and k of the router on stage k+1's vectors
         return parts
 
     def stage_flops(self, cfg: ModelFields, contraction: Sequence[float]) -> tuple[StageFlops, ...]:
@@ -128,6 +158,9 @@ class AUNetSpec(ArchSpec):
                 pooling = 6.0 * d[k - 1] * d[k]
                 upsampling = 6.0 * d[k] * upsample_out(cfg) * d[k - 1]
             stages.append(attention_stage(k + 1, d[k], f[k], blocks, S, c[k], pooling, upsampling))
+        for k, target in enumerate(learned_targets(cfg.splits or [])):
+            if target is not None:  # the router reads every vector of stage k+1 (0-based k)
+                stages[k] = replace(stages[k], routing=router_flops(d[k]))
         return (replace(stages[0], splitting=splitting_flops(cfg)), *stages[1:])
 
     def counter_terms(self, cfg: ModelFields, batch: int,
@@ -150,6 +183,12 @@ class AUNetSpec(ArchSpec):
             if k > 0:
                 r = 6.0 * d[k - 1] * d[k] * (1 + upsample_out(cfg)) * (batch * n)
                 terms.append(CounterTerm(f"pool + upsample {k}<->{k + 1}", r, r, WHY_WEIGHTS))
+        for k, target in enumerate(learned_targets(cfg.splits or [])):
+            if target is not None:
+                r = router_flops(d[k]) * batch * int(lengths[k])
+                terms.append(CounterTerm(f"router {k + 1}->{k + 2} (learned rule)", r, r, WHY_WEIGHTS))
+                ema = 6.0 * batch * ema_block_squares(int(lengths[k + 1])) * d[k + 1]
+                terms.append(CounterTerm(f"smoothing {k + 2} (EMA over chunks)", ema, 0.0, WHY_EMA))
         splitting = splitting_flops(cfg) * batch * T
         if splitting:
             terms.append(CounterTerm("splitting rules' models (forward)", 0.0, splitting, WHY_SPLITTING))

@@ -32,10 +32,11 @@ class StageFlops:
     upsampling: float = 0.0  # projection from this stage back to the previous one
     scan: float = 0.0  # Mamba's selective scan
     splitting: float = 0.0  # models the splitting rules run to decide (forward only), on the byte stage
+    routing: float = 0.0  # a learned rule's router on this stage's vectors (forward + backward)
 
     @property
     def per_vector(self) -> float:
-        return self.linear + self.attention + self.pooling + self.upsampling + self.scan + self.splitting
+        return self.linear + self.attention + self.pooling + self.upsampling + self.scan + self.splitting + self.routing
 
     @property
     def per_unit(self) -> float:

@@ -199,11 +199,11 @@ class Corpus:
         entropy rule's) reads the one trained on this corpus, or refuses, never the default corpus's."""
         if not model_cfg.spec.pools:
             return None
-        from aunet.splitting import Splitter
+        from aunet.splitting import fixed_splitter
         from aunet.splitting.entropy import use_corpus
 
         use_corpus(self)
-        return Splitter(model_cfg.n_stages, model_cfg.splits)
+        return fixed_splitter(model_cfg.n_stages, model_cfg.splits)  # a learned stage is the model's
 
     def train_loader(self, model_cfg: ModelConfig, micro_batch: int, rank: int = 0, world_size: int = 1,
                      seed: int | None = None) -> PackedLoader:

@@ -21,7 +21,9 @@ A config names one rule per stage after the first (``splits: [word, words:2]``):
 * ``spacelike``: SpaceByte's rule, the first of every run of spacelike bytes
   (:mod:`aunet.splitting.spacelike`);
 * ``entropy:<global|monotonic>:c=C`` (``entropy``, ``entropy_monotonic``): BLT's entropy patches, from
-  a small byte model trained once per corpus (:mod:`aunet.splitting.entropy`).
+  a small byte model trained once per corpus (:mod:`aunet.splitting.entropy`);
+* ``learned:c=C``: H-Net's dynamic chunking, a router inside the model scoring the stage's input
+  hidden states (:mod:`aunet.splitting.learned`); the byte splitter runs only the fixed rules before it.
 
 A family name adds a stage-2 rule to an AU-Net family (``aunet2_stride4``, ``aunet3_word1``:
 deeper stages keep their default rules); :func:`rule_suffix` and :func:`rule_from_suffix`
@@ -43,6 +45,7 @@ measures the speed). A rule without a fast path (``regex:<pattern>``) falls back
 
 # Besides the public names: the word rule's byte classes, which tests/test_splitting.py reads here.
 from aunet.splitting.entropy import EntropyRule
+from aunet.splitting.learned import LearnedRule, fixed_splitter, is_learned, learned_targets
 from aunet.splitting.registry import (
     Rule,
     Stream,
@@ -81,11 +84,13 @@ register(WordsRule)
 register(StrideRule)
 register(SpacelikeRule)
 register(EntropyRule)
+register(LearnedRule)
 register(RegexRule)
 
 __all__ = [
     "DEFAULT_RULES",
     "EntropyRule",
+    "LearnedRule",
     "SPECIAL_AS_BYTE",
     "WORD_PATTERN",
     "RegexRule",
@@ -102,6 +107,9 @@ __all__ = [
     "char_class",
     "default_rules",
     "family_suffix",
+    "fixed_splitter",
+    "is_learned",
+    "learned_targets",
     "level_array",
     "parse_rule",
     "pool_levels",
