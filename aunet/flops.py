@@ -76,6 +76,7 @@ from aunet.flop_counter import (  # noqa: F401  (re-exported)
     stage_lengths,
 )
 from aunet.splitting import default_rules, learned_targets, pool_levels
+from aunet.splitting.learned import fixed_prefix, with_learned_targets
 
 #: Bytes per vector at stages 1..4 for the paper's rules, measured with ``pool_levels`` on English
 #: prose (State of the Union addresses 1950-2016; other text in benchmarks/README.md). Measure your own
@@ -199,20 +200,14 @@ def resolve_contraction(cfg: ModelConfig, contraction: Sequence[float] | None = 
 
 
 def _planned_learned(cfg: ModelConfig) -> list[float]:
-    """A config with learned stages: its fixed prefix's known factors, then each learned stage at its
-    target (input vectors per pooled vector). A plan, not a measurement: the router's realised
-    contraction varies around the target (the model reports it, ``AUNet.realised_contraction``)."""
-    targets = learned_targets(cfg.splits or ())
-    prefix = tuple(s for s, t in zip(cfg.splits or (), targets) if t is None)
+    """A config with learned stages: its fixed prefix's known factors, then each learned stage at its target."""
+    prefix = tuple(fixed_prefix(cfg.splits or ()))
     known = CONTRACTION_BY_RULES.get(prefix)
     if known is None:
         raise ValueError(f"model {cfg.name or 'aunet'!r}: no known contraction for its fixed rules {list(prefix)} "
                          "before the learned ones; measure them with aunet.flops.measure_contraction and pass "
                          "contraction=...")
-    values = list(known)
-    for t in targets[len(prefix):]:
-        values.append(values[-1] * t)
-    return values
+    return with_learned_targets(known, cfg.splits or ())
 
 
 # ---------------------------------------------------------------------------------------

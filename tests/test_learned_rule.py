@@ -203,3 +203,12 @@ def test_flop_counter_mode_counts_what_the_prediction_says_on_the_actual_pooled_
     actual = int(model.routing[0].boundary.sum(-1).max())  # varies with the router: not the planned 32
     predicted = sum(t.counted for t in predict_flop_counter(cfg, 2, [128, actual]).terms)
     assert counted == pytest.approx(predicted, rel=1e-3)
+
+
+def test_a_corpus_measures_the_fixed_stages_and_plans_the_learned_ones_at_their_targets():
+    from aunet.data import DataConfig, prepare_data
+
+    corpus = prepare_data(DataConfig(units="bytes", seq_len=256), progress=False)
+    word = corpus.contraction(tiny(["word"]))[1]
+    assert corpus.contraction(tiny(["learned:c=4"])) == [1.0, 4.0]  # not one vector per sequence
+    assert corpus.contraction(tiny(["word", "learned:c=2"])) == pytest.approx([1.0, word, 2 * word])

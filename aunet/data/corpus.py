@@ -262,8 +262,11 @@ class Corpus:
         """Bytes per kept vector at each stage (byte stage first, so entry 0 is 1.0), measured on held-out.
 
         Measured on the evaluation sequences exactly as the model sees them (levels restart
-        at every sequence start), over real input positions only.
+        at every sequence start), over real input positions only; stages a learned rule chooses are
+        decided inside the model, so they are planned at their targets.
         """
+        from aunet.splitting.learned import with_learned_targets
+
         splitter = self.splitter_for(model_cfg)
         if splitter is None:
             return [1.0]
@@ -271,7 +274,8 @@ class Corpus:
         assert ev.levels is not None
         levels = ev.levels[:, :-1][ev.mask]
         total = levels.numel()
-        return [total / max(1, int((levels >= k).sum())) for k in range(model_cfg.n_stages)]
+        fixed = [total / max(1, int((levels >= k).sum())) for k in range(splitter.n_stages)]
+        return with_learned_targets(fixed, model_cfg.splits or [])  # a learned stage: its target
 
     def summary(self) -> dict[str, Any]:
         out = {**self.info.summary(), "units": self.units, "seq_len": self.cfg.seq_len,

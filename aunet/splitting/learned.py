@@ -74,6 +74,16 @@ def learned_targets(splits: Sequence[str]) -> list[float | None]:
     return out
 
 
+def with_learned_targets(fixed: Sequence[float], splits: Sequence[str]) -> list[float]:
+    """Bytes per vector at every stage from the fixed stages' factors (byte stage first): each learned
+    stage planned at its target, input vectors per pooled vector. A plan, not a measurement: the
+    router's realised contraction varies around its target (``AUNet.realised_contraction``)."""
+    values = list(fixed)
+    for target in learned_targets(splits)[len(values) - 1:]:
+        values.append(values[-1] * target)
+    return values
+
+
 def fixed_prefix(splits: Sequence[str]) -> list[str]:
     """The fixed rules before the first learned one; raises if a fixed rule follows a learned one."""
     flags = [is_learned(s) for s in splits]
