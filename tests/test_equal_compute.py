@@ -177,3 +177,25 @@ def test_the_laws_and_loss_figures_compute_axes_follow_the_same_rule():
         for ax in fig.axes:
             boxes = _label_boxes(ax)
             assert len(boxes) >= 2 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _cells(rows) -> pd.DataFrame:
+    return pd.DataFrame([{FAMILY: f, "budget": b, "metric": "bpb", "value": v, "lo": lo, "hi": hi, "runs": 2,
+                          "seed_sd": 0.03} for f, b, v, lo, hi in rows])
+
+
+def test_the_ranking_calls_only_the_steps_whose_intervals_separate():
+    from analysis.report import _ranking
+
+    bpb = _cells([("word", 1e11, 2.00, 1.95, 2.05), ("stride", 1e11, 2.04, 2.01, 2.08),   # overlaps the leader
+                  ("bpe", 1e11, 2.30, 2.20, 2.40),                                          # above both
+                  ("word", 2e11, 1.90, 1.86, 1.94), ("stride", 2e11, 1.88, 1.85, 1.92),
+                  ("bpe", 2e11, 2.00, 1.93, 2.10)])                                         # overlaps word only
+    blocks = _ranking(bpb)
+    orders = next(b[1] for b in blocks if b[0] == "list")
+    assert orders == ["1e+11: word ≈ stride < bpe", "2e+11: stride ≈ word ≈ bpe"]
+    header, rows = next(b[1:] for b in blocks if b[0] == "table")
+    assert header == ["family", "rank at 1e+11", "rank at 2e+11", "mean rank"]
+    assert rows == [["stride", "2, +2.0%", "1", "1.5"], ["word", "1", "2, +1.1%", "1.5"],
+                    ["bpe", "3, +15.0% (called)", "3, +6.4% (called)", "3.0"]]
+    assert _ranking(bpb[bpb[FAMILY] != "bpe"]) == []  # two families: the side-by-side table says it all
