@@ -180,7 +180,7 @@ def test_a_checkpoint_without_the_router_is_refused():
     learned.load_state_dict(build_model(tiny(["learned:c=4"])).state_dict())  # with its routers: loads
 
 
-def test_a_tiny_run_trains_with_the_ratio_loss_and_logs_the_realised_contraction(tmp_path, caplog):
+def test_a_tiny_run_trains_with_the_ratio_loss_and_logs_the_realised_contraction(tmp_path, caplog, capsys):
     from aunet.train import train
     from tests.helpers.train import tiny_config
 
@@ -190,6 +190,23 @@ def test_a_tiny_run_trains_with_the_ratio_loss_and_logs_the_realised_contraction
     logged = [entry for entry in record.metrics["history"] if "contraction2" in entry]
     assert logged and all(entry["contraction2"] > 1 for entry in logged)
     assert "realised contraction" in caplog.text  # a 1% band: the drift is reported
+
+    # Its boundaries shown beside the word rule's: the same decisions as the model's own forward pass.
+    from aunet.eval.loading import load_checkpoint
+    from aunet.splitting.__main__ import main
+    from aunet.splitting.show import model_boundaries
+
+    text = tmp_path / "sample.txt"
+    text.write_bytes(TEXT * 3)
+    model = load_checkpoint(tmp_path / "run").model
+    model(torch.tensor([list((TEXT * 3)[:model.cfg.seq_len])]))
+    decided = model.routing[0].boundary[0].numpy()
+    assert (model_boundaries(model, TEXT * 3)[:model.cfg.seq_len] == decided).all()
+    assert main(["word", "--files", str(text), "--model", str(tmp_path / "run"), "--show", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "learned (the model's router)" in out and "of word's are its" in out
+    assert main(["word", "--files", str(text), "--model", str(tmp_path / "run")]) == 2  # --model needs --show
+    assert "give --show N too" in capsys.readouterr().err
 
 
 def test_flop_counter_mode_counts_what_the_prediction_says_on_the_actual_pooled_count():

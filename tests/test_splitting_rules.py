@@ -350,3 +350,17 @@ def test_the_measuring_command_prints_bytes_per_vector_per_stage(tmp_path, capsy
     assert main(["stride:4", "stride:3,stride:6", "--files", str(text)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:] == ["rules | stage 2 | stage 3", "stride:4 | 4.00 | ", "stride:3,stride:6 | 3.00 | 6.00"]
+
+
+def test_shown_boundaries_are_the_rules_levels_and_agreement_counts_shared_boundaries():
+    import numpy as np
+
+    from aunet.splitting import pool_levels
+    from aunet.splitting.show import agreement, marked, rule_boundaries
+
+    data = b"ab cd\nef"
+    word = rule_boundaries("word", data)
+    assert (word == (np.asarray(pool_levels(data, 2, ["word"])) >= 1)).all()
+    assert marked(data, np.array([1, 0, 1, 0, 0, 1, 0, 0], bool)) == "ab| cd|⏎ef"
+    a, b = np.array([1, 1, 0, 1, 1], bool), np.array([1, 1, 1, 0, 0], bool)
+    assert agreement(a, b) == pytest.approx(1 / 3) and agreement(b, a) == pytest.approx(1 / 2)
