@@ -57,7 +57,8 @@ def test_hyper_laws_round_trip_through_a_dict_and_default_to_bytes():
     assert bare == HyperLaws(PowerLaw(1.0, 0.3), PowerLaw(7.0, -0.2), "bytes", "")
     for bad in ({"lr": {"coef": 1, "exponent": 0}}, {"bsz": None, "lr": None}, {"bsz": {"coef": "x", "exponent": 1},
                                                                                "lr": {"coef": 1, "exponent": 1}}):
-        with pytest.raises(ValueError, match=r"a hyperparameter law needs \{bsz: \{coef, exponent\}"):
+        with pytest.raises(ValueError, match=r"^a hyperparameter law needs \{bsz: \{coef, exponent\}, lr: \{coef, "
+                                             r"exponent\}, units\}; got "):
             HyperLaws.from_dict(bad)
 
 
@@ -112,6 +113,7 @@ def test_a_regime_reads_back_from_its_dict_and_describes_its_spans():
     assert unrecorded.describe_span("ratios") == "-" and unrecorded.describe() == "not recorded"
     assert Regime(vocab_sizes=(128256,)).describe_span("vocab_sizes") == "128,256"
     assert Regime(ratios=(12345.0,)).describe_span("ratios") == "1.23e+04"
+    assert Regime(seq_lens=(1024, 256, 512)).describe_span("seq_lens") == "256-1,024"  # the span's ends, sorted
     # Bytes (1 byte per unit) go unsaid; a BPE's compression is said.
     assert regime.describe() == ("ratio 0.2-10, 1-43 LLaMA-3 tokens per parameter, sequences of 256-8,192, "
                                  "vocabulary 259")

@@ -110,7 +110,7 @@ def test_the_planned_run_is_judged_and_anything_said_of_it_is_logged(tmp_path, c
     assert caplog.messages == [f"law {cfg.law}: {verdict.line()}"]
     with pytest.raises(LawRefused, match=r"is not usable at C = 2e\+09: \[not usable\] the law's BSZ at the target, "
                                          r"1e\+03 bytes, is below one sequence \(4096 bytes\) \[use with care\] the run's sequences of 4,096 bytes .*; "
-                                         r"set law_force=true"):
+                                         r"set law_force=true to train at it anyway, or give optim.lr and bsz$"):
         cfg.check_law(planned(Regime("aunet2", seq_lens=(4096,), origin="planned")))
     forced = config(tmp_path, law_file(tmp_path), law_force=True)
     caplog.clear()

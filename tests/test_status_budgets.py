@@ -106,6 +106,10 @@ def test_a_group_is_named_by_the_shortest_round_number_within_the_tolerance_of_e
     # 1.2 is 3.3% from 1.24, too far; 1.23 (three digits of the centre 1.2350) is within 1% of both
     assert _round_within(np.array([1.23e18, 1.24e18]), 0.01) == 1.23e18
     assert _round_within(np.array([1.2345e18, 1.2346e18]), 0.0) == pytest.approx(1.23455e18, rel=1e-6)
+    assert _round_within(np.array([1.24e11]), 0.3) == 1e11  # one digit is tried first, and is enough here
+    assert _round_within(np.array([1.5]), 0.25) == 2.0  # a member exactly at the tolerance is within it
+    # No rounding of up to 6 digits within 1e-7: the centre at 6 digits, never 7 or more
+    assert _round_within(np.array([1.2345678e11]), 1e-7) == 1.23457e11
 
 
 def test_a_nominal_budget_column_decides_and_must_be_complete():
