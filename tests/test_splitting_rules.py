@@ -364,3 +364,5 @@ def test_shown_boundaries_are_the_rules_levels_and_agreement_counts_shared_bound
     assert marked(data, np.array([1, 0, 1, 0, 0, 1, 0, 0], bool)) == "ab| cd|⏎ef"
     a, b = np.array([1, 1, 0, 1, 1], bool), np.array([1, 1, 1, 0, 0], bool)
     assert agreement(a, b) == pytest.approx(1 / 3) and agreement(b, a) == pytest.approx(1 / 2)
+    assert agreement(a, b, slack=1) == pytest.approx(2 / 3)  # position 3 follows b's 2; 4 is two bytes after
+    assert agreement(a, b, slack=2) == 1.0

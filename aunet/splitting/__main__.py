@@ -95,8 +95,13 @@ def _show(docs: list[bytes], rules: list[str], model, n: int, sample_bytes: int)
     for name in names:
         print(f"{name:<{width}}  {marked(pieces[0][:n], marks[name][0][:n])}")
     first = names[0]
-    for name in names[1:]:
-        print(f"{name}: {agreement(joined[name], joined[first]):.0%} of its boundaries are {first}'s; "
+    for name in names:
+        print(f"{name}: {len(joined[name]) / joined[name].sum():.2f} bytes per vector on the sample", end="")
+        if name == first:
+            print()
+            continue
+        print(f"; {agreement(joined[name], joined[first]):.0%} of its boundaries are {first}'s "
+              f"({agreement(joined[name], joined[first], slack=1):.0%} within a byte after one), "
               f"{agreement(joined[first], joined[name]):.0%} of {first}'s are its")
 
 

@@ -44,7 +44,12 @@ def marked(data: bytes, boundary: np.ndarray) -> str:
     return "".join(text)
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """The share of a's boundaries that are b's too (position 0, a boundary for every rule, left out)."""
-    a, b = a[1:], b[1:]
-    return float((a & b).sum() / max(1, a.sum()))
+def agreement(a: np.ndarray, b: np.ndarray, slack: int = 0) -> float:
+    """The share of a's boundaries that are b's too, or follow one of b's by at most ``slack`` bytes (a rule
+    that starts a word where another ends the previous one agrees at slack 1); position 0, a boundary for
+    every rule, left out."""
+    near = b.copy()
+    for shift in range(1, slack + 1):
+        near[shift:] |= b[:-shift]
+    a, near = a[1:], near[1:]
+    return float((a & near).sum() / max(1, a.sum()))
