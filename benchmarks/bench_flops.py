@@ -1,6 +1,6 @@
 """Analytic FLOPs per unit vs torch's FlopCounterMode, and vs the paper's Table 10.
 
-    python benchmarks/bench_flops.py [--presets aunet2_tiny,...] [--batch 2] [--seq-len 512] [--table10]
+    python benchmarks/bench_flops.py [--presets aunet2_tiny,...] [--batch 2] [--seq-len 512] [--table10 [--table10-on FILE...]]
                                      [--executed] [--micro-batch 8] [--batches 16]
 
 For each small model: FlopCounterMode over one forward + backward pass, per input
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,6 +47,7 @@ from aunet.flops import (
     executed_flops,
     flops_breakdown,
     flops_per_unit,
+    measure_contraction,
     predict_flop_counter,
     stage_lengths,
 )
@@ -95,8 +97,10 @@ def compare(cfg: ModelConfig, batch: int) -> None:
     print("   by aten op: " + ", ".join(f"{k.removeprefix('aten.')} {v / units:,.0f}" for k, v in sorted(ops.items())))
 
 
-def table10() -> None:
-    """Table 10's FLOPs/token next to ours, for the rows with a listed value."""
+def table10(files: list[str] | None = None) -> None:
+    """Table 10's FLOPs/token next to ours, for the rows with a listed value; with ``files``, each AU-Net row
+    both ways: App. B's rule and the reference code's ``word1`` at stage 2 (deeper stages ``words2``,
+    ``words4``), with contractions measured on those files."""
     rows = {"scaling_baseline_1e19": 1.9e9, "scaling_baseline_1e20": 5.1e9, "scaling_baseline_1e21": 1.2e10,
             "scaling_baseline_1e22": 3.6e10, "transformer_bpe_1b": 1.1e10, "transformer_bpe_7b": 4.5e10,
             "scaling_aunet2_1e19": 2.4e8, "scaling_aunet2_1e22": 7.3e9, "scaling_aunet3_1e19": 2.5e8,
@@ -113,6 +117,29 @@ def table10() -> None:
             paper = ours
         print(f"   {name:<24} listed {listed:9.3g}  ours {ours:9.3g} ({ours / listed:5.2f})  "
               f"paper convention {paper:9.3g} ({paper / listed:5.2f})")
+    if files:
+        both_ways(rows, files)
+
+
+def both_ways(rows: dict[str, float], files: list[str]) -> None:
+    """Each AU-Net row of ``rows`` with App. B's and word1's stage 2, contractions measured on ``files`` in a
+    model of the row's depth (a stage keeps the bytes of the deeper stages' marks too)."""
+    docs = [Path(f).read_bytes() for f in files]
+    rules = {"App. B": ["word", "words2", "words4"], "word1": ["word1", "words2", "words4"]}
+    factors = {(way, k): measure_contraction(docs, k, r[: k - 1]) for way, r in rules.items() for k in (2, 3, 4)}
+    print(f"\n== Table 10's AU-Net rows both ways, contractions measured on {len(docs)} files "
+          f"({sum(map(len, docs)) / 1e6:.2f} MB), stages 2-4 of AU-Net 4: " + "; ".join(
+              f"{way} {'/'.join(f'{c:.2f}' for c in factors[way, 4][1:])}" for way in rules))
+    for name, listed in rows.items():
+        cfg = load_preset(name)
+        if not cfg.spec.pools:
+            continue
+        cells = []
+        for way, r in rules.items():
+            twin = ModelConfig.from_dict({**cfg.to_dict(), "splits": r[: cfg.n_stages - 1]})
+            total = flops_breakdown(twin, factors[way, cfg.n_stages]).total
+            cells.append(f"{way} {total:9.3g} ({total / listed:5.2f})")
+        print(f"   {name:<24} listed {listed:9.3g}  " + "  ".join(cells))
 
 
 def executed_over_counted(micro_batch: int, batches: int) -> None:
@@ -140,6 +167,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=512, help="override the presets' seq_len (0: keep)")
     parser.add_argument("--table10", action="store_true", help="also compare with Table 10")
+    parser.add_argument("--table10-on", nargs="+", metavar="FILE",
+                        help="with --table10: each AU-Net row both ways (App. B's and word1's stage 2), "
+                             "contractions measured on these text files")
     parser.add_argument("--executed", action="store_true", help="only the executed / counted FLOPs of AU-Net 2/3/4")
     parser.add_argument("--micro-batch", type=int, default=8, help="sequences per forward pass (--executed)")
     parser.add_argument("--batches", type=int, default=16, help="batches measured (--executed)")
@@ -154,7 +184,7 @@ def main() -> None:
             cfg = ModelConfig.from_dict({**cfg.to_dict(), "seq_len": args.seq_len})
         compare(cfg, args.batch)
     if args.table10:
-        table10()
+        table10(args.table10_on)
 
 
 if __name__ == "__main__":
