@@ -263,3 +263,21 @@ def test_the_train_command_refuses_bad_settings_before_reading_data(capsys, monk
     monkeypatch.setattr("aunet.data.prepare_data", lambda *a, **k: pytest.fail("read the corpus"))
     assert entropy_main(["train", "--steps", "0"]) == 2
     assert capsys.readouterr().err == "error: entropy model: steps must be >= 1, got 0\n"
+
+
+@pytest.mark.parametrize("spec, family", [("entropy:global:c=5", "aunet2_entropy_c5"),
+                                          ("entropy:global:c=5.0", "aunet2_entropy_c5"),
+                                          ("entropy:monotonic:c=3.5", "aunet2_entropy_monotonic_c3.5"),
+                                          ("entropy:global:t=1.25", "aunet2_entropy_t1.25"),
+                                          ("entropy:global:c=3.92", "aunet2_entropy")])
+def test_an_entropy_rule_at_any_setting_names_its_own_family_and_reads_back(spec, family):
+    from aunet.config import ModelConfig
+    from aunet.ladder.families import get_family
+    from aunet.splitting import parse_rule
+
+    cfg = ModelConfig(arch="aunet", dims=[32, 48], layers=[1, 1], head_dims=[16, 16], ffn_dims=[64, 96],
+                      seq_len=64, window=16, splits=[spec])
+    assert cfg.spec.family_name(cfg) == family  # never the bare aunet2 of App. B's rule
+    back = parse_rule(get_family(family).splits[0])
+    rule = parse_rule(spec)
+    assert (back.mode, back.target, back.value) == (rule.mode, rule.target, rule.value)

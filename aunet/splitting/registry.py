@@ -111,6 +111,16 @@ class Rule(ABC):
         reading one model share its cost. Counted in the AU-Net's F; a rule on the bytes alone costs none."""
         return {}
 
+    def suffix(self) -> str | None:
+        """How a family name writes this rule when ``<name><digits>`` cannot (several parameters, a
+        decimal): a subclass's own spelling, which :meth:`from_suffix` must read back; None: no own one."""
+        return None
+
+    @classmethod
+    def from_suffix(cls, suffix: str) -> str | None:
+        """The spec a family name's suffix in this rule's own spelling stands for, or None."""
+        return None
+
     @property
     def has_fast_path(self) -> bool:
         return type(self).marks is not Rule.marks
@@ -178,15 +188,20 @@ def canonical_spec(spec: str) -> str:
 
 def rule_suffix(spec: str) -> str | None:
     """How a family name writes a rule: its alias if it has one (``word1``), else the spec without
-    its ``:`` when that reads back as the same rule (``stride:4`` -> ``stride4``); None otherwise
-    (``regex:<pattern>``)."""
+    its ``:`` when that reads back as the same rule (``stride:4`` -> ``stride4``), else the rule's own
+    spelling (``entropy:global:c=5`` -> ``entropy_c5``); None otherwise (``regex:<pattern>``)."""
     full = canonical_spec(spec)
     alias = next((a for a, target in _aliases().items() if target == full), None)
     if alias is not None:
         return alias
-    suffix = full.replace(":", "", 1)
+    generic = full.replace(":", "", 1)
     try:
-        return suffix if canonical_spec(rule_from_suffix(suffix)) == full else None
+        if canonical_spec(rule_from_suffix(generic)) == full:
+            return generic
+    except ValueError:
+        pass
+    try:
+        return parse_rule(full).suffix()  # its own spelling reads back as the same rule (from_suffix)
     except ValueError:
         return None
 
@@ -197,6 +212,10 @@ def rule_from_suffix(suffix: str) -> str:
 
     Raises the ValueError of :func:`parse_rule` (an unknown rule, bad parameters).
     """
+    own = next((spec for rule in _RULES.values() if (spec := rule.from_suffix(suffix)) is not None), None)
+    if own is not None:
+        parse_rule(own)
+        return own
     name = suffix.rstrip("0123456789")
     digits = suffix[len(name):]
     rule = _RULES.get(name)

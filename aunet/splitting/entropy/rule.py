@@ -16,6 +16,7 @@ marks no byte, or every byte, is refused. The mark of byte t depends on bytes 0.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -70,6 +71,10 @@ class _EntropyStep:
         return entropy > self._threshold
 
 
+#: A family name's spelling of an entropy rule (:meth:`EntropyRule.suffix`).
+_SUFFIX = re.compile(r"entropy(?P<monotonic>_monotonic)?_(?P<target>[ct])(?P<value>\d+(?:\.\d+)?)")
+
+
 class EntropyRule(Rule):
     """``entropy:<global|monotonic>:c=C`` (a target contraction) or ``...:t=NATS`` (a threshold)."""
 
@@ -100,6 +105,18 @@ class EntropyRule(Rule):
             raise ValueError(f"splitting rule {spec!r}: a contraction of {text} bytes per vector keeps every byte; "
                              "give c > 1")
         return cls(spec, mode, target, value)
+
+    def suffix(self) -> str:
+        """``entropy_c5``, ``entropy_monotonic_t0.5``: the alias of the mode, then the setting."""
+        return f"entropy{'_monotonic' if self.mode == 'monotonic' else ''}_{self.target}{self.value:g}"
+
+    @classmethod
+    def from_suffix(cls, suffix: str) -> str | None:
+        found = _SUFFIX.fullmatch(suffix)
+        if found is None:
+            return None
+        mode = "monotonic" if found["monotonic"] else "global"
+        return f"entropy:{mode}:{found['target']}={found['value']}"
 
     def resolved(self) -> tuple[Saved, float]:
         """The model of the corpus in use and θ on its grid (EntropyModelError / ValueError: one line)."""
