@@ -48,7 +48,10 @@ class Analysis:
         """The requested fit; by default the first of ``PREFERRED`` that could be fitted (the bowl, else the band)."""
         fits = self.laws.get(family, {})
         if not fits:
-            why = "; ".join(w for w in self.warnings if w.startswith(family)) or "it is not in the results"
+            # Why each estimator gave no law ("<family>: no bowl law: ..."), not the family's other notes
+            # (seed spreads, thin budgets), which would bury the reason.
+            mine = [w for w in self.warnings if w.startswith(family)]
+            why = "; ".join([w for w in mine if w.startswith(f"{family}: ")] or mine) or "it is not in the results"
             raise ValueError(f"no hyperparameter law for {family!r} (fitted: {sorted(self.laws)}): {why}")
         if estimator is None:
             return next(fits[name] for name in (*PREFERRED, *fits) if name in fits)

@@ -137,3 +137,16 @@ def test_a_sobol_search_searches_every_group():
     ladder = quiet(load_results, synthetic_sweep("aunet2", design=SweepDesign(budgets=BUDGETS, trials=16), seed=3))
     table = search_table(ladder)
     assert table["searched"].all() and np.all(table["configurations"] >= 10)
+
+
+def test_a_missing_law_says_why_each_estimator_failed_not_the_familys_other_notes():
+    from analysis.fits import Analysis
+
+    notes = [f"{FAMILY}: no band law: {NO_SEARCH}", f"{FAMILY} budget 2e+11 (ratio=0.09): 3 seeds differ by 2%",
+             f"{FAMILY}: no bowl law: {NO_SEARCH}", f"{FAMILY}2: no bowl law: another family's"]
+    analysis = Analysis(pd.DataFrame(), {}, {}, pd.DataFrame(), notes, 0.01, pd.DataFrame())
+    with pytest.raises(ValueError) as err:
+        analysis.law(FAMILY)
+    assert str(err.value).endswith(f"{notes[0]}; {notes[2]}")
+    with pytest.raises(ValueError, match=r"3 seeds differ by 2%$"):  # no estimator's reason: the notes it has
+        Analysis(pd.DataFrame(), {}, {}, pd.DataFrame(), notes[1:2], 0.01, pd.DataFrame()).law(FAMILY)
