@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo reference isoflop test lint data clean mutation mutation-recipe
+.PHONY: setup demo reference isoflop splitting test lint data clean mutation mutation-recipe
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,27 +31,34 @@ demo: $(STAMP)
 	$(PY) sweep.py -m $(SIDE_BY_SIDE)
 	$(PY) -m analysis report outputs/sweeps/demo
 
-# The reference study (conf/sweep/reference.yaml): its outputs are kept under results/reference/.
-REF := outputs/sweeps/reference
-reference: $(STAMP)
+# A study kept under results/: $(1) names conf/sweep/$(1).yaml; its table lands in results/$(1)/.
+# Re-running resumes (the ledger skips finished trials).
+define run_study
 	$(PY) -m aunet.data prepare
-	$(PY) sweep.py -m sweep=reference $(SIDE_BY_SIDE)
-	mkdir -p results/reference
-	cp $(REF)/results.csv results/reference/results.csv
+	$(PY) sweep.py -m sweep=$(1) $(SIDE_BY_SIDE)
+	mkdir -p results/$(1)
+	cp outputs/sweeps/$(1)/results.csv results/$(1)/results.csv
+endef
+
+# The reference study (conf/sweep/reference.yaml).
+reference: $(STAMP)
+	$(call run_study,reference)
 	$(PY) -m analysis report results/reference/results.csv
 	$(PY) -m analysis fit results/reference/results.csv
 	$(PY) -m analysis validate results/reference/results.csv --holdout 7.2e11 | tee results/reference/validate.txt
 
 # The CPU isoFLOP study (conf/sweep/isoflop_cpu.yaml): model size swept at fixed compute for the
-# allocation fits; its outputs are kept under results/isoflop_cpu/.
-ISO := outputs/sweeps/isoflop_cpu
+# allocation fits.
 isoflop: $(STAMP)
-	$(PY) -m aunet.data prepare
-	$(PY) sweep.py -m sweep=isoflop_cpu $(SIDE_BY_SIDE)
-	mkdir -p results/isoflop_cpu
-	cp $(ISO)/results.csv results/isoflop_cpu/results.csv
+	$(call run_study,isoflop_cpu)
 	$(PY) -m analysis optimal results/isoflop_cpu/results.csv
 	$(PY) -m analysis report results/isoflop_cpu/results.csv
+
+# The splitting-rule study (conf/sweep/splitting_cpu.yaml): AU-Net 2 with each stage-2 rule against
+# the BPE and the byte Transformer, at equal compute.
+splitting: $(STAMP)
+	$(call run_study,splitting_cpu)
+	$(PY) -m analysis report results/splitting_cpu/results.csv
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
