@@ -36,12 +36,12 @@ from aunet import checkpoint, parallel
 from aunet.config import COUNTED_IN
 from aunet.data import Corpus, Prefetcher, bits_per_byte, prepare_data
 from aunet.eval.suite import run_downstream
-from aunet.flops import executed_flops, flops_breakdown
+from aunet.flops import FlopsBreakdown, executed_flops, flops_breakdown
 from aunet.ladder import DataMeasurements, RunPlan, family_of, plan_model
 from aunet.models import build_model, stage_lengths
 from aunet.optim import build_optimizer, lr_at
 from aunet.record import RunRecord
-from aunet.threads import use_allocated_threads
+from aunet.threads import Threads, use_allocated_threads
 from aunet.tracking import Tracker
 from aunet.train_config import LawRefused, TrainConfig
 
@@ -173,56 +173,152 @@ def train(cfg: TrainConfig) -> RunRecord:
     threads = use_allocated_threads(cfg.threads, cfg.threads_force)
     env = parallel.init_distributed(cfg.device)
     started = time.time()
-    record = RunRecord(status="running", family=cfg.family or family_of(cfg.model), budget=float(cfg.budget or "nan"),
-                       lr=float(cfg.optim.lr or "nan"), bsz=float(cfg.bsz or "nan"),
-                       units=COUNTED_IN[cfg.model.units], study=cfg.study, trial=cfg.trial,
-                       model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
-                       convention=cfg.budget_convention,
-                       lr_box=tuple(cfg.lr_box) if cfg.lr_box else None,
-                       bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict(),
-                       threads=torch.get_num_threads(), threads_source=threads.source)
+    record = new_record(cfg, threads)
     tracker: Tracker | None = None
     hand_on = None
     try:
         corpus = prepare_data(cfg.data)
-        cfg.model = corpus.fit_model_config(cfg.model)
-        plan = make_plan(cfg, corpus).for_world(env.world_size)
-        verdict = cfg.check_law(plan)
-        if verdict is not None:
-            record.law_verdict = verdict.line()
-            if cfg.bsz is None and not 0.9 <= plan.bsz / plan.law_bsz <= 1.1:
-                log.warning("law %s: its BSZ at this budget, %.4g %s, is rounded to %s (%d whole sequences of %d)",
-                            cfg.law, plan.law_bsz, plan.units, f"{plan.bsz:,}", plan.sequences_per_step, plan.seq_len)
-        micro_batch, accumulation = batch_geometry(plan, env.world_size, cfg.micro_batch, cfg.max_micro_batch)
-        corpus.check(plan.train_units)
-        for name, value in plan.record_fields().items():
-            setattr(record, name, value)
+        plan, micro_batch, accumulation = plan_run(cfg, corpus, env, record)
         if env.is_main:
-            tracker = Tracker(cfg.tracking, out, {"config": cfg.to_dict(), "plan": plan.to_dict(),
-                                                  "family": record.family})
+            tracker = open_tracker(cfg, plan, record)
         state = TrainState(cfg, plan, corpus, env, out, micro_batch, accumulation)
         hand_on = run(state, record, tracker, started)
     except LawRefused:  # a configuration error: nothing ran, so no record
         parallel.shutdown()
         raise
     except Exception as err:  # the record says what went wrong; a sweep goes on
-        log.error("run failed: %s", err)
-        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
-        record.metrics["traceback"] = traceback.format_exc()[-4000:]
+        record_failure(record, err)
+    close_record(record, out, tracker, env, started)
+    parallel.shutdown()
+    if hand_on is not None:  # preempted: our checkpoint and record are safe, let submitit requeue
+        hand_on()
+    return record
+
+
+def new_record(cfg: TrainConfig, threads: Threads) -> RunRecord:
+    """The record of a run about to start: what it was asked to do, status running."""
+    return RunRecord(status="running", family=cfg.family or family_of(cfg.model), budget=float(cfg.budget or "nan"),
+                     lr=float(cfg.optim.lr or "nan"), bsz=float(cfg.bsz or "nan"),
+                     units=COUNTED_IN[cfg.model.units], study=cfg.study, trial=cfg.trial,
+                     model=cfg.model.name, ratio=float(cfg.ratio or "nan"), seed=cfg.seed,
+                     convention=cfg.budget_convention,
+                     lr_box=tuple(cfg.lr_box) if cfg.lr_box else None,
+                     bsz_box=tuple(cfg.bsz_box) if cfg.bsz_box else None, config=cfg.to_dict(),
+                     threads=torch.get_num_threads(), threads_source=threads.source)
+
+
+def plan_run(cfg: TrainConfig, corpus: Corpus, env: parallel.DistEnv, record: RunRecord) -> tuple[RunPlan, int, int]:
+    """(plan, micro-batch, accumulation) of ``cfg`` on ``corpus``, after the law guard and the corpus size
+    check; fits ``cfg.model`` to the corpus and writes the plan's fields into ``record``."""
+    cfg.model = corpus.fit_model_config(cfg.model)
+    plan = make_plan(cfg, corpus).for_world(env.world_size)
+    verdict = cfg.check_law(plan)
+    if verdict is not None:
+        record.law_verdict = verdict.line()
+        if cfg.bsz is None and not 0.9 <= plan.bsz / plan.law_bsz <= 1.1:
+            log.warning("law %s: its BSZ at this budget, %.4g %s, is rounded to %s (%d whole sequences of %d)",
+                        cfg.law, plan.law_bsz, plan.units, f"{plan.bsz:,}", plan.sequences_per_step, plan.seq_len)
+    micro_batch, accumulation = batch_geometry(plan, env.world_size, cfg.micro_batch, cfg.max_micro_batch)
+    corpus.check(plan.train_units)
+    for name, value in plan.record_fields().items():
+        setattr(record, name, value)
+    return plan, micro_batch, accumulation
+
+
+def open_tracker(cfg: TrainConfig, plan: RunPlan, record: RunRecord) -> Tracker:
+    """The run's MLflow run (artifacts under its output directory)."""
+    return Tracker(cfg.tracking, Path(cfg.output_dir), {"config": cfg.to_dict(), "plan": plan.to_dict(),
+                                                        "family": record.family})
+
+
+def record_failure(record: RunRecord, err: Exception) -> None:
+    """Mark ``record`` failed with ``err`` (call within its ``except``: the traceback is kept)."""
+    log.error("run failed: %s", err)
+    record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+    record.metrics["traceback"] = traceback.format_exc()[-4000:]
+
+
+def close_record(record: RunRecord, out: Path, tracker: Tracker | None, env: parallel.DistEnv,
+                 started: float) -> None:
+    """Times into ``record``, then ``out``/record.json, and the MLflow run ended."""
     record.metrics["wall_time"] = time.time() - started
     record.metrics["world_size"] = env.world_size
     if "train_seconds" in record.metrics:  # what the run spent neither training nor getting ready
         record.metrics["teardown_seconds"] = (record.metrics["wall_time"] - record.metrics["train_seconds"]
                                               - record.metrics["setup_seconds"])
     if env.is_main:
-        record.write(out / "record.json")
+        path = out / "record.json"
+        record.write(path)
         if tracker is not None:
-            tracker.artifact(out / "record.json")
+            tracker.artifact(path)
             tracker.close(record.status)
-    parallel.shutdown()
-    if hand_on is not None:  # preempted: our checkpoint and record are safe, let submitit requeue
-        hand_on()
-    return record
+
+
+def run_fingerprint(cfg: TrainConfig, plan: RunPlan, micro_batch: int, accumulation: int, world_size: int) -> str:
+    """What a run's checkpoint and final weights are stamped with: what must not change across a resume."""
+    return checkpoint.fingerprint({
+        "model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "plan": plan.to_dict(),
+        "geometry": [micro_batch, accumulation], "optim": asdict(cfg.optim), "seed": cfg.seed, "world": world_size})
+
+
+def flops_breakdown_of(plan: RunPlan) -> FlopsBreakdown:
+    """The per-stage FLOP breakdown that ``batch_flops`` prices a batch with."""
+    return flops_breakdown(plan.model, plan.contraction if plan.model.spec.pools else None)
+
+
+def batch_flops(plan: RunPlan, breakdown: FlopsBreakdown, batch: dict[str, torch.Tensor]) -> float:
+    """FLOPs the model runs on one micro-batch: AU-Net pads each pooled stage to its longest row."""
+    ids = batch["ids"][:, :-1]
+    levels = batch.get("levels")
+    return ids.shape[0] * executed_flops(breakdown, stage_lengths(plan.model, ids, None if levels is None
+                                                                  else levels[:, :-1]))
+
+
+def divergence(loss: float, first_loss: float, factor: float, step: int) -> str | None:
+    """Why a run whose training loss at ``step`` is ``loss`` has diverged (not finite, or above ``factor``
+    times its first loss), or None while it has not."""
+    if math.isfinite(loss) and loss <= factor * first_loss:
+        return None
+    return f"training loss {loss:.4g} at step {step} (first loss {first_loss:.4g})"
+
+
+def log_entry(history: list[dict[str, float]], tracker: Tracker | None, step: int, entry: dict[str, float]) -> None:
+    """Append a training entry (loss, lr, ...) to ``history`` and log it, its loss as train_loss."""
+    history.append({"step": step, **entry})
+    if tracker is not None:
+        tracker.metrics({"train_loss": entry["loss"], **{k: v for k, v in entry.items() if k != "loss"}}, step)
+
+
+def evaluate_into(model: torch.nn.Module, corpus: Corpus, cfg: TrainConfig, env: parallel.DistEnv,
+                  history: list[dict[str, float]], tracker: Tracker | None, step: int) -> None:
+    """A held-out evaluation during training, into ``history`` and the tracker."""
+    metrics = evaluate(model, corpus, cfg, env)
+    history.append({"step": step, "eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]})
+    if tracker is not None:
+        tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
+
+
+def record_compute(record: RunRecord, plan: RunPlan, steps: int, units_seen: float, executed: float,
+                   history: list[dict[str, float]], env: parallel.DistEnv, bytes_per_unit: float) -> None:
+    """Steps, units, FLOPs (planned, the paper's, executed) and throughput of a run into its record."""
+    record.steps, record.train_units = steps, units_seen
+    record.flops = plan.flops_per_unit * units_seen
+    record.paper_compute = plan.flops_per_unit_ratio * units_seen
+    record.executed_flops = executed
+    record.metrics.update(_throughput(history, env, bytes_per_unit))
+    record.metrics["history"] = history
+
+
+def seeded_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """The run's initial model: drawn from its own seed, so that runs of one seed start alike."""
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg.model).to(device)
+
+
+def train_batches(cfg: TrainConfig, corpus: Corpus, env: parallel.DistEnv, micro_batch: int) -> Prefetcher:
+    """The run's micro-batches in its own seed's data order, made ahead while one trains."""
+    return Prefetcher(corpus.train_loader(cfg.model, micro_batch, env.rank, env.world_size, seed=cfg.seed),
+                      pin_memory=env.device.type == "cuda")
 
 
 class TrainState:
@@ -232,21 +328,15 @@ class TrainState:
                  micro_batch: int, accumulation: int):
         self.cfg, self.plan, self.corpus, self.env = cfg, plan, corpus, env
         self.accumulation = accumulation
-        torch.manual_seed(cfg.seed)
-        self.model = parallel.wrap(build_model(cfg.model).to(env.device), env, cfg.parallel)
+        self.model = parallel.wrap(seeded_model(cfg, env.device), env, cfg.parallel)
         self.optimizer = build_optimizer(self.model, cfg.optim, plan.lr)
         use_compile = cfg.compile == "on" or (cfg.compile == "auto" and env.device.type == "cuda")
         self.forward_model = torch.compile(self.model) if use_compile else self.model
-        self.loader = Prefetcher(corpus.train_loader(cfg.model, micro_batch, env.rank, env.world_size, seed=cfg.seed),
-                                 pin_memory=env.device.type == "cuda")  # the next batches are made while one trains
-        self.fingerprint = checkpoint.fingerprint({
-            "model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "plan": plan.to_dict(),
-            "geometry": [micro_batch, accumulation], "optim": asdict(cfg.optim), "seed": cfg.seed,
-            "world": env.world_size})
+        self.loader = train_batches(cfg, corpus, env, micro_batch)
+        self.fingerprint = run_fingerprint(cfg, plan, micro_batch, accumulation, env.world_size)
         self.path = out / "checkpoint.pt"
         self.step, self.first_loss, self.units_seen = 0, None, 0.0
-        pooled = plan.contraction if plan.model.spec.pools else None
-        self.breakdown = flops_breakdown(plan.model, pooled)
+        self.breakdown = flops_breakdown_of(plan)
         self.executed_flops = 0.0  # this process's; see executed()
         self.history: list[dict[str, float]] = []
         self.last_checkpoint = time.time()
@@ -293,11 +383,8 @@ class TrainState:
         return loss_value, lr, float(grad_norm)
 
     def count_executed(self, batch: dict[str, torch.Tensor]) -> None:
-        """Add the FLOPs the model runs on ``batch``: AU-Net pads each pooled stage to its longest row."""
-        ids = batch["ids"][:, :-1]
-        levels = batch.get("levels")
-        lengths = stage_lengths(self.plan.model, ids, None if levels is None else levels[:, :-1])
-        self.executed_flops += ids.shape[0] * executed_flops(self.breakdown, lengths)
+        """Add the FLOPs the model runs on ``batch`` (``batch_flops``)."""
+        self.executed_flops += batch_flops(self.plan, self.breakdown, batch)
 
     def executed(self) -> float:
         """FLOPs executed so far by all processes."""
@@ -326,7 +413,7 @@ def run(state: TrainState, record: RunRecord, tracker: Tracker | None, started: 
     """Train ``state`` to the end of its plan, filling ``record``. Returns the signal hand-on when preempted."""
     cfg, plan, env = state.cfg, state.plan, state.env
     state.resume()
-    progress = _Progress(cfg.progress, plan.steps, state.step, env.is_main)
+    progress = Progress(cfg.progress, plan.steps, state.step, env.is_main)
     tick = loop_start = time.time()
     record.status = "finished"
     record.metrics["setup_seconds"] = loop_start - started  # run start to the first step
@@ -334,65 +421,57 @@ def run(state: TrainState, record: RunRecord, tracker: Tracker | None, started: 
         while state.step < plan.steps:
             loss, lr, grad_norm = state.train_step()
             step = state.step
-            if not math.isfinite(loss) or loss > cfg.diverge_factor * state.first_loss:
-                record.status = "diverged"
-                record.error = f"training loss {loss:.4g} at step {step} (first loss {state.first_loss:.4g})"
+            diverged = divergence(loss, state.first_loss, cfg.diverge_factor, step)
+            if diverged is not None:
+                record.status, record.error = "diverged", diverged
                 break
             if step % cfg.log_every == 0 or step == plan.steps:
                 now = time.time()
                 rate = plan.bsz * cfg.log_every / max(now - tick, 1e-9) if step % cfg.log_every == 0 else 0.0
                 tick = now
-                entry = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "units_per_s": rate,
-                         **routing_entry(state.model, cfg.contraction_band)}
-                state.history.append({"step": step, **entry})
-                if tracker is not None:
-                    tracker.metrics({"train_loss": loss, **{k: v for k, v in entry.items() if k != "loss"}}, step)
+                log_entry(state.history, tracker, step, {"loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                                         "units_per_s": rate,
+                                                         **routing_entry(state.model, cfg.contraction_band)})
             progress.update(step, loss, plan.bsz * state.corpus.bytes_per_unit)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < plan.steps:
-                metrics = evaluate(state.model, state.corpus, cfg, env)
-                state.history.append({"step": step, "eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]})
-                if tracker is not None:
-                    tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
+                evaluate_into(state.model, state.corpus, cfg, env, state.history, tracker, step)
             state.maybe_checkpoint()
             if guard.signum is not None:
                 break
         progress.close()
         state.loader.close()
         record.metrics["train_seconds"] = time.time() - loop_start
-        record.steps, record.train_units = state.step, state.units_seen
-        record.flops = plan.flops_per_unit * state.units_seen
-        record.paper_compute = plan.flops_per_unit_ratio * state.units_seen
-        record.executed_flops = state.executed()
-        record.metrics.update(_throughput(state.history, env, state.corpus.bytes_per_unit))
-        record.metrics["history"] = state.history
+        record_compute(record, plan, state.step, state.units_seen, state.executed(), state.history, env,
+                       state.corpus.bytes_per_unit)
         if guard.signum is not None and state.step < plan.steps:
             state.maybe_checkpoint(force=True)
             record.status = "preempted"
             record.error = f"signal {guard.signum} at step {state.step}; rerun with the same config to resume"
             return guard.hand_on
     if record.status == "finished":
-        finish(state, record, tracker)
+        finish(state.model, state.corpus, cfg, env, state.fingerprint, step=state.step, record=record,
+               tracker=tracker)
     return None
 
 
-def finish(state: TrainState, record: RunRecord, tracker: Tracker | None) -> None:
-    """Final held-out evaluation, the final weights (the checkpoint goes), downstream tasks."""
-    cfg, env, step = state.cfg, state.env, state.step
-    metrics = evaluate(state.model, state.corpus, cfg, env)
+def finish(model: torch.nn.Module, corpus: Corpus, cfg: TrainConfig, env: parallel.DistEnv, fingerprint: str, *,
+           step: int, record: RunRecord, tracker: Tracker | None) -> None:
+    """Final held-out evaluation, the final weights in ``cfg.output_dir`` (its checkpoint goes), downstream tasks."""
+    metrics = evaluate(model, corpus, cfg, env)
     record.loss, record.bpb = metrics["loss"], metrics["bpb"]
     record.metrics.update({k: metrics[k] for k in ("heldout_units", "heldout_bytes")})
     if tracker is not None:
         tracker.metrics({"eval_loss": metrics["loss"], "eval_bpb": metrics["bpb"]}, step)
-    weights = parallel.full_state_dict(state.model)
+    weights = parallel.full_state_dict(model)
     if env.is_main:
-        out = state.path.parent
-        checkpoint.save(out / "model.pt", {"fingerprint": state.fingerprint, "model": weights,
+        out = Path(cfg.output_dir)
+        checkpoint.save(out / "model.pt", {"fingerprint": fingerprint, "model": weights,
                                            "config": cfg.model.to_dict()})
-        state.path.unlink(missing_ok=True)
-        tokenizer = state.corpus.tokenizer
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+        tokenizer = corpus.tokenizer
         if tokenizer is not None and tokenizer.path:  # the checkpoint's codec travels with it
             shutil.copyfile(tokenizer.path, out / "tokenizer.json")
-        _downstream(cfg, parallel.unwrap(state.model), state.corpus, record, tracker, step)
+        _downstream(cfg, parallel.unwrap(model), corpus, record, tracker, step)
 
 
 def _downstream(cfg: TrainConfig, model: torch.nn.Module, corpus: Corpus, record: RunRecord,
@@ -423,7 +502,7 @@ def _throughput(history: list[dict[str, float]], env: parallel.DistEnv, bytes_pe
     return metrics
 
 
-class _Progress:
+class Progress:
     """tqdm bar on a terminal, periodic log lines otherwise."""
 
     def __init__(self, mode: str, total: int, start: int, active: bool):
