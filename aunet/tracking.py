@@ -44,15 +44,17 @@ def default_tracking_uri(root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
-def ensure_experiment(mlflow: Any, name: str, artifact_root: Path) -> str:
-    """The experiment's id, creating it with an explicit artifact location (Hydra moves the cwd)."""
-    experiment = mlflow.get_experiment_by_name(name)
+def ensure_experiment(client: Any, name: str, artifact_root: Path) -> str:
+    """The experiment's id in ``client``'s store, creating it with an explicit artifact location (Hydra
+    moves the cwd). Through a client, not mlflow's process-wide tracking URI: the trackers of a pack's
+    members run in one process, each in its own thread and store."""
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return mlflow.create_experiment(name, artifact_location=(artifact_root / name).resolve().as_uri())
+        return client.create_experiment(name, artifact_location=(artifact_root / name).resolve().as_uri())
     except Exception:  # a sibling process created it first
-        return mlflow.get_experiment_by_name(name).experiment_id
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -89,9 +91,8 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             uri = self.cfg.tracking_uri or default_tracking_uri(root)
-            mlflow.set_tracking_uri(uri)
             client = MlflowClient(uri)
-            experiment_id = ensure_experiment(mlflow, self.cfg.experiment, root / "mlartifacts")
+            experiment_id = ensure_experiment(client, self.cfg.experiment, root / "mlartifacts")
             self.run_id = self._resumed_run(client, root, experiment_id)
             if self.run_id is None:
                 tags = dict(self.cfg.tags or {})

@@ -200,13 +200,13 @@ def tracking_overrides(config: DictConfig, study: StudyConfig, ledger: Ledger, s
     parent = ledger.get_meta("mlflow_parent_run")
     if parent is None:
         try:
-            mlflow = import_mlflow()
+            import_mlflow()
             from mlflow.tracking import MlflowClient
 
-            mlflow.set_tracking_uri(uri)
-            experiment = ensure_experiment(mlflow, tracking.experiment, sweep_dir / "mlartifacts")
-            run = MlflowClient(uri).create_run(experiment, run_name=f"study:{study.name}",
-                                               tags={"study": study.name, "kind": "study"})
+            client = MlflowClient(uri)
+            experiment = ensure_experiment(client, tracking.experiment, sweep_dir / "mlartifacts")
+            run = client.create_run(experiment, run_name=f"study:{study.name}",
+                                    tags={"study": study.name, "kind": "study"})
             parent = run.info.run_id
             ledger.set_meta("mlflow_parent_run", parent)
         except Exception as err:  # tracking never stops a study

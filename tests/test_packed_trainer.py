@@ -194,3 +194,19 @@ def test_packs_that_cannot_run_are_refused_in_one_line(tmp_path, monkeypatch) ->
     with pytest.raises(ValueError, match="^pack: WORLD_SIZE is 2, but a pack trains in one process"):
         train_pack([member_config(tmp_path, "a")])
     assert not any(tmp_path.iterdir())
+
+
+def test_each_member_logs_its_own_mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from aunet.tracking import TrackingConfig, default_tracking_uri
+
+    cfgs = [member_config(tmp_path, name, tracking=TrackingConfig(enabled=True)) for name in ("a", "c")]
+    records = train_pack(cfgs)
+    assert [r.status for r in records] == ["finished", "finished"]
+    for cfg, record in zip(cfgs, records):  # each member's store (its output directory's) holds its one run
+        client = MlflowClient(default_tracking_uri(cfg.output_dir))
+        runs = client.search_runs([client.get_experiment_by_name("aunet").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        losses = [m.value for m in client.get_metric_history(runs[0].info.run_id, "train_loss")]
+        assert losses == [entry["loss"] for entry in record.metrics["history"] if "loss" in entry]
