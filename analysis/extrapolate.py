@@ -230,7 +230,7 @@ class Extrapolation:
             node = nested
             for parent in parents:
                 node = node.setdefault(parent, {})
-            node[leaf] = value.item() if isinstance(value, np.generic) else value
+            node[leaf] = value  # Hydra's parser gives plain Python values, which YAML writes as they are
         comments = ["# @package _global_",
                     f"# {self.family} at C = {self.budget:.3g} FLOPs, {self.estimator} law ({self.level:.0%} intervals)"]
         comments += [f"# {line}" for line in self.provenance()]

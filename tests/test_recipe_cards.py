@@ -173,6 +173,9 @@ def test_the_recipe_is_the_laws_at_the_target_planned_at_the_studys_ratio_and_se
     assert lines[2] == ("fitted: 5 budgets from 1e+14 to 9.9e+15 FLOPs (spent); the target is 10x the largest")
     assert lines[3] == f"fitted runs: {recipe.card.regime.describe()}"
     assert lines[4:] == [f"note: {n}" for n in recipe.verdict.notes]
+    unnamed = extrapolate(analysis, "aunet2", target)  # no source given: a dash, the hash still there
+    assert unnamed.provenance()[1].startswith(f"source: - (sha256 of its fitted runs, not of a file: "
+                                              f"{unnamed.card.source_sha256[:16]})")
     text = recipe.text().splitlines()
     assert text[0] == "aunet2 at C = 9.9e+16 FLOPs (bowl law, 95% intervals)"
     assert text[1:6] == [f"  {line}" for line in lines[:5]]
