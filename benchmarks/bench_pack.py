@@ -7,6 +7,11 @@ Both are timed on the same text in the same process, at every thread count asked
 3600 x steps/s x K / the plan's steps. Target: >= 3x on the demo's shapes on a 2-core machine.
 
     python benchmarks/bench_pack.py [--packs 1 2 4 8 16] [--threads 1 2] [--studies demo reference]
+
+``--end-to-end STEPS``: whole trials instead of steps: K trials of each shape (``STEPS`` steps each, with
+the corpus, loaders, held-out evaluation and records) trained by ``train_pack`` against one ``train()``
+after another, in one process on one thread; the ratio of their wall times is trials per hour packed
+over one at a time.
 """
 
 from __future__ import annotations
@@ -114,16 +119,56 @@ def packed_step(p: RunPlan, members: int, text: bytes) -> Callable[[int], None]:
     return step
 
 
+def end_to_end(p: RunPlan, members: int, steps: int, root: Path) -> tuple[float, float]:
+    """Wall seconds of ``members`` trials of the plan's shape, ``steps`` steps each: one ``train()`` after
+    another, then one ``train_pack``; their LRs spread around the plan's, seeds 0..K-1."""
+    from aunet.data import DataConfig
+    from aunet.packing import train_pack
+    from aunet.tracking import TrackingConfig
+    from aunet.train import TrainConfig, train
+
+    bpe = p.model.units == "bpe"
+    data = DataConfig(units=p.model.units, seq_len=p.model.seq_len, **({"bpe_vocab": p.model.vocab_size} if bpe else {}))
+
+    def configs(kind: str) -> list[TrainConfig]:
+        return [TrainConfig(model=p.model, data=data, optim=OptimConfig(lr=p.lr * 2 ** (k / max(1, members - 1) - 0.5)),
+                            bsz=p.bsz, steps=steps, seed=k, threads=1, progress="off", eval_bytes=16384,
+                            tracking=TrackingConfig(enabled=False), output_dir=str(root / kind / str(k)))
+                for k in range(members)]
+
+    start = time.perf_counter()
+    for cfg in configs("one"):
+        train(cfg)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    train_pack(configs("pack"))
+    return one, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--packs", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="members per pack (K)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--studies", nargs="+", default=["demo", "reference"], help="conf/sweep/<name>.yaml")
     parser.add_argument("--steps", type=int, default=7, help="timed steps per measurement (median)")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="STEPS",
+                        help="time whole trials of STEPS steps: train_pack against one train() after another")
     args = parser.parse_args()
-    if min(args.packs) < 1 or min(args.threads) < 1:
-        parser.error("--packs and --threads take numbers >= 1")
+    if min(args.packs) < 1 or min(args.threads) < 1 or args.end_to_end < 0:
+        parser.error("--packs and --threads take numbers >= 1, --end-to-end a number of steps >= 0")
     shapes = study_plans(args.studies)
+    if args.end_to_end:
+        import tempfile
+
+        torch.set_num_threads(1)
+        print(f"whole trials of {args.end_to_end} steps, one thread: K trials one after another vs one pack")
+        print(f"{'shape':<28} {'K':>3} {'one by one s':>12} {'packed s':>9} {'x one':>6}")
+        for label, p in shapes.items():
+            for k in args.packs:
+                with tempfile.TemporaryDirectory() as root:
+                    one, packed = end_to_end(p, k, args.end_to_end, Path(root))
+                print(f"{label:<28} {k:>3} {one:>12.1f} {packed:>9.1f} {one / packed:>6.2f}", flush=True)
+        return
     text = prose(None, max(args.packs) * max(p.sequences_per_step for p in shapes.values()) * 300)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available; median of {args.steps} steps")
     print(f"{'shape':<28} {'model':<26} {'thr':>3} {'K':>3} {'steps/s':>8} {'trials/h':>9} {'x one':>6}")
