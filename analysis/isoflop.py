@@ -92,3 +92,26 @@ def _with_seed_noise(metric: str, value: float, lo: float, hi: float, sd: float,
         return max(value - math.hypot(value - lo, half), 0.0), min(value + math.hypot(hi - value, half), 1.0)
     return (value * math.exp(-math.hypot(math.log(value / lo), half)),
             value * math.exp(math.hypot(math.log(hi / value), half)))
+
+
+def ranking(bpb: pd.DataFrame) -> tuple[list[tuple[float, list[str]]], dict[str, dict[float, tuple[int, float, bool]]]]:
+    """Families at each budget that three or more share, from iso-FLOP rows of one metric (``value``,
+    ``lo``, ``hi``): per budget the order from best to worst, '<' between neighbours whose intervals do
+    not overlap and '≈' where they do; per family (by mean rank) its (rank, gap to the leader, whether
+    its interval lies wholly above the leader's) at each budget."""
+    orders: list[tuple[float, list[str]]] = []
+    places: dict[str, dict[float, tuple[int, float, bool]]] = {}
+    for budget, at in bpb.groupby("budget"):
+        if at[FAMILY].nunique() < 3:
+            continue
+        at = at.sort_values("value")
+        leader = at.iloc[0]
+        chain = [str(leader[FAMILY])]
+        for (_, row), (_, below) in zip(at.iterrows(), at.iloc[1:].iterrows()):
+            chain += ["<" if row["hi"] < below["lo"] else "≈", str(below[FAMILY])]
+        orders.append((budget, chain))
+        for rank, (_, row) in enumerate(at.iterrows(), start=1):
+            places.setdefault(str(row[FAMILY]), {})[budget] = (rank, row["value"] / leader["value"] - 1,
+                                                                rank > 1 and bool(leader["hi"] < row["lo"]))
+    mean_rank = {family: float(np.mean([r for r, _, _ in at.values()])) for family, at in places.items()}
+    return orders, {family: places[family] for family in sorted(places, key=lambda f: (mean_rank[f], f))}

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from analysis.bootstrap import LawFit
 from analysis.cards import law_card, write_laws
@@ -22,6 +21,7 @@ from analysis.estimators import Band, Bowl
 from analysis.extrapolate import Extrapolation, extrapolate
 from analysis.fits import Analysis, analyse
 from analysis.hyper_laws import paper_law, search_shortfall, search_table
+from analysis.isoflop import ranking
 from analysis.load import compute_label
 from analysis.optimal import N_BOOT, OptimalStudy, optimal_study, write_optimal
 from analysis.plots import all_figures
@@ -398,34 +398,26 @@ def _equal_compute(analysis: Analysis) -> list[Block]:
             ("p", " ".join(notes)), *_ranking(bpb)]
 
 
-def _ranking(bpb: pd.DataFrame) -> list[Block]:
-    """Three or more families (a splitting-rule study): their order at each budget, which steps of it the
-    intervals call, and each family's rank and gap to the leader; families by their mean rank."""
-    shared = [(budget, at.sort_values("value")) for budget, at in bpb.groupby("budget") if at[FAMILY].nunique() >= 3]
-    if not shared:
+def _ranking(bpb) -> list[Block]:
+    """Three or more families (a splitting-rule study): ``analysis.isoflop.ranking`` as a list and a table."""
+    orders, places = ranking(bpb)
+    if not orders:
         return []
-    ranks: dict[str, list[float]] = {}
-    cells: dict[str, dict[float, str]] = {}
-    orders = []
-    for budget, at in shared:
-        leader = at.iloc[0]
-        chain = [str(leader[FAMILY])]
-        for (_, row), (_, below) in zip(at.iterrows(), at.iloc[1:].iterrows()):
-            chain += ["<" if row["hi"] < below["lo"] else "≈", str(below[FAMILY])]
-        orders.append(f"{_g(budget)}: {' '.join(chain)}")
-        for rank, (_, row) in enumerate(at.iterrows(), start=1):
-            called = rank > 1 and leader["hi"] < row["lo"]
-            gap = "" if rank == 1 else f", +{row['value'] / leader['value'] - 1:.1%}{' (called)' if called else ''}"
-            cells.setdefault(row[FAMILY], {})[budget] = f"{rank}{gap}"
-            ranks.setdefault(row[FAMILY], []).append(rank)
-    budgets = [budget for budget, _ in shared]
-    order = sorted(ranks, key=lambda f: (np.mean(ranks[f]), f))
-    rows = [[f, *(cells[f].get(b, "-") for b in budgets), f"{np.mean(ranks[f]):.1f}"] for f in order]
+    budgets = [budget for budget, _ in orders]
+
+    def cell(place: tuple[int, float, bool] | None) -> str:
+        if place is None:
+            return "-"
+        rank, gap, called = place
+        return str(rank) if rank == 1 else f"{rank}, +{gap:.1%}{' (called)' if called else ''}"
+
+    rows = [[family, *(cell(at.get(b)) for b in budgets), f"{np.mean([r for r, _, _ in at.values()]):.1f}"]
+            for family, at in places.items()]
     return [("h", 3, "Ranking"),
             ("p", "Each budget's families from best to worst bits per byte: '<' where the intervals of two neighbours "
                   "do not overlap (the data calls the step), '≈' where they do (seed noise and the choice of "
                   "near-optimal runs could reverse it)."),
-            ("list", orders),
+            ("list", [f"{_g(budget)}: {' '.join(chain)}" for budget, chain in orders]),
             ("p", "Rank at each budget, and how much worse than that budget's leader; 'called': the interval lies "
                   "wholly above the leader's. Families by mean rank."),
             ("table", ["family", *(f"rank at {_g(b)}" for b in budgets), "mean rank"], rows)]

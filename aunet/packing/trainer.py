@@ -45,12 +45,11 @@ from aunet.packing.loss import member_losses
 from aunet.packing.modules import PackedModel, pack_models, unpack
 from aunet.packing.optim import PackedAdamW, member_lrs
 from aunet.record import RunRecord
+from aunet.run_control import PreemptionGuard, Progress
 from aunet.splitting.learned import is_learned
 from aunet.threads import use_allocated_threads
 from aunet.tracking import Tracker
 from aunet.train import (
-    PreemptionGuard,
-    Progress,
     autocast,
     batch_flops,
     close_record,
