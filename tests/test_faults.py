@@ -64,6 +64,52 @@ def wait_until(condition, what: str, proc: subprocess.Popen | None = None, timeo
         time.sleep(0.3)
 
 
+#: Loaded into a driver through ``sitecustomize``: after its first optimizer step, trial k says so
+#: (``reached-k`` in $AUNET_TEST_GATE) and waits until ``open-k`` exists. A fault is then injected while
+#: a trial is known to be mid-training, whatever the machine's speed: no sleep decides the test.
+STEP_GATE = '''
+import importlib.abc, importlib.machinery, os, sys, time
+from pathlib import Path
+
+
+class _Gate(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "aunet.train":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            step = module.TrainState.train_step
+
+            def gated(self):
+                out = step(self)
+                if self.step == 1:
+                    gate, k = Path(os.environ["AUNET_TEST_GATE"]), self.cfg.trial
+                    (gate / f"reached-{k}").touch()
+                    while not (gate / f"open-{k}").exists():
+                        time.sleep(0.05)
+                return out
+
+            module.TrainState.train_step = gated
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Gate())
+'''
+
+
+def step_gate(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The gate's folder and the environment that loads it into a driver (see ``STEP_GATE``)."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "sitecustomize.py").write_text(STEP_GATE)
+    return gate, {"PYTHONPATH": f"{gate}{os.pathsep}{REPO}", "AUNET_TEST_GATE": str(gate)}
+
+
 def n_starts(sweep_dir: Path, key: str) -> int:
     return len(starts(sweep_dir / key))
 
@@ -108,12 +154,15 @@ def test_driver_killed_mid_trial_then_rerun_retries_only_the_interrupted_trial(t
     ``sweeps status`` prints it too) keeps the finished trial, retries the interrupted one in its own
     MLflow run, and leaves nothing `running`."""
     sweep_dir = tmp_path / "kill"
-    driver = start(sweep_cmd(sweep_dir, "kill", "sweep.max_attempts=1"))
-    wait_until(lambda: (sweep_dir / KEYS[0] / "record.json").exists()
-               and (sweep_dir / KEYS[1] / RUN_ID_FILE).exists(), "the second trial started", driver)
+    gate, env = step_gate(tmp_path)
+    (gate / "open-0").touch()  # the first trial runs through; the second waits after its first step
+    driver = start(sweep_cmd(sweep_dir, "kill", "sweep.max_attempts=1"), env)
+    wait_until(lambda: (sweep_dir / KEYS[0] / "record.json").exists() and (gate / "reached-1").exists()
+               and (sweep_dir / KEYS[1] / RUN_ID_FILE).exists(), "the second trial trains", driver)
     kill_driver(driver)
     rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
     assert rows[KEYS[1]].status == "running"
+    (gate / "open-1").touch()
     rerun = run(sweep_cmd(sweep_dir, "kill", "sweep.max_attempts=1"))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "2 trials, 0 to run" in said(rerun)
@@ -137,14 +186,15 @@ def test_sigterm_to_an_in_process_driver_stops_it_after_the_trial_checkpoints(tm
     runs the trial in-process: the trial checkpoints and the driver stops instead of starting the
     next trial; the rerun resumes the checkpointed trial and runs the other."""
     sweep_dir = tmp_path / "term"
-    # Trials long enough to be caught training: at ratio 0.002 a trial was 40 steps, under a second on a
-    # quiet machine, and could end before the signal landed; 0.008 (the most this budget allows) gives
-    # about 160 steps, over two seconds.
+    # The first trial waits after its first step (its second trial has more, so a rerun resumes mid-trial):
+    # the signal lands while it is known to be training, however fast the machine.
     longer = ["sweep.ratio=0.008"]
-    driver = start(sweep_cmd(sweep_dir, "term", *longer))
-    wait_until(lambda: n_starts(sweep_dir, KEYS[0]) == 1 and (sweep_dir / KEYS[0] / "sweep.log").exists()
-               and "step " in (sweep_dir / KEYS[0] / "sweep.log").read_text(), "the first trial trains", driver)
+    gate, env = step_gate(tmp_path)
+    driver = start(sweep_cmd(sweep_dir, "term", *longer), env)
+    wait_until(lambda: (gate / "reached-0").exists(), "the first trial trains", driver)
     driver.send_signal(signal.SIGTERM)
+    (gate / "open-0").touch()  # it finishes its step, sees the signal and checkpoints
+    (gate / "open-1").touch()
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode != 0 and "stopped by a signal during trial aunet2/C2e09/t0" in out, out[-3000:]
     rows = {r.key: r for r in Ledger(sweep_dir / "ledger.sqlite").rows()}
